@@ -1,0 +1,1 @@
+"""Plugin hooks of shardline_v3io."""

@@ -1,0 +1,25 @@
+"""Built-in registrations of the core, made through the same hooks as third-party plugins."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from shardline.hookspecs import hookimpl
+
+
+@hookimpl
+def shardline_register_commands(cli: Any) -> None:
+    """Add the core's commands (``plugins``) to the ``shardline`` command."""
+    from shardline.cli import plugins_command
+
+    cli.add_command(plugins_command)
+
+
+@hookimpl
+def shardline_register_partitioners(register: Callable[[str, Any], None]) -> None:
+    """Register the built-in partitioners."""
+    from shardline import partitioning
+
+    for name, partitioner in partitioning.BUILTIN_PARTITIONERS.items():
+        register(name, partitioner)

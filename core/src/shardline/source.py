@@ -1,0 +1,69 @@
+"""The source contract that every source plugin implements.
+
+A source yields ``(pyarrow.RecordBatch, AckToken)`` pairs. The pipeline hands each batch to the
+sink and calls :meth:`Source.ack` with the batch's token once the sink has written (or
+dead-lettered) every record of it; acks arrive in the order the batches were yielded. The source
+commits progress only on ack (Kafka: offsets; Parquet: a checkpoint), and :meth:`Source.checkpoint`
+returns a small JSON-serialisable dict from which a new instance resumes.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict
+
+AckToken = Any
+"""Opaque, source-defined token that identifies a yielded batch (e.g. partition offsets)."""
+
+
+class SourceOptions(BaseModel):
+    """Base of every source's options model: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Source(abc.ABC):
+    """A resumable producer of Arrow record batches.
+
+    Subclasses set ``Options`` to a :class:`SourceOptions` subclass validating their config table,
+    and implement :meth:`batches`, :meth:`ack` and :meth:`checkpoint`.
+    """
+
+    Options: ClassVar[type[SourceOptions]] = SourceOptions
+
+    def __init__(self, options: SourceOptions, checkpoint: dict[str, Any] | None = None) -> None:
+        self.options = options
+        self.resume_from = checkpoint
+        self._stopping = False
+
+    @abc.abstractmethod
+    def batches(self) -> Iterator[tuple[pa.RecordBatch, AckToken]]:
+        """Yield record batches with their ack tokens until the source is exhausted or stopped."""
+
+    @abc.abstractmethod
+    def ack(self, token: AckToken) -> None:
+        """Mark everything up to and including the batch of ``token`` as durably written."""
+
+    @abc.abstractmethod
+    def checkpoint(self) -> dict[str, Any]:
+        """A small JSON-serialisable state covering only acknowledged batches."""
+
+    def stop(self) -> None:
+        """Ask :meth:`batches` to return soon (called from another thread on SIGINT/SIGTERM)."""
+        self._stopping = True
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` was called."""
+        return self._stopping
+
+    def progress(self) -> dict[str, Any]:
+        """Optional progress facts for the display (e.g. ``total_rows``, ``lag``)."""
+        return {}
+
+    def close(self) -> None:
+        """Release resources (connections, file handles)."""

@@ -1,0 +1,80 @@
+"""The Transport protocol: the thin part a connector implements.
+
+Like Flink's AsyncSink, the engine owns batching, limits, concurrency, ordering, retries and rate
+control; a transport only knows how to send one request to one stream and report, per record,
+what happened. Every method is a coroutine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    """What DescribeStream says about a stream."""
+
+    shard_count: int
+    retention_hours: int
+
+
+@dataclass(frozen=True, slots=True)
+class PutRecord:
+    """One record of a PutRecords request (Data and ClientInfo as raw bytes, not base64)."""
+
+    data: bytes
+    partition_key: str | None = None
+    shard_id: int | None = None
+    client_info: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    """The outcome of one record of a PutRecords request.
+
+    Success: ``sequence_number`` and ``shard_id`` are set and ``error_code`` is None.
+    Failure: ``error_code`` (a negative int) and ``error_message`` (an error name) are set.
+    """
+
+    shard_id: int | None = None
+    sequence_number: int | None = None
+    error_code: int | None = None
+    error_message: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the record was written."""
+        return self.error_code is None
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """Sends requests to one stream. Implemented by connectors (v3io Web API, local store, Kinesis)."""
+
+    url: str
+
+    async def describe(self) -> StreamInfo:
+        """Return the stream's shard count and retention; raise StreamNotFoundError when missing."""
+        ...
+
+    async def create(self, shard_count: int, retention_hours: int) -> bool:
+        """Create the stream; return False (and change nothing) when it already exists."""
+        ...
+
+    async def update(self, shard_count: int) -> None:
+        """Grow the stream to ``shard_count`` shards."""
+        ...
+
+    async def put_records(self, records: Sequence[PutRecord]) -> list[PutResult]:
+        """Send one PutRecords request; return one result per record, in request order.
+
+        Raise :class:`shardline.errors.TransportError` when the whole request failed (status,
+        connection); per-record failures are reported in the results, not raised.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...

@@ -1,0 +1,1 @@
+"""Plugin hooks of shardline_parquet."""
