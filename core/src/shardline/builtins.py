@@ -10,10 +10,12 @@ from shardline.hookspecs import hookimpl
 
 @hookimpl
 def shardline_register_commands(cli: Any) -> None:
-    """Add the core's commands (``plugins``) to the ``shardline`` command."""
-    from shardline.cli import plugins_command
+    """Add the core's commands (``plugins``, ``validate``, ``run``) to the ``shardline`` command."""
+    from shardline.cli import plugins_command, run_command, validate_command
 
     cli.add_command(plugins_command)
+    cli.add_command(validate_command)
+    cli.add_command(run_command)
 
 
 @hookimpl

@@ -29,13 +29,13 @@ def cli() -> None:
 
 @click.command(name="plugins")
 def plugins_command() -> None:
-    """List installed plugins and what they register."""
+    """List installed plugins and what they register; broken ones are listed with the reason."""
     from shardline import plugins
 
     infos = plugins.list_plugins()
     errors = plugins.registry_errors()
     owners: dict[str, list[str]] = {}
-    for kind in ("sources", "transports", "codecs", "partitioners"):
+    for kind in plugins.KINDS:
         for name, (_value, owner) in plugins.registered_with_owner(kind).items():
             owners.setdefault(owner, []).append(f"{kind[:-1]}:{name}")
     for info in infos:
@@ -45,14 +45,54 @@ def plugins_command() -> None:
         else:
             provides = ", ".join(owners.get(info.name, [])) or "-"
             click.echo(f"{info.name}{dist}  {provides}")
+            for problem in info.problems:
+                click.echo(f"    refused: {problem}")
     for err in errors:
         click.echo(f"error: {err}", err=True)
 
 
-def _build() -> click.Group:
-    from shardline.plugins import get_plugin_manager
+@click.command(name="validate")
+@click.argument("pipeline", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a config value.")
+def validate_command(pipeline: str, overrides: tuple[str, ...]) -> None:
+    """Check a pipeline file (TOML or YAML) without running it; print what it would do."""
+    from shardline.config import load_pipeline
 
-    get_plugin_manager().hook.shardline_register_commands(cli=cli)
+    config = load_pipeline(pipeline, overrides)
+    checkpoint = config.checkpoint.path if config.checkpoint else "none"
+    click.echo(
+        f"{pipeline}: ok: {config.source_type} source -> {config.sink.stream} "
+        f"(data={config.mapping.data}, partitioner={config.mapping.partitioner}, checkpoint={checkpoint})"
+    )
+
+
+@click.command(name="run")
+@click.argument("pipeline", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a config value.")
+@click.option("--allow-dead-letters", is_flag=True, help="Exit 0 even when some records were dead-lettered.")
+@click.option(
+    "--progress/--no-progress", default=None, help="Show a progress bar (default: when stdout is a terminal)."
+)
+def run_command(
+    pipeline: str, overrides: tuple[str, ...], allow_dead_letters: bool, progress: bool | None
+) -> None:
+    """Run a pipeline file: source -> sink, with checkpoints; Ctrl-C stops cleanly and resumable."""
+    from shardline.pipeline import run_pipeline
+
+    summary = run_pipeline(
+        pipeline, overrides, allow_dead_letters=allow_dead_letters, progress=progress, handle_signals=True
+    )
+    click.echo(summary.line())
+    for problem in summary.problems():
+        click.echo(f"error: {problem}", err=True)
+    sys.exit(summary.exit_code)
+
+
+def _build() -> click.Group:
+    from shardline.plugins import register_commands
+
+    for error in register_commands(cli):  # a plugin whose commands fail to load does not break the rest
+        click.echo(f"warning: {error}", err=True)
     return cli
 
 

@@ -1,15 +1,29 @@
 """The plugin manager: loads entry points of the group ``shardline`` and builds the registries.
 
 This module holds the only global state of shardline: one lazily created
-:class:`pluggy.PluginManager`. A plugin that fails to import or registers something invalid is
-recorded in :func:`plugin_errors` (and named in the error) without stopping the others from loading.
+:class:`pluggy.PluginManager`. Loading never stops at a broken plugin:
+
+- an entry point that fails to import, or whose hook implementations do not match the hook specs,
+  is listed as broken (:attr:`PluginInfo.error`) and not registered;
+- two entry points with the same name: the first wins, the second is listed as broken (entry
+  points load in a stable order: by distribution name, then entry-point name, after the built-ins);
+- a registration that is invalid (bad name, wrong kind of object, a name another plugin already
+  registered, an exception inside the hook) is recorded against the plugin that made it
+  (:attr:`PluginInfo.problems`, :func:`registry_errors`); the first registration of a name wins,
+  and the plugin's other registrations still count.
+
+Every message names the plugin (its entry-point name) and, where known, its distribution, so the
+user knows what to fix, upgrade or uninstall. ``shardline plugins`` lists all of it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import re
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from typing import Any
 
@@ -20,16 +34,31 @@ from shardline.errors import PluginError
 
 ENTRY_POINT_GROUP = "shardline"
 _BUILTIN_MODULES = ("shardline.builtins",)
+KINDS = ("sources", "transports", "codecs", "partitioners")
+"""The registries a plugin can add to, each through ``shardline_register_<kind>``."""
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+_SCHEME_RE = re.compile(r"^[a-z][a-z0-9+.-]*$")
 
 
 @dataclass(frozen=True)
 class PluginInfo:
-    """One loaded (or broken) plugin, as ``shardline plugins`` lists it."""
+    """One loaded (or broken) plugin, as ``shardline plugins`` lists it.
+
+    ``error`` is set when the plugin could not be loaded at all; ``problems`` lists registrations
+    of a loaded plugin that were refused (the rest of what it registered is in use).
+    """
 
     name: str
     module: str
     distribution: str | None
     error: str | None = None
+    problems: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """True when the plugin loaded and every registration it made was accepted."""
+        return self.error is None and not self.problems
 
 
 @dataclass
@@ -37,10 +66,67 @@ class _State:
     manager: pluggy.PluginManager
     infos: list[PluginInfo] = field(default_factory=list)
     registries: dict[str, dict[str, tuple[Any, str]]] = field(default_factory=dict)
-    registry_errors: list[str] = field(default_factory=list)
+    load_problems: dict[str, list[str]] = field(default_factory=dict)  # plugin -> problems found at load
+    problems: dict[str, list[str]] = field(default_factory=dict)  # plugin -> refused registrations
+    observers: dict[str, list[Any]] = field(default_factory=dict)
+
+    def invalidate(self) -> None:
+        """Drop the registries (and what was refused building them) so they are rebuilt on next use."""
+        self.registries.clear()
+        self.problems.clear()
+        self.observers.clear()
 
 
 _state: _State | None = None
+_lock = threading.RLock()
+
+
+def _describe(name: str, dist: str | None) -> str:
+    return f"plugin {name!r}" + (f" (distribution {dist!r})" if dist else "")
+
+
+def _unknown_hooks(manager: pluggy.PluginManager, plugin_name: str) -> list[str]:
+    """Names of ``shardline_*`` hook implementations of a plugin that match no hook spec (typos)."""
+    unknown = []
+    plugin = manager.get_plugin(plugin_name)
+    for caller in manager.get_hookcallers(plugin) or []:
+        if not caller.has_spec() and caller.name.startswith(f"{hookspecs.PROJECT}_"):
+            unknown.append(caller.name)
+    return sorted(unknown)
+
+
+def _register_one(state: _State, plugin: Any, name: str, module: str, dist: str | None) -> None:
+    manager = state.manager
+    who = _describe(name, dist)
+    if manager.has_plugin(name):
+        other = next((i for i in state.infos if i.name == name), None)
+        by = f" by {other.module}" if other else ""
+        state.infos.append(
+            PluginInfo(name, module, dist, f"duplicate plugin name {name!r} (already loaded{by}); not loaded")
+        )
+        return
+    try:
+        manager.register(plugin, name=name)
+    except pluggy.PluginValidationError as exc:
+        detail = " ".join(str(exc).split())
+        state.infos.append(PluginInfo(name, module, dist, f"invalid hook implementation: {detail}"))
+        return
+    except ValueError as exc:
+        state.infos.append(PluginInfo(name, module, dist, f"could not register {who}: {exc}"))
+        return
+    problems = [
+        f"{who} implements unknown hook {hook!r} (misspelt? see shardline.hookspecs)"
+        for hook in _unknown_hooks(manager, name)
+    ]
+    state.infos.append(PluginInfo(name, module, dist))
+    if problems:
+        state.load_problems[name] = problems
+
+
+def _entry_points() -> Iterable[metadata.EntryPoint]:
+    """Entry points of the group, in a stable order: by distribution name, then entry-point name."""
+    eps = metadata.entry_points(group=ENTRY_POINT_GROUP)
+    return sorted(eps, key=lambda ep: ((ep.dist.name if ep.dist is not None else "").lower(), ep.name))
 
 
 def _load() -> _State:
@@ -49,84 +135,180 @@ def _load() -> _State:
     state = _State(manager)
     for module_name in _BUILTIN_MODULES:
         module = importlib.import_module(module_name)
-        manager.register(module, name=module_name)
-        state.infos.append(PluginInfo(module_name, module_name, "shardline"))
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        _register_one(state, module, module_name, module_name, "shardline")
+    seen: set[tuple[str | None, str, str]] = set()
+    for ep in _entry_points():
         dist = ep.dist.name if ep.dist is not None else None
+        if (dist, ep.name, ep.value) in seen:  # the same distribution found twice on sys.path
+            continue
+        seen.add((dist, ep.name, ep.value))
         if manager.has_plugin(ep.name):
-            state.infos.append(PluginInfo(ep.name, ep.value, dist, f"duplicate plugin name {ep.name!r}"))
+            _register_one(state, object(), ep.name, ep.value, dist)  # records the duplicate
             continue
         try:
             plugin = ep.load()
-            manager.register(plugin, name=ep.name)
         except Exception as exc:  # a broken third-party plugin must not take the others down
-            state.infos.append(PluginInfo(ep.name, ep.value, dist, f"{type(exc).__name__}: {exc}"))
+            error = f"failed to import {ep.value!r}: {type(exc).__name__}: {exc}"
+            state.infos.append(PluginInfo(ep.name, ep.value, dist, error))
             continue
-        state.infos.append(PluginInfo(ep.name, ep.value, dist))
+        _register_one(state, plugin, ep.name, ep.value, dist)
     return state
+
+
+def _get_state() -> _State:
+    global _state
+    with _lock:
+        if _state is None:
+            _state = _load()
+        return _state
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
     """Return the process-wide plugin manager, loading built-ins and entry points on first use."""
-    global _state
-    if _state is None:
-        _state = _load()
-    return _state.manager
+    return _get_state().manager
 
 
 def reset_plugins() -> None:
     """Forget loaded plugins so the next call reloads entry points (for tests and plugin authors)."""
     global _state
-    _state = None
+    with _lock:
+        _state = None
 
 
-def list_plugins() -> list[PluginInfo]:
-    """Return every plugin found, loaded or broken, in load order."""
-    get_plugin_manager()
-    assert _state is not None
-    return list(_state.infos)
+def register_plugin(plugin: Any, name: str | None = None) -> str:
+    """Register a plugin object or module in this process, as if an entry point had named it.
+
+    For applications that embed shardline and for tests of a plugin before it is packaged. Returns
+    the name it was registered under. Raises :class:`PluginError` when it cannot be registered
+    (duplicate name, hook implementation that does not match its spec).
+    """
+    with _lock:
+        state = _get_state()
+        plugin_name = name or getattr(plugin, "__name__", None) or repr(plugin)
+        module = getattr(plugin, "__name__", type(plugin).__name__)
+        _register_one(state, plugin, plugin_name, module, None)
+        info = state.infos[-1]
+        if info.error:
+            state.infos.pop()
+            raise PluginError(f"{_describe(plugin_name, None)}: {info.error}")
+        state.invalidate()  # rebuilt on next use, with the new plugin's registrations
+        return plugin_name
+
+
+def unregister_plugin(name: str) -> None:
+    """Remove a plugin registered with :func:`register_plugin` (for tests)."""
+    with _lock:
+        state = _get_state()
+        plugin = state.manager.get_plugin(name)
+        if plugin is not None:
+            state.manager.unregister(plugin, name=name)
+        state.infos = [i for i in state.infos if i.name != name]
+        state.load_problems.pop(name, None)
+        state.invalidate()
+
+
+def _dist_of(state: _State, plugin_name: str) -> str | None:
+    return next((i.distribution for i in state.infos if i.name == plugin_name), None)
+
+
+def _check_value(kind: str, name: str, value: Any) -> str | None:
+    """Why ``value`` cannot be registered as a ``kind`` called ``name``, or None when it can."""
+    singular = kind[:-1]
+    if not isinstance(name, str) or not name:
+        return f"registered a {singular} with an invalid name {name!r} (expected a non-empty string)"
+    if kind == "transports":
+        if not _SCHEME_RE.match(name):
+            return f"registered transport {name!r}: a transport name is a URL scheme like 'http' or 'kinesis'"
+    elif not _NAME_RE.match(name):
+        return f"registered {singular} {name!r}: names use letters, digits, '-', '_', '.', '+'"
+    if kind == "sources":
+        from shardline.source import Source, SourceOptions
+
+        if not (isinstance(value, type) and issubclass(value, Source)):
+            return f"registered source {name!r} as {value!r}: expected a subclass of shardline.Source"
+        options = getattr(value, "Options", None)
+        if not (isinstance(options, type) and issubclass(options, SourceOptions)):
+            return (
+                f"registered source {name!r} whose Options is {options!r}: "
+                "expected a subclass of shardline.SourceOptions"
+            )
+    elif value is None:
+        return f"registered {singular} {name!r} as None"
+    elif kind in ("transports", "codecs") and not callable(value):
+        return f"registered {singular} {name!r} as {value!r}: expected a callable"
+    return None
 
 
 def _registry(kind: str) -> dict[str, tuple[Any, str]]:
-    get_plugin_manager()
-    assert _state is not None
-    if kind in _state.registries:
-        return _state.registries[kind]
-    registry: dict[str, tuple[Any, str]] = {}
-    hook = getattr(_state.manager.hook, f"shardline_register_{kind}")
-    for impl in reversed(hook.get_hookimpls()):  # load order, built-ins first
-        owner = impl.plugin_name
+    if kind not in KINDS:
+        raise ValueError(f"unknown registry {kind!r}; expected one of {', '.join(KINDS)}")
+    with _lock:
+        state = _get_state()
+        if kind in state.registries:
+            return state.registries[kind]
+        registry: dict[str, tuple[Any, str]] = {}
+        hook = getattr(state.manager.hook, f"shardline_register_{kind}")
+        for impl in hook.get_hookimpls():  # registration order: built-ins first
+            owner = impl.plugin_name
+            who = _describe(owner, _dist_of(state, owner))
 
-        def register(name: str, value: Any, _owner: str = owner) -> None:
-            if not isinstance(name, str) or not name:
-                raise PluginError(f"plugin {_owner!r} registered a {kind[:-1]} with an invalid name {name!r}")
-            if name in registry:
-                raise PluginError(
-                    f"plugin {_owner!r} registered {kind[:-1]} {name!r}, "
-                    f"already registered by plugin {registry[name][1]!r}"
-                )
-            registry[name] = (value, _owner)
+            def refuse(message: str, _owner: str = owner) -> None:
+                state.problems.setdefault(_owner, []).append(message)
 
-        try:
-            impl.function(register)
-        except PluginError as exc:
-            _state.registry_errors.append(str(exc))
-        except Exception as exc:
-            _state.registry_errors.append(f"plugin {owner!r} failed in shardline_register_{kind}: {exc}")
-    _state.registries[kind] = registry
-    return registry
+            def register(name: str, value: Any, _who: str = who, _owner: str = owner) -> None:
+                problem = _check_value(kind, name, value)
+                if problem is not None:
+                    refuse(f"{_who} {problem}", _owner)
+                elif name in registry:
+                    first = registry[name][1]
+                    refuse(
+                        f"{_who} registered {kind[:-1]} {name!r}, already registered by plugin {first!r}; "
+                        f"kept the one from {first!r}",
+                        _owner,
+                    )
+                else:
+                    registry[name] = (value, _owner)
+
+            try:
+                impl.function(register)
+            except Exception as exc:
+                refuse(f"{who} failed in shardline_register_{kind}: {type(exc).__name__}: {exc}", owner)
+        state.registries[kind] = registry
+        return registry
+
+
+def _build_all() -> _State:
+    for kind in KINDS:
+        _registry(kind)
+    return _get_state()
 
 
 def registry_errors() -> list[str]:
-    """Errors raised while plugins registered things (duplicates, bad names, exceptions)."""
-    for kind in ("sources", "transports", "codecs", "partitioners"):
-        _registry(kind)
-    assert _state is not None
-    return list(_state.registry_errors)
+    """Every problem found while loading plugins and building the registries, one message each.
+
+    Each message names the plugin responsible. Plugins that failed to load are included.
+    """
+    state = _build_all()
+    errors = []
+    for info in state.infos:
+        if info.error:
+            errors.append(f"{_describe(info.name, info.distribution)}: {info.error}")
+        errors.extend(state.load_problems.get(info.name, ()))
+        errors.extend(state.problems.get(info.name, ()))
+    return errors
+
+
+def list_plugins() -> list[PluginInfo]:
+    """Return every plugin found, loaded or broken, in load order, with its refused registrations."""
+    state = _build_all()
+    return [
+        replace(i, problems=(*state.load_problems.get(i.name, ()), *state.problems.get(i.name, ())))
+        for i in state.infos
+    ]
 
 
 def registered(kind: str) -> dict[str, Any]:
-    """Return the registry ``kind`` (``sources``, ``transports``, ``codecs``, ``partitioners``) as name -> object."""
+    """Return the registry ``kind`` (one of :data:`KINDS`) as name -> object."""
     return {name: value for name, (value, _owner) in _registry(kind).items()}
 
 
@@ -136,21 +318,52 @@ def registered_with_owner(kind: str) -> dict[str, tuple[Any, str]]:
 
 
 def lookup(kind: str, name: str) -> Any:
-    """Return the registered ``kind`` object called ``name`` or raise a :class:`PluginError` listing the choices."""
+    """Return the registered ``kind`` called ``name``; raise a :class:`PluginError` listing the choices.
+
+    When some plugin failed to load, the message names it: it may be the one that provides ``name``.
+    """
     registry = _registry(kind)
     if name not in registry:
         known = ", ".join(sorted(registry)) or "none"
-        raise PluginError(
+        message = (
             f"no {kind[:-1]} named {name!r} is registered (known: {known}); "
             f"install the plugin that provides it and check `shardline plugins`"
         )
+        broken = [i for i in _get_state().infos if i.error]
+        if broken:
+            message += "; broken plugins: " + ", ".join(f"{i.name!r} ({i.error})" for i in broken)
+        raise PluginError(message)
     return registry[name][0]
 
 
+def register_commands(cli: Any) -> list[str]:
+    """Let every plugin add its commands to ``cli``; a plugin whose hook raises is skipped.
+
+    Returns the error messages (each naming the plugin) of the plugins that failed.
+    """
+    state = _get_state()
+    errors = []
+    for impl in state.manager.hook.shardline_register_commands.get_hookimpls():
+        try:
+            impl.function(cli)
+        except Exception as exc:
+            who = _describe(impl.plugin_name, _dist_of(state, impl.plugin_name))
+            errors.append(f"{who} failed in shardline_register_commands: {type(exc).__name__}: {exc}")
+    return errors
+
+
 def call_observers(hook_name: str, **kwargs: Any) -> None:
-    """Call an observer hook (``shardline_on_*``); an observer that raises is ignored, not fatal."""
-    hook: Callable[..., Any] = getattr(get_plugin_manager().hook, hook_name)
-    try:
-        hook(**kwargs)
-    except Exception:  # observers must never break delivery
-        pass
+    """Call an observer hook (``shardline_on_*``) on every plugin that implements it.
+
+    Each implementation gets the arguments it declares; one that raises is skipped and does not
+    keep the others from being called: observers must never break delivery.
+    """
+    state = _get_state()
+    impls = state.observers.get(hook_name)
+    if impls is None:
+        with _lock:
+            impls = list(getattr(state.manager.hook, hook_name).get_hookimpls())
+            state.observers[hook_name] = impls
+    for impl in impls:
+        with contextlib.suppress(Exception):  # observers must never break delivery
+            impl.function(**{arg: kwargs[arg] for arg in impl.argnames if arg in kwargs})

@@ -61,9 +61,24 @@ class Source(abc.ABC):
         """True once :meth:`stop` was called."""
         return self._stopping
 
+    @classmethod
+    def resume_identity(cls, options: SourceOptions) -> dict[str, Any]:
+        """The options a checkpoint of this source depends on (default: all of them).
+
+        The pipeline stores a digest of this (with the target stream) in the checkpoint and refuses
+        to resume from a checkpoint with another digest. Leave out options that do not move
+        positions (e.g. a batch size), so changing them keeps the checkpoint usable.
+        """
+        return options.model_dump(mode="json")
+
     def progress(self) -> dict[str, Any]:
-        """Optional progress facts for the display (e.g. ``total_rows``, ``lag``)."""
+        """Optional progress facts for the display.
+
+        Known keys: ``total_rows`` (rows the whole run will yield, when known up front, e.g. from
+        Parquet metadata) and ``done_rows`` (rows already acknowledged by earlier runs, when
+        resuming). Called from another thread; must be cheap.
+        """
         return {}
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Release resources (connections, file handles)."""
