@@ -1,0 +1,265 @@
+"""The Parquet source: files, directories and globs, streamed row group by row group.
+
+Reading
+    ``path`` is a file, a directory (searched recursively, the way pyarrow.dataset discovers files:
+    names starting with ``.`` or ``_`` are skipped), a glob (``data/**/*.parquet``) or a list of
+    these. Files are read in sorted path order, each row group on its own, ``batch_size`` rows at a
+    time, with pyarrow's buffered streams and no pre-buffering: memory is bounded by the batch size
+    and the in-flight cap of the sink, not by the size of a file or of the dataset.
+
+Projection and filters
+    ``columns`` picks the columns to send; ``filter`` drops rows (see :mod:`shardline_parquet.filters`
+    for the syntax). A filter may use columns that are not projected.
+
+Positions and checkpoints
+    Every batch carries a :class:`ParquetAckToken` (file, row group, row offset). The offset counts
+    the rows of that row group that passed the filter. The checkpoint is the position just after the
+    last *acknowledged* batch, so a run that is killed resumes there: nothing is skipped, and what
+    was in flight but not acknowledged is sent again (at-least-once). Files are identified by their
+    absolute path; adding files that sort before the checkpoint's file is not noticed.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from pydantic import Field, field_validator
+from shardline.errors import CheckpointError, ConfigError, SchemaError
+from shardline.source import Source, SourceOptions
+
+from shardline_parquet.filters import FilterSyntaxError, compile_filter
+
+_GLOB_CHARS = set("*?[")
+
+
+class ParquetOptions(SourceOptions):
+    """Options of ``[source] type = "parquet"``."""
+
+    path: str | list[str] = Field(description="a file, directory or glob, or a list of them")
+    columns: list[str] | None = Field(None, description="columns to send (default: all)")
+    filter: str | list[Any] | None = Field(None, description="row filter: expression string or DNF list")
+    batch_size: int = Field(10_000, ge=1, description="rows per batch handed to the sink")
+    buffer_size: int = Field(1 << 20, ge=4096, description="bytes of the buffered read stream per column")
+
+    @field_validator("path")
+    @classmethod
+    def _non_empty(cls, value: str | list[str]) -> str | list[str]:
+        paths = [value] if isinstance(value, str) else value
+        if not paths or not all(p.strip() for p in paths):
+            raise ValueError("expected a non-empty path (file, directory or glob)")
+        return value
+
+    @field_validator("filter")
+    @classmethod
+    def _valid_filter(cls, value: str | list[Any] | None) -> str | list[Any] | None:
+        try:
+            compile_filter(value)
+        except FilterSyntaxError as exc:
+            raise ValueError(f"invalid filter: {exc}") from None
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class ParquetAckToken:
+    """Position just after one yielded batch.
+
+    ``row_offset`` counts the filtered rows of ``row_group`` yielded so far, this batch included;
+    ``end_of_row_group`` is True for the last batch of the row group.
+    """
+
+    file_index: int
+    row_group: int
+    row_offset: int
+    rows: int
+    nbytes: int
+    end_of_row_group: bool
+
+
+def resolve_paths(path: str | list[str]) -> list[str]:
+    """Expand files, directories and globs into a sorted, de-duplicated list of absolute file paths."""
+    files: set[str] = set()
+    for entry in [path] if isinstance(path, str) else path:
+        expanded = os.path.expanduser(entry)
+        if _GLOB_CHARS & set(expanded):
+            matches = [m for m in glob.glob(expanded, recursive=True) if os.path.isfile(m)]
+            if not matches:
+                raise ConfigError(f"source.path: {entry!r} matches no files")
+            files.update(os.path.abspath(m) for m in matches)
+        elif os.path.isdir(expanded):
+            found = ds.dataset(expanded, format="parquet").files
+            if not found:
+                raise ConfigError(f"source.path: directory {entry!r} holds no Parquet files")
+            files.update(os.path.abspath(f) for f in found)
+        elif os.path.isfile(expanded):
+            files.add(os.path.abspath(expanded))
+        else:
+            raise ConfigError(f"source.path: no such file or directory: {entry!r}")
+    return sorted(files)
+
+
+class ParquetSource(Source):
+    """Streams Parquet files row group by row group; resumable from (file, row group, row offset)."""
+
+    Options = ParquetOptions
+    options: ParquetOptions
+
+    def __init__(self, options: ParquetOptions, checkpoint: dict[str, Any] | None = None) -> None:
+        super().__init__(options, checkpoint)
+        self._files = resolve_paths(options.path)
+        self._filter = compile_filter(options.filter)
+        self._format = ds.ParquetFileFormat(
+            default_fragment_scan_options=ds.ParquetFragmentScanOptions(
+                use_buffered_stream=True, buffer_size=options.buffer_size, pre_buffer=False
+            )
+        )
+        self._fs = pafs.LocalFileSystem()
+        self._lock = threading.Lock()
+        self._start = self._resume_position(checkpoint)
+        self._acked = self._start
+        self._done_rows_at_start = int((checkpoint or {}).get("rows", 0))
+        self._acked_rows = self._done_rows_at_start
+        self._total_rows: int | None = None
+        self._schema_checked = False
+
+    # -- the contract ---------------------------------------------------------------------------
+
+    @classmethod
+    def resume_identity(cls, options: SourceOptions) -> dict[str, Any]:
+        """Everything but ``batch_size`` and ``buffer_size``: they do not move positions."""
+        return options.model_dump(mode="json", exclude={"batch_size", "buffer_size"})
+
+    @property
+    def files(self) -> list[str]:
+        """The files this source reads, in order."""
+        return list(self._files)
+
+    def batches(self) -> Iterator[tuple[pa.RecordBatch, ParquetAckToken]]:
+        """Yield ``(batch, token)`` from the resume position to the end (or until :meth:`stop`)."""
+        start_file, start_rg, start_offset = self._start
+        for file_index in range(start_file, len(self._files)):
+            fragment = self._format.make_fragment(self._files[file_index], filesystem=self._fs)
+            self._check_columns(fragment, self._files[file_index])
+            for rg_fragment in fragment.split_by_row_group():
+                row_group = rg_fragment.row_groups[0].id
+                if file_index == start_file and row_group < start_rg:
+                    continue
+                skip = start_offset if (file_index == start_file and row_group == start_rg) else 0
+                yield from self._row_group(file_index, row_group, rg_fragment, skip)
+                if self.stopping:
+                    return
+            if self.stopping:
+                return
+
+    def ack(self, token: ParquetAckToken) -> None:
+        """Record that the batch of ``token`` (and every earlier one) is durably written."""
+        if token.end_of_row_group:
+            position = (token.file_index, token.row_group + 1, 0)
+        else:
+            position = (token.file_index, token.row_group, token.row_offset)
+        with self._lock:
+            self._acked = position
+            self._acked_rows += token.rows
+
+    def checkpoint(self) -> dict[str, Any]:
+        """The position after the last acknowledged batch (JSON-serialisable)."""
+        with self._lock:
+            file_index, row_group, row_offset = self._acked
+            rows = self._acked_rows
+        file = self._files[file_index] if file_index < len(self._files) else None
+        return {
+            "file": file,
+            "file_index": file_index,
+            "row_group": row_group,
+            "row_offset": row_offset,
+            "rows": rows,
+        }
+
+    def progress(self) -> dict[str, Any]:
+        """``total_rows`` from the files' metadata (when there is no filter) and ``done_rows``."""
+        facts: dict[str, Any] = {"done_rows": self._done_rows_at_start, "files": len(self._files)}
+        if self._filter is None:
+            if self._total_rows is None:
+                self._total_rows = sum(pq.read_metadata(f).num_rows for f in self._files)
+            facts["total_rows"] = self._total_rows
+        return facts
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _row_group(
+        self, file_index: int, row_group: int, fragment: ds.ParquetFileFragment, skip: int
+    ) -> Iterator[tuple[pa.RecordBatch, ParquetAckToken]]:
+        scanned = fragment.to_batches(
+            columns=self.options.columns,
+            filter=self._filter,
+            batch_size=self.options.batch_size,
+            batch_readahead=0,
+            fragment_readahead=0,
+            use_threads=True,
+        )
+        offset = 0
+        pending: pa.RecordBatch | None = None
+        for batch in scanned:
+            if skip:
+                if batch.num_rows <= skip:
+                    skip -= batch.num_rows
+                    offset += batch.num_rows
+                    continue
+                batch = batch.slice(skip)
+                offset += skip
+                skip = 0
+            if batch.num_rows == 0:
+                continue
+            if pending is not None:
+                offset += pending.num_rows
+                yield (
+                    pending,
+                    ParquetAckToken(file_index, row_group, offset, pending.num_rows, pending.nbytes, False),
+                )
+                if self.stopping:
+                    return
+            pending = batch
+        if pending is not None:
+            offset += pending.num_rows
+            yield (
+                pending,
+                ParquetAckToken(file_index, row_group, offset, pending.num_rows, pending.nbytes, True),
+            )
+
+    def _check_columns(self, fragment: ds.ParquetFileFragment, path: str) -> None:
+        if self._schema_checked or not self.options.columns:
+            return
+        names = set(fragment.physical_schema.names)
+        missing = [c for c in self.options.columns if c not in names]
+        if missing:
+            raise SchemaError(
+                f"source.columns: {', '.join(map(repr, missing))} not in {path} "
+                f"(its columns: {', '.join(sorted(names))})"
+            )
+        self._schema_checked = True
+
+    def _resume_position(self, checkpoint: dict[str, Any] | None) -> tuple[int, int, int]:
+        if not checkpoint:
+            return (0, 0, 0)
+        try:
+            file = checkpoint["file"]
+            row_group = int(checkpoint["row_group"])
+            row_offset = int(checkpoint["row_offset"])
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"not a Parquet source checkpoint: {checkpoint!r}") from None
+        if file is None:
+            return (len(self._files), 0, 0)  # everything was read and acknowledged
+        if file not in self._files:
+            raise CheckpointError(
+                f"the checkpoint stopped in {file}, which source.path no longer matches; "
+                "delete the checkpoint to start over"
+            )
+        return (self._files.index(file), row_group, row_offset)
