@@ -1,0 +1,407 @@
+"""The Kafka source: topic partitions -> Arrow batches, offsets committed only after the sink acks.
+
+Threads: :meth:`KafkaSource.batches` runs on the pipeline's thread, which owns the consumer
+(poll, seek, commits). :meth:`KafkaSource.ack` may come from any thread (the sink's): it only
+updates the :class:`~shardline_kafka.offsets.OffsetTracker`; the consumer thread commits what was
+acknowledged before each poll (asynchronously) and at :meth:`KafkaSource.close` (synchronously).
+Rebalances run the :class:`_Rebalance` listener on kafka-python's IO thread while the consumer
+thread waits in ``poll``: on revocation it calls the flush hook (see :meth:`KafkaSource.set_flush`),
+waits until every yielded batch of the revoked partitions is acknowledged, and commits them before
+the partitions are given up.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
+
+import pyarrow as pa
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
+from kafka.structs import OffsetAndMetadata
+from shardline import ConfigError, Source, SourceOptions
+
+from shardline_kafka.arrow import records_to_batch
+from shardline_kafka.json_values import DeadLetterFn, parse_json_values
+from shardline_kafka.offsets import KafkaAckToken, OffsetTracker
+from shardline_kafka.options import KafkaSourceOptions, start_timestamp_ms
+
+log = logging.getLogger(__name__)
+
+
+class KafkaSource(Source):
+    """Reads Kafka topics (a list or a regex) as a member of a consumer group.
+
+    Yields batches with columns ``key``, ``value`` (binary), ``topic``, ``partition``, ``offset``,
+    ``timestamp``, ``headers``; with ``value_format = "json"`` the value's top-level fields become
+    typed columns instead of ``value``. Offsets are committed, per partition, up to the first
+    record not yet acknowledged by :meth:`ack`; Kafka's committed offsets are the durable state
+    (``checkpoint()`` is informational, ``resume_from`` is not used).
+    """
+
+    Options: ClassVar[type[SourceOptions]] = KafkaSourceOptions
+
+    def __init__(self, options: SourceOptions, checkpoint: dict[str, Any] | None = None) -> None:
+        if not isinstance(options, KafkaSourceOptions):
+            options = KafkaSourceOptions.model_validate(options.model_dump())
+        super().__init__(options, checkpoint)
+        self.opts: KafkaSourceOptions = options
+        self._tracker = OffsetTracker()
+        self._consumer: KafkaConsumer | None = None
+        self._flush: Callable[[], None] | None = None
+        self._dead_letter: DeadLetterFn | None = None
+        self._start_ts = start_timestamp_ms(options.start)
+        self._positioned: set[TopicPartition] = set()  # start position applied (once per process)
+        self._to_position: set[TopicPartition] = set()  # assigned, paused until positioned
+        self._end: dict[TopicPartition, int] = {}  # stop_at_end targets
+        self._listed_end: dict[TopicPartition, int] = {}  # ListOffsets(latest) answers at start
+        self._before_ts: set[TopicPartition] = set()  # start timestamp not reached yet
+        self._assigned: set[TopicPartition] = set()
+        self._joined = threading.Event()
+        self._closing = False
+        self._state_lock = threading.Lock()
+        self._yielded: dict[TopicPartition, int] = {}  # next offset after the last yielded record
+        self._highwater: dict[TopicPartition, int] = {}
+        self._records = 0
+        self._dead_letters = 0
+
+    # -- wiring the pipeline may use -------------------------------------------------------------
+
+    def set_flush(self, flush: Callable[[], None] | None) -> None:
+        """Give the source a function that makes the sink deliver (and ack) what it holds.
+
+        Called on a worker thread when partitions are being revoked in a rebalance, while the
+        source's own thread waits inside ``poll``; it should return once everything written so far
+        is acknowledged (``ack`` called). Without it the source still waits up to
+        ``revoke_timeout_s`` for acks before committing and giving the partitions up.
+        """
+        self._flush = flush
+
+    def set_dead_letter(self, dead_letter: DeadLetterFn | None) -> None:
+        """Give the source the pipeline's dead-letter writer for values that are not valid JSON.
+
+        ``dead_letter(rows, reason)`` receives dicts with ``topic``, ``partition``, ``offset``,
+        ``key``, ``value``, ``timestamp`` and ``error``; it must have written them durably when it
+        returns, because the batch's offsets (theirs included) are committed after the batch's ack.
+        Without it, such records are logged at ERROR level with their offsets and skipped.
+        """
+        self._dead_letter = dead_letter
+
+    # -- the Source contract ---------------------------------------------------------------------
+
+    def batches(self) -> Iterator[tuple[pa.RecordBatch, KafkaAckToken]]:
+        """Poll the subscribed partitions and yield one batch per poll until stopped or at the end."""
+        consumer = self._open()
+        opts = self.opts
+        if opts.stop_at_end:
+            self._snapshot_ends(consumer)
+        while not self.stopping:
+            self._commit_acked(sync=False)
+            polled = consumer.poll(timeout_ms=opts.poll_timeout_ms, max_records=opts.max_batch_records)
+            if self._to_position:
+                self._apply_start(consumer)
+            if polled:
+                out = self._build(consumer, polled)
+                if out is not None:
+                    yield out
+            if opts.stop_at_end and self._at_end(consumer):
+                return
+
+    def ack(self, token: KafkaAckToken) -> None:
+        """Mark a batch acknowledged; its offsets are committed soon (before the next poll, at close)."""
+        self._tracker.ack(token)
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Acknowledged offsets per ``topic:partition`` (informational; Kafka holds the commits)."""
+        return {
+            "group_id": self.opts.group_id,
+            "offsets": {
+                f"{tp.topic}:{tp.partition}": off for tp, off in self._tracker.acked_offsets().items()
+            },
+        }
+
+    def progress(self) -> dict[str, Any]:
+        """Records and dead letters so far, and consumer lag per ``topic:partition`` and in total."""
+        with self._state_lock:
+            lag = {
+                f"{tp.topic}:{tp.partition}": max(0, hw - self._yielded.get(tp, hw))
+                for tp, hw in self._highwater.items()
+                if tp in self._assigned
+            }
+        facts: dict[str, Any] = {"records": self._records, "lag": sum(lag.values()), "lag_by_partition": lag}
+        if self.opts.value_format == "json":
+            facts["dead_letters"] = self._dead_letters
+        if self.opts.stop_at_end and self._end:
+            facts["total_rows"] = None  # unknown: starts differ per partition
+        return facts
+
+    def close(self) -> None:
+        """Commit everything acknowledged, then leave the group and close the consumer."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is None:
+            return
+        self._closing = True
+        try:
+            self._commit_acked(sync=True, consumer=consumer)
+        except Exception as exc:
+            log.warning("final offset commit failed (records after the last commit will be re-read): %s", exc)
+        consumer.close(autocommit=False, timeout_ms=10_000)
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _open(self) -> KafkaConsumer:
+        opts = self.opts
+        try:
+            consumer = KafkaConsumer(**opts.consumer_config())
+        except Exception as exc:
+            raise ConfigError(
+                f"kafka source: cannot connect to {opts.bootstrap_servers!r}: {exc}; "
+                f"check bootstrap_servers and the security options"
+            ) from exc
+        listener = _Rebalance(self)
+        if opts.pattern is not None:
+            consumer.subscribe(pattern=opts.pattern, listener=listener)
+        else:
+            consumer.subscribe(topics=list(opts.topics or ()), listener=listener)
+        self._consumer = consumer
+        return consumer
+
+    def _snapshot_ends(self, consumer: KafkaConsumer) -> None:
+        """Remember the end offsets of every matching partition now ("seen at start").
+
+        Some brokers (Tansu) answer ListOffsets(latest) with less than the true end, so the end
+        used is the larger of this answer and the high watermark of the partition's first fetch.
+        """
+        if self.opts.pattern is not None:
+            regex = re.compile(self.opts.pattern)
+            topics = [t for t in consumer.topics() if regex.fullmatch(t)]
+        else:
+            topics = list(self.opts.topics or ())
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        if tps:
+            self._listed_end.update(consumer.end_offsets(tps))
+
+    def _end_of(self, consumer: KafkaConsumer, tp: TopicPartition) -> int | None:
+        """stop_at_end target of an owned partition; None until a fetch reported its high watermark."""
+        end = self._end.get(tp)
+        if end is None:
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                return None
+            end = self._end[tp] = max(highwater, self._listed_end.get(tp, 0))
+        return end
+
+    def _apply_start(self, consumer: KafkaConsumer) -> None:
+        """Seek newly assigned partitions to the configured start, then resume them."""
+        with self._state_lock:
+            tps = [tp for tp in self._to_position if tp in self._assigned]
+            self._to_position.clear()
+        if not tps:
+            return
+        if self.opts.start == "earliest":
+            consumer.seek_to_beginning(*tps)
+        elif self.opts.start == "latest":
+            consumer.seek_to_end(*tps)
+        else:
+            assert self._start_ts is not None
+            found = consumer.offsets_for_times({tp: self._start_ts for tp in tps})
+            for tp in tps:
+                hit = found.get(tp)
+                if hit is None:
+                    consumer.seek_to_end(tp)
+                else:
+                    consumer.seek(tp, hit.offset)
+            # brokers that cannot look up times (Tansu answers offset 0): skip earlier records here too
+            self._before_ts.update(tps)
+        self._positioned.update(tps)
+        consumer.resume(*tps)
+
+    def _build(
+        self, consumer: KafkaConsumer, polled: dict[TopicPartition, list[Any]]
+    ) -> tuple[pa.RecordBatch, KafkaAckToken] | None:
+        parts: list[tuple[str, int, list[Any]]] = []
+        ends: dict[TopicPartition, int] = {}
+        stop = self.opts.stop_at_end
+        for tp, records in polled.items():
+            if not records or tp not in self._assigned:
+                continue
+            if tp in self._before_ts:
+                records = self._from_start_time(tp, records)
+                if not records:
+                    continue
+            if stop:
+                end = self._end_of(consumer, tp)
+                if end is not None and records[-1].offset >= end:
+                    records = [r for r in records if r.offset < end]
+                    consumer.pause(tp)
+                    if not records:
+                        continue
+            parts.append((tp.topic, tp.partition, records))
+            ends[tp] = records[-1].offset + 1
+        if not parts:
+            return None
+        batch = records_to_batch(parts)
+        with self._state_lock:
+            self._yielded.update(ends)
+            for tp in ends:
+                hw = consumer.highwater(tp) if tp in self._assigned else None
+                if hw is not None:
+                    self._highwater[tp] = hw
+        self._records += batch.num_rows
+        if self.opts.value_format == "json":
+            batch, bad = parse_json_values(batch)
+            if bad:
+                self._dead_letters += len(bad)
+                self._report_bad(bad)
+        return batch, self._tracker.register(ends)
+
+    def _from_start_time(self, tp: TopicPartition, records: list[Any]) -> list[Any]:
+        """Drop records before the first one at or after the start timestamp."""
+        start = self._start_ts
+        for i, record in enumerate(records):
+            if record.timestamp >= start:  # type: ignore[operator]
+                self._before_ts.discard(tp)
+                return records[i:]
+        return []
+
+    def _report_bad(self, rows: list[dict[str, Any]]) -> None:
+        if self._dead_letter is not None:
+            self._dead_letter(rows, "value is not a JSON object")
+            return
+        for row in rows:
+            log.error(
+                "kafka source: skipped %s[%s] offset %s: %s (configure a dead-letter target to keep it)",
+                row["topic"],
+                row["partition"],
+                row["offset"],
+                row["error"],
+            )
+
+    def _at_end(self, consumer: KafkaConsumer) -> bool:
+        """stop_at_end: joined, and every owned partition is at its end offset."""
+        if not self._joined.is_set():
+            return False
+        with self._state_lock:
+            owned = set(self._assigned)
+            if self._to_position & owned:
+                return False
+        for tp in owned:
+            end = self._end_of(consumer, tp)
+            if end is None:
+                return False
+            if self._yielded.get(tp, -1) >= end:
+                continue
+            if consumer.position(tp) < end:
+                return False
+        return True
+
+    def _commit_acked(self, *, sync: bool, consumer: KafkaConsumer | None = None) -> None:
+        consumer = consumer or self._consumer
+        if consumer is None:
+            return
+        offsets = self._tracker.to_commit(self._assigned)
+        if not offsets:
+            return
+        payload = {tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()}
+        if sync:
+            consumer.commit(payload)
+        else:
+            consumer.commit_async(payload, callback=_log_commit_failure)
+        self._tracker.committed(offsets)
+
+    # called from the listener (kafka-python's IO thread) ------------------------------------------
+
+    def _on_assigned(self, assigned: set[TopicPartition]) -> list[TopicPartition]:
+        self._tracker.assign(assigned)
+        with self._state_lock:
+            self._assigned |= assigned  # eager: after a full revoke; cooperative: the added ones
+            to_position = []
+            if self.opts.start != "committed":
+                to_position = [tp for tp in assigned if tp not in self._positioned]
+                self._to_position.update(to_position)
+        self._joined.set()
+        return to_position
+
+    def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        self._tracker.revoke(revoked)
+        with self._state_lock:
+            self._assigned -= revoked
+            self._to_position -= revoked
+            self._before_ts -= revoked
+            for tp in revoked:
+                self._yielded.pop(tp, None)
+                self._highwater.pop(tp, None)
+
+
+def _log_commit_failure(offsets: Any, response: Any) -> None:
+    if isinstance(response, Exception):
+        log.warning("async offset commit failed (the next commit covers it): %s", response)
+
+
+class _Rebalance(AsyncConsumerRebalanceListener):
+    """Commits acknowledged offsets of revoked partitions before they are given up.
+
+    Runs on kafka-python's IO thread (kafka-python >= 3): it must not call blocking consumer APIs,
+    so it waits by awaiting the IO loop's sleep and commits with an awaited ``commit_async``.
+    """
+
+    def __init__(self, source: KafkaSource) -> None:
+        self.source = source
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        source = self.source
+        revoked = set(revoked)
+        consumer = source._consumer
+        if revoked and consumer is not None and not source._closing:
+            if source._tracker.unacked(revoked):
+                await self._drain(consumer, revoked)
+            offsets = source._tracker.to_commit(revoked)
+            if offsets:
+                payload = {tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()}
+                try:
+                    await consumer.commit_async(payload)
+                except Exception as exc:
+                    log.warning(
+                        "commit on revocation failed (the new owner re-reads from the last commit): %s", exc
+                    )
+        source._on_revoked(revoked)
+
+    async def _drain(self, consumer: KafkaConsumer, revoked: set[TopicPartition]) -> None:
+        """Let the sink deliver what it holds of ``revoked`` (flush hook); wait at most revoke_timeout_s."""
+        source = self.source
+        flusher = None
+        if source._flush is not None:
+            flusher = threading.Thread(
+                target=_call_quietly, args=(source._flush,), name="shardline-kafka-flush"
+            )
+            flusher.start()
+        deadline = time.monotonic() + source.opts.revoke_timeout_s
+        while source._tracker.unacked(revoked) and time.monotonic() < deadline:
+            await consumer._net.sleep(0.01)  # yields the IO loop (heartbeats) while the sink acks
+        if source._tracker.unacked(revoked):
+            log.warning(
+                "rebalance: %d batch(es) of revoked partitions not acknowledged within %.0f s; "
+                "their records will be read again by the new owner",
+                source._tracker.unacked(revoked),
+                source.opts.revoke_timeout_s,
+            )
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        source = self.source
+        to_position = source._on_assigned(set(assigned))
+        if to_position and source._consumer is not None:
+            source._consumer.pause(*to_position)  # positioned by the consumer thread after poll
+
+    async def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
+        self.source._on_revoked(set(lost))
+
+
+def _call_quietly(fn: Callable[[], None]) -> None:
+    try:
+        fn()
+    except Exception as exc:
+        log.warning("flush on rebalance failed: %s", exc)
