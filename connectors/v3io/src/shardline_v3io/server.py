@@ -1,0 +1,637 @@
+"""The embedded v3io-compatible stream server (``shardline serve``).
+
+An aiohttp low-level server (no router: the raw request path is parsed and checked here, because
+v3io clients send ``//container/...`` and aiohttp does not normalise ``//`` or ``..``). It speaks:
+
+* the Streaming Web API (``X-v3io-function``): CreateStream, DescribeStream, UpdateStream,
+  PutRecords, SeekShard/Seek, GetRecords (and DeleteStream as a convenience);
+* simple objects: ``PUT`` a body to a path (``Range: -1`` appends), ``PUT`` a path ending in ``/``
+  (a directory), ``GET`` (with ``Range``), ``HEAD``, ``DELETE``;
+* container listing ``GET /<container>?prefix=...`` as an S3-like ``ListBucketResult``.
+
+KV functions (PutItem, GetItem, ...) are answered with a 400 error body, except ``GetItems`` on a
+directory, which lists object names (``__name``) so that tools that delete a folder item by item work.
+
+Every handler is wrapped: a bad request gets a v3io error body, never a crashed server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hmac
+import os
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote
+from xml.sax.saxutils import escape
+
+import orjson
+from aiohttp import web
+from aiohttp.web_request import BaseRequest
+
+from shardline_v3io import errors as E
+from shardline_v3io.faults import FaultConfig
+from shardline_v3io.store import StoreError, StreamStore
+from shardline_v3io.store.stream import MAX_GET_LIMIT, MAX_RECORDS
+
+MAX_BODY = 10 * 2**20
+"""The largest JSON body a Streaming Web API request may have (10 MB)."""
+_DISCARD_LIMIT = 64 * 2**20
+_JSON = "application/json"
+
+STREAM_FUNCTIONS = frozenset(
+    {
+        "CreateStream",
+        "DescribeStream",
+        "UpdateStream",
+        "PutRecords",
+        "SeekShard",
+        "Seek",
+        "GetRecords",
+        "DeleteStream",
+    }
+)
+KV_FUNCTIONS = frozenset(
+    {
+        "PutItem",
+        "PutItems",
+        "GetItem",
+        "GetItems",
+        "UpdateItem",
+        "DeleteItem",
+        "CreateSchema",
+        "GetItemsStream",
+    }
+)
+FAULTABLE = frozenset({"PutRecords", "GetRecords", "SeekShard", "Seek", "DescribeStream"})
+
+
+@dataclass
+class ServerOptions:
+    """How ``shardline serve`` runs."""
+
+    data_dir: str
+    host: str = "127.0.0.1"
+    port: int = 8081
+    access_key: str | None = None
+    fault: FaultConfig = field(default_factory=FaultConfig)
+    fsync: bool = False
+    retention_interval_s: float = 60.0
+
+
+class RequestError(Exception):
+    """A whole request fails with ``kind`` (a v3io error) and a detail for humans."""
+
+    def __init__(self, kind: E.V3ioError, detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class ParsedPath:
+    """A checked request path: container, segments after it, trailing slash, raw query."""
+
+    container: str
+    segments: list[str]
+    trailing_slash: bool
+    query: str
+
+    @property
+    def path(self) -> str:
+        """The path inside the container, without leading or trailing slash."""
+        return "/".join(self.segments)
+
+
+def parse_raw_path(raw: str) -> ParsedPath | None:
+    """Check and split a raw request target; None for ``/`` (no container). Raise RequestError when unsafe."""
+    if raw.startswith(("http://", "https://")):
+        rest = raw.split("://", 1)[1]
+        slash = rest.find("/")
+        raw = rest[slash:] if slash >= 0 else "/"
+    path_part, _, query = raw.partition("?")
+    path_part = path_part.partition("#")[0]
+    if "\\" in path_part or "\x00" in path_part:
+        raise RequestError(E.INVALID_ARGUMENT, "the path must not contain backslashes or NUL bytes")
+    segments = []
+    for seg in path_part.split("/"):
+        if not seg:
+            continue
+        try:
+            dec = unquote(seg, errors="strict")
+        except UnicodeDecodeError as exc:
+            raise RequestError(E.INVALID_ARGUMENT, "the path is not valid percent-encoded UTF-8") from exc
+        if (
+            dec in (".", "..")
+            or any(c in dec for c in ("/", "\\", "\x00"))
+            or any(ord(c) < 0x20 or ord(c) == 0x7F for c in dec)
+        ):
+            raise RequestError(E.INVALID_ARGUMENT, f"the path segment {seg!r} is not allowed")
+        segments.append(dec)
+    if not segments:
+        return None
+    return ParsedPath(segments[0], segments[1:], path_part.endswith("/"), query)
+
+
+def _json_response(doc: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(doc), status=status, content_type=_JSON)
+
+
+def _error_response(kind: E.V3ioError, detail: str | None = None) -> web.Response:
+    return web.Response(body=kind.body(detail), status=kind.status, content_type=_JSON)
+
+
+def _get_int(doc: dict[str, Any], name: str, *, required: bool, minimum: int | None = None) -> int | None:
+    value = doc.get(name)
+    if value is None:
+        if required:
+            raise RequestError(E.INVALID_ARGUMENT, f"{name} is required")
+        return None
+    if type(value) is not int:
+        raise RequestError(E.INVALID_ARGUMENT, f"{name} must be an integer, got {type(value).__name__}")
+    if minimum is not None and value < minimum:
+        raise RequestError(E.INVALID_ARGUMENT, f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _http_date(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+class V3ioServer:
+    """The request handler: one instance per running server, over one :class:`StreamStore`."""
+
+    def __init__(
+        self, store: StreamStore, *, access_key: str | None = None, fault: FaultConfig | None = None
+    ) -> None:
+        self.store = store
+        self._key = access_key.encode("utf-8") if access_key else None
+        self.fault = fault or FaultConfig()
+        self._a2b = binascii.a2b_base64
+
+    # -- entry -------------------------------------------------------------------------------------
+
+    async def handle(self, request: BaseRequest) -> web.StreamResponse:
+        """Answer one request; never raises."""
+        try:
+            if self._key is not None and not self._authorised(request):
+                return _error_response(
+                    E.PERMISSION_DENIED,
+                    "a valid access key is required (X-v3io-session-key header or HTTP Basic password)",
+                )
+            parsed = parse_raw_path(request.raw_path)
+            function = request.headers.get("X-v3io-function")
+            if function:
+                return await self._function(request, function, parsed)
+            return await self._plain(request, parsed)
+        except RequestError as exc:
+            return _error_response(exc.kind, exc.detail)
+        except StoreError as exc:
+            return _error_response(exc.kind, exc.detail)
+        except (asyncio.CancelledError, ConnectionResetError):
+            raise
+        except Exception as exc:  # never crash on input; say what went wrong
+            traceback.print_exc(file=sys.stderr)
+            return _error_response(E.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+
+    def _authorised(self, request: BaseRequest) -> bool:
+        assert self._key is not None
+        key = request.headers.get("X-v3io-session-key")
+        if key is not None and hmac.compare_digest(key.encode("utf-8", "surrogateescape"), self._key):
+            return True
+        auth = request.headers.get("Authorization", "")
+        if auth[:6].lower() == "basic ":
+            try:
+                decoded = base64.b64decode(auth[6:].strip(), validate=True)
+            except (binascii.Error, ValueError):
+                return False
+            _user, sep, password = decoded.partition(b":")
+            return bool(sep) and hmac.compare_digest(password, self._key)
+        return False
+
+    async def _read_body(self, request: BaseRequest, limit: int = MAX_BODY) -> bytes:
+        length = request.content_length
+        if length is not None and length > limit:
+            if length <= _DISCARD_LIMIT:
+                await self._discard(request)
+            raise RequestError(E.INVALID_ARGUMENT, f"the request body is larger than {limit} bytes")
+        if length is not None:
+            return await request.read() if length else b""
+        chunks = []
+        total = 0
+        async for chunk in request.content.iter_any():
+            total += len(chunk)
+            if total > limit:
+                await self._discard(request)
+                raise RequestError(E.INVALID_ARGUMENT, f"the request body is larger than {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _discard(self, request: BaseRequest) -> None:
+        total = 0
+        async for chunk in request.content.iter_any():
+            total += len(chunk)
+            if total > _DISCARD_LIMIT:
+                break
+
+    async def _json_body(self, request: BaseRequest) -> dict[str, Any]:
+        body = await self._read_body(request)
+        if not body.strip():
+            return {}
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise RequestError(E.INVALID_ARGUMENT, f"malformed JSON body: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise RequestError(E.INVALID_ARGUMENT, "the JSON body must be an object")
+        return doc
+
+    # -- Streaming Web API -------------------------------------------------------------------------
+
+    async def _function(
+        self, request: BaseRequest, function: str, parsed: ParsedPath | None
+    ) -> web.StreamResponse:
+        if function in KV_FUNCTIONS:
+            if function == "GetItems" and parsed is not None:
+                return await self._get_items(request, parsed)
+            await self._discard(request)
+            raise RequestError(
+                E.UNSUPPORTED_FUNCTION,
+                f"{function}: the KV API is not supported by shardline serve "
+                "(streams and simple objects only)",
+            )
+        if function not in STREAM_FUNCTIONS:
+            await self._discard(request)
+            raise RequestError(E.UNSUPPORTED_FUNCTION, f"unknown X-v3io-function {function!r}")
+        if request.method not in ("POST", "PUT"):
+            await self._discard(request)
+            raise RequestError(E.INVALID_ARGUMENT, f"{function} must be sent with POST or PUT")
+        if parsed is None:
+            await self._discard(request)
+            raise RequestError(E.INVALID_ARGUMENT, "the path must name a container and a stream")
+        if function in FAULTABLE and self.fault.fail_request():
+            await self._discard(request)
+            kind = E.error_for_status(self.fault.status)
+            return _error_response(kind, "injected fault (--fault-status)")
+        doc = await self._json_body(request)
+        container = parsed.container
+        if function in ("SeekShard", "Seek", "GetRecords"):
+            if not parsed.segments or not parsed.segments[-1].isdigit():
+                raise RequestError(
+                    E.INVALID_ARGUMENT, f"{function} needs a path /<container>/<stream>/<shard-id>/"
+                )
+            shard_id = int(parsed.segments[-1])
+            stream = self.store.open_stream(container, "/".join(parsed.segments[:-1]))
+            if shard_id >= stream.shard_count:
+                raise RequestError(
+                    E.SHARD_OUT_OF_RANGE,
+                    f"shard {shard_id} does not exist; the stream has {stream.shard_count} shards",
+                )
+            if function == "GetRecords":
+                return self._get_records(stream, shard_id, doc)
+            return self._seek(stream, shard_id, doc)
+        path = self._stream_path(parsed, doc)
+        if function == "PutRecords":
+            return self._put_records(container, path, doc)
+        if function == "CreateStream":
+            shards = _get_int(doc, "ShardCount", required=True, minimum=1)
+            retention = _get_int(doc, "RetentionPeriodHours", required=False, minimum=1) or 24
+            assert shards is not None
+            if not self.store.create_stream(container, path, shards, retention):
+                return _error_response(E.RESOURCE_EXISTS, f"stream {container}/{path} already exists")
+            return web.Response(status=204)
+        if function == "DescribeStream":
+            meta = self.store.describe_stream(container, path)
+            return _json_response(
+                {"ShardCount": meta.shard_count, "RetentionPeriodHours": meta.retention_hours}
+            )
+        if function == "UpdateStream":
+            shards = _get_int(doc, "ShardCount", required=True, minimum=1)
+            assert shards is not None
+            self.store.update_stream(container, path, shards)
+            return web.Response(status=204)
+        # DeleteStream
+        if not self.store.delete_stream(container, path):
+            raise StoreError(E.RESOURCE_NOT_FOUND, f"stream {container}/{path} does not exist")
+        return web.Response(status=204)
+
+    def _stream_path(self, parsed: ParsedPath, doc: dict[str, Any]) -> str:
+        name = doc.get("StreamName")
+        if name is None:
+            if not parsed.segments:
+                raise RequestError(E.INVALID_ARGUMENT, "name the stream in the path or in StreamName")
+            return parsed.path
+        if type(name) is not str or not name.strip("/"):
+            raise RequestError(E.INVALID_ARGUMENT, "StreamName must be a non-empty string")
+        extra = parse_raw_path("/" + parsed.container + "/" + name.strip("/"))
+        assert extra is not None
+        if parsed.segments:
+            try:
+                self.store.open_stream(parsed.container, parsed.path)
+                return parsed.path
+            except StoreError:
+                return parsed.path + "/" + extra.path
+        return extra.path
+
+    def _put_records(self, container: str, path: str, doc: dict[str, Any]) -> web.Response:
+        records = doc.get("Records")
+        if type(records) is not list:
+            raise RequestError(E.INVALID_ARGUMENT, "Records must be an array of records")
+        n = len(records)
+        if n == 0:
+            raise RequestError(E.INVALID_ARGUMENT, "Records is empty")
+        if n > MAX_RECORDS:
+            raise RequestError(E.INVALID_ARGUMENT, f"at most {MAX_RECORDS} records per request, got {n}")
+        stream = self.store.open_stream(container, path)
+        a2b = self._a2b
+        datas: list[bytes] = []
+        keys: list[str | None] = []
+        sids: list[int | None] = []
+        cis: list[bytes | None] = []
+        try:
+            for i, r in enumerate(records):
+                if type(r) is not dict:
+                    raise RequestError(E.INVALID_ARGUMENT, f"Records[{i}] must be an object")
+                d = r.get("Data")
+                if type(d) is not str:
+                    raise RequestError(E.INVALID_ARGUMENT, f"Records[{i}].Data must be a base64 string")
+                datas.append(a2b(d, strict_mode=True))
+                k = r.get("PartitionKey")
+                if k is not None and type(k) is not str:
+                    raise RequestError(E.INVALID_ARGUMENT, f"Records[{i}].PartitionKey must be a string")
+                keys.append(k)
+                s = r.get("ShardId")
+                if s is not None and type(s) is not int:
+                    raise RequestError(E.INVALID_ARGUMENT, f"Records[{i}].ShardId must be an integer")
+                sids.append(s)
+                c = r.get("ClientInfo")
+                if c is None:
+                    cis.append(None)
+                elif type(c) is str:
+                    cis.append(a2b(c, strict_mode=True))
+                else:
+                    raise RequestError(E.INVALID_ARGUMENT, f"Records[{i}].ClientInfo must be a base64 string")
+        except binascii.Error as exc:
+            raise RequestError(
+                E.INVALID_ARGUMENT,
+                f"Records[{len(datas) if len(datas) == len(keys) else len(datas) - 1}]: "
+                f"invalid base64 ({exc})",
+            ) from exc
+        results, failed = stream.put_batch(datas, keys, sids, cis, self.fault)
+        return web.Response(
+            body=orjson.dumps({"FailedRecordCount": failed, "Records": results}), content_type=_JSON
+        )
+
+    def _seek(self, stream: Any, shard_id: int, doc: dict[str, Any]) -> web.Response:
+        seek_type = doc.get("Type")
+        if type(seek_type) is not str:
+            raise RequestError(E.INVALID_ARGUMENT, "Type must be one of EARLIEST, LATEST, SEQUENCE, TIME")
+        seek_type = seek_type.upper()
+        if seek_type == "SEQUENCE":
+            seq = _get_int(doc, "StartingSequenceNumber", required=True, minimum=0)
+            location = stream.seek(shard_id, "SEQUENCE", sequence_number=seq)
+        elif seek_type == "TIME":
+            sec = _get_int(doc, "TimestampSec", required=True, minimum=0)
+            nsec = _get_int(doc, "TimestampNSec", required=False, minimum=0) or 0
+            assert sec is not None
+            location = stream.seek(shard_id, "TIME", timestamp_ns=sec * 1_000_000_000 + nsec)
+        elif seek_type in ("EARLIEST", "LATEST"):
+            location = stream.seek(shard_id, seek_type)
+        else:
+            raise RequestError(
+                E.INVALID_ARGUMENT, f"Type must be one of EARLIEST, LATEST, SEQUENCE, TIME, got {seek_type!r}"
+            )
+        return _json_response({"Location": location})
+
+    def _get_records(self, stream: Any, shard_id: int, doc: dict[str, Any]) -> web.Response:
+        limit = _get_int(doc, "Limit", required=False, minimum=1) or 1000
+        location = doc.get("Location")
+        if location is None:
+            raise RequestError(E.INVALID_ARGUMENT, "Location is required (get one with Seek)")
+        return _json_response(stream.get_records_doc(shard_id, location, min(limit, MAX_GET_LIMIT)))
+
+    async def _get_items(self, request: BaseRequest, parsed: ParsedPath) -> web.Response:
+        doc = await self._json_body(request)
+        marker = doc.get("Marker") or ""
+        if type(marker) is not str:
+            raise RequestError(E.INVALID_ARGUMENT, "Marker must be a string")
+        try:
+            listing = self.store.list(parsed.container, parsed.path + "/", max_keys=1000, marker=marker)
+        except StoreError as exc:
+            if exc.kind is E.NO_SUCH_FILE:
+                raise StoreError(E.RESOURCE_NOT_FOUND, exc.detail) from exc
+            raise
+        items = [{"__name": {"S": e.key.rstrip("/").rsplit("/", 1)[-1]}} for e in listing.entries]
+        out: dict[str, Any] = {"Items": items, "LastItemIncluded": "FALSE" if listing.truncated else "TRUE"}
+        if listing.truncated:
+            out["NextMarker"] = listing.next_marker
+        return _json_response(out)
+
+    # -- objects and listing ---------------------------------------------------------------------
+
+    async def _plain(self, request: BaseRequest, parsed: ParsedPath | None) -> web.StreamResponse:
+        method = request.method
+        if parsed is None:
+            if method in ("GET", "HEAD"):
+                return self._list_containers()
+            raise RequestError(E.INVALID_ARGUMENT, "the path must name a container")
+        if not parsed.segments:
+            if method in ("GET", "HEAD"):
+                return self._list(parsed)
+            await self._discard(request)
+            raise RequestError(E.INVALID_ARGUMENT, f"{method} on a container is not supported")
+        if method in ("GET", "HEAD"):
+            return self._get_object(request, parsed)
+        if method == "PUT":
+            return await self._put_object(request, parsed)
+        if method == "DELETE":
+            if not self.store.delete(parsed.container, parsed.path):
+                raise StoreError(
+                    E.NO_SUCH_FILE, f"No such file or directory: {parsed.container}/{parsed.path}"
+                )
+            return web.Response(status=204)
+        await self._discard(request)
+        raise RequestError(E.METHOD_NOT_ALLOWED, f"{method} is not supported without X-v3io-function")
+
+    def _list_containers(self) -> web.Response:
+        names = sorted(p.name for p in self.store.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        now = _http_date(time.time())
+        buckets = "".join(
+            f"<Bucket><Name>{escape(n)}</Name><CreationDate>{now}</CreationDate><Id>{i + 1}</Id></Bucket>"
+            for i, n in enumerate(names)
+        )
+        xml = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n<ListAllMyBucketsResult>'
+            f"<Owner><ID>shardline</ID><DisplayName>shardline</DisplayName></Owner><Buckets>{buckets}</Buckets>"
+            "</ListAllMyBucketsResult>"
+        )
+        return web.Response(text=xml, content_type="application/xml")
+
+    def _list(self, parsed: ParsedPath) -> web.Response:
+        query = parse_qs(parsed.query, keep_blank_values=True)
+        prefix = query.get("prefix", [""])[0]
+        dirs_only = query.get("prefix-only", ["0"])[0] not in ("", "0", "false")
+        marker = query.get("marker", [""])[0]
+        max_keys_raw = query.get("max-keys", ["1000"])[0]
+        try:
+            max_keys = int(max_keys_raw)
+        except ValueError as exc:
+            raise RequestError(
+                E.INVALID_ARGUMENT, f"max-keys must be an integer, got {max_keys_raw!r}"
+            ) from exc
+        if max_keys < 1:
+            raise RequestError(E.INVALID_ARGUMENT, "max-keys must be >= 1")
+        if "\x00" in prefix or "\\" in prefix:
+            raise RequestError(E.INVALID_ARGUMENT, "the prefix must not contain backslashes or NUL bytes")
+        listing = self.store.list(
+            parsed.container, prefix, dirs_only=dirs_only, max_keys=max_keys, marker=marker
+        )
+        parts = [
+            '<?xml version="1.0" encoding="UTF-8"?>\n<ListBucketResult>',
+            f"<Name>{escape(parsed.container)}</Name><Prefix>{escape(prefix)}</Prefix>",
+            f"<Marker>{escape(marker)}</Marker><NextMarker>{escape(listing.next_marker)}</NextMarker>",
+            f"<MaxKeys>{max_keys}</MaxKeys>",
+            f"<IsTruncated>{'true' if listing.truncated else 'false'}</IsTruncated>",
+        ]
+        for e in listing.entries:
+            when = _http_date(e.mtime)
+            if e.is_dir:
+                parts.append(
+                    f"<CommonPrefixes><Prefix>{escape(e.key)}</Prefix><LastModified>{when}</LastModified>"
+                    f"</CommonPrefixes>"
+                )
+            else:
+                parts.append(
+                    f"<Contents><Key>{escape(e.key)}</Key><Size>{e.size}</Size>"
+                    f"<LastModified>{when}</LastModified></Contents>"
+                )
+        parts.append("</ListBucketResult>")
+        return web.Response(text="".join(parts), content_type="application/xml")
+
+    def _get_object(self, request: BaseRequest, parsed: ParsedPath) -> web.StreamResponse:
+        p = self.store.object_path(parsed.container, parsed.path)
+        if p.is_dir():
+            if request.method == "HEAD":
+                return web.Response(status=200, headers={"Content-Length": "0"})
+            raise RequestError(E.INVALID_ARGUMENT, f"{parsed.container}/{parsed.path} is a directory")
+        if not p.is_file():
+            raise StoreError(E.NO_SUCH_FILE, f"No such file or directory: {parsed.container}/{parsed.path}")
+        return _FileResponse(p, chunk_size=256 * 1024)
+
+    async def _put_object(self, request: BaseRequest, parsed: ParsedPath) -> web.Response:
+        if parsed.trailing_slash:
+            await self._discard(request)
+            self.store.make_directory(parsed.container, parsed.path)
+            return web.Response(status=200)
+        target = self.store.prepare_object_write(parsed.container, parsed.path)
+        append = request.headers.get("Range", "").strip() == "-1"
+        if append:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            tmp = None
+        else:
+            tmp = target.with_name(f".shardline-upload-{os.getpid()}-{id(request)}-{target.name}"[:250])
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            async for chunk in request.content.iter_any():
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+        except BaseException:
+            os.close(fd)
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        if tmp is not None:
+            os.replace(tmp, target)
+        return web.Response(status=200)
+
+
+class _FileResponse(web.FileResponse):
+    """aiohttp's FileResponse (Range, HEAD, sendfile) with a fixed binary content type."""
+
+    async def prepare(self, request: BaseRequest) -> Any:
+        self.content_type = "application/octet-stream"
+        return await super().prepare(request)
+
+
+async def start(options: ServerOptions) -> tuple[web.ServerRunner, str, V3ioServer]:
+    """Start the server; return the runner (``await runner.cleanup()`` stops it), its URL and handler."""
+    store = StreamStore(options.data_dir, fsync=options.fsync, clock=_clock_from_env())
+    handler = V3ioServer(store, access_key=options.access_key, fault=options.fault)
+    server = web.Server(handler.handle, handler_cancellation=False)
+    runner = web.ServerRunner(server, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, options.host, options.port, backlog=1024, reuse_address=True)
+    await site.start()
+    sockets = site._server.sockets if site._server is not None else []
+    port = sockets[0].getsockname()[1] if sockets else options.port
+    host = options.host if ":" not in options.host else f"[{options.host}]"
+    return runner, f"http://{host}:{port}", handler
+
+
+def _clock_from_env() -> Callable[[], int]:
+    """The store's clock; env ``SHARDLINE_CLOCK_OFFSET_S`` shifts it (for retention tests)."""
+    offset = os.environ.get("SHARDLINE_CLOCK_OFFSET_S")
+    if not offset:
+        return time.time_ns
+    shift = int(float(offset) * 1e9)
+    return lambda: time.time_ns() + shift
+
+
+async def _retention_loop(store: StreamStore, interval: float) -> None:
+    while True:
+        try:
+            store.apply_retention()
+        except Exception:
+            traceback.print_exc(file=sys.stderr)
+        await asyncio.sleep(interval)
+
+
+async def serve_forever(
+    options: ServerOptions, on_ready: Callable[[str], Awaitable[None] | None] | None = None
+) -> None:
+    """Run until SIGTERM or SIGINT, then stop cleanly (in-flight requests finish, files are closed)."""
+    runner, url, handler = await start(options)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    for container, path in handler.store.iter_stream_dirs():
+        with contextlib.suppress(StoreError):
+            handler.store.open_stream(container, path)
+    sweeper = asyncio.create_task(_retention_loop(handler.store, options.retention_interval_s))
+    print(f"listening on {url}", flush=True)
+    if on_ready is not None:
+        result = on_ready(url)
+        if result is not None:
+            await result
+    try:
+        await stop.wait()
+    finally:
+        sweeper.cancel()
+        await runner.cleanup()
+        handler.store.close()
+
+
+def run(options: ServerOptions) -> None:
+    """Blocking entry point of ``shardline serve``."""
+    Path(options.data_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        import uvloop  # type: ignore[import-not-found]
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(serve_forever(options))

@@ -1,0 +1,336 @@
+"""One shard: an append-only log split in segments, each with a dense offset index.
+
+Only what is needed to append and to find things is kept in memory: the open descriptors of the
+active segment, the list of segment start sequences, the next sequence number and the log size.
+Reads use ``os.pread`` on the files (the page cache does the caching), so memory stays bounded
+whatever the size of the shard.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import os
+import struct
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from shardline_v3io.store.format import (
+    CHUNK,
+    CHUNK_MAGIC,
+    CHUNK_SIZE,
+    INDEX_SUFFIX,
+    LOG_SUFFIX,
+    RECORD,
+    RECORD_SIZE,
+    segment_name,
+)
+
+ReadRecord = tuple[int, int, bytes, bytes, bytes]
+"""A record read back: (sequence number, arrival ns, partition key, client info, data)."""
+
+_OPEN_FLAGS = os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+class ShardLog:
+    """The durable log of one shard (see :mod:`shardline_v3io.store.format` for the files)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        fsync: bool = False,
+        segment_bytes: int = 64 * 2**20,
+        roll_seconds: float = 3600.0,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.directory = directory
+        self.fsync = fsync
+        self.segment_bytes = segment_bytes
+        self.roll_ns = int(roll_seconds * 1e9)
+        self.clock = clock
+        directory.mkdir(parents=True, exist_ok=True)
+        firsts = []
+        for name in os.listdir(directory):
+            if name.endswith(LOG_SUFFIX) and name[: -len(LOG_SUFFIX)].isdigit():
+                firsts.append(int(name[: -len(LOG_SUFFIX)]))
+        self.segments: list[int] = sorted(firsts) or [1]
+        self.log_fd = -1
+        self.idx_fd = -1
+        self.next_seq = self.segments[-1]
+        self.log_size = 0
+        self.active_created_ns = clock()
+        self.last_arrival_ns = 0
+        self._open_active()
+        self._recover()
+
+    # -- files -------------------------------------------------------------------------------
+
+    def _paths(self, first: int) -> tuple[Path, Path]:
+        base = segment_name(first)
+        return self.directory / (base + LOG_SUFFIX), self.directory / (base + INDEX_SUFFIX)
+
+    def _open_active(self) -> None:
+        log_path, idx_path = self._paths(self.segments[-1])
+        self.log_fd = os.open(log_path, _OPEN_FLAGS, 0o644)
+        self.idx_fd = os.open(idx_path, _OPEN_FLAGS, 0o644)
+
+    def _recover(self) -> None:
+        """Validate the active segment: cut a torn tail chunk and make the index match the log."""
+        first = self.segments[-1]
+        size = os.fstat(self.log_fd).st_size
+        idx_size = os.fstat(self.idx_fd).st_size
+        indexed = idx_size // 8
+        pos = 0
+        count = 0
+        missing: list[int] = []
+        while pos + CHUNK_SIZE <= size:
+            magic, body_len, crc, n = CHUNK.unpack(os.pread(self.log_fd, CHUNK_SIZE, pos))
+            if magic != CHUNK_MAGIC or pos + CHUNK_SIZE + body_len > size:
+                break
+            body = os.pread(self.log_fd, body_len, pos + CHUNK_SIZE)
+            if zlib.crc32(body) != crc:
+                break
+            if count + n > indexed:
+                off = 0
+                offsets = []
+                while off + RECORD_SIZE <= body_len:
+                    _seq, _arr, dlen, klen, clen = RECORD.unpack_from(body, off)
+                    offsets.append(pos + CHUNK_SIZE + off)
+                    off += RECORD_SIZE + dlen + klen + clen
+                if off != body_len or len(offsets) != n:
+                    break
+                missing.extend(offsets[max(0, indexed - count) :])
+            count += n
+            pos += CHUNK_SIZE + body_len
+        if pos < size:
+            os.ftruncate(self.log_fd, pos)
+        if indexed > count or idx_size != indexed * 8:
+            os.ftruncate(self.idx_fd, min(indexed, count) * 8)
+        if missing:
+            _write_all(self.idx_fd, struct.pack(f"<{len(missing)}Q", *missing))
+        self.log_size = pos
+        self.next_seq = first + count
+        if count:
+            rec = self._read_header(self.log_fd, self.idx_fd, first, self.next_seq - 1)
+            self.last_arrival_ns = rec[1]
+            self.active_created_ns = self._read_header(self.log_fd, self.idx_fd, first, first)[1]
+        elif len(self.segments) > 1:
+            self.last_arrival_ns = self.arrival_of(self.segments[-1] - 1)
+
+    def _read_header(self, log_fd: int, idx_fd: int, first: int, seq: int) -> tuple[int, int, int, int, int]:
+        (offset,) = struct.unpack("<Q", os.pread(idx_fd, 8, (seq - first) * 8))
+        result: tuple[int, int, int, int, int] = RECORD.unpack(os.pread(log_fd, RECORD_SIZE, offset))
+        return result
+
+    def _open_segment(self, first: int) -> tuple[int, int, bool]:
+        if first == self.segments[-1]:
+            return self.log_fd, self.idx_fd, False
+        log_path, idx_path = self._paths(first)
+        log_fd = os.open(log_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            idx_fd = os.open(idx_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            os.close(log_fd)
+            raise
+        return log_fd, idx_fd, True
+
+    # -- positions ---------------------------------------------------------------------------
+
+    @property
+    def first_seq(self) -> int:
+        """The sequence number of the oldest record still on disk (== next_seq when empty)."""
+        return self.segments[0]
+
+    def _segment_of(self, seq: int) -> int:
+        i = bisect.bisect_right(self.segments, seq) - 1
+        return self.segments[max(i, 0)]
+
+    def _segment_end(self, first: int) -> int:
+        i = bisect.bisect_right(self.segments, first)
+        return self.segments[i] if i < len(self.segments) else self.next_seq
+
+    def arrival_of(self, seq: int) -> int:
+        """Arrival time (ns) of record ``seq`` (which must exist)."""
+        first = self._segment_of(seq)
+        log_fd, idx_fd, close = self._open_segment(first)
+        try:
+            return self._read_header(log_fd, idx_fd, first, seq)[1]
+        finally:
+            if close:
+                os.close(log_fd)
+                os.close(idx_fd)
+
+    def seek_time(self, ts_ns: int) -> int:
+        """The first sequence whose arrival is >= ``ts_ns``, or ``next_seq`` when there is none."""
+        if self.next_seq == self.first_seq or self.last_arrival_ns < ts_ns:
+            return self.next_seq
+        lo, hi = self.first_seq, self.next_seq - 1  # answer in [lo, hi]
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.arrival_of(mid) >= ts_ns:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    # -- append ------------------------------------------------------------------------------
+
+    def _roll(self) -> None:
+        if self.fsync:
+            os.fsync(self.log_fd)
+            os.fsync(self.idx_fd)
+        os.close(self.log_fd)
+        os.close(self.idx_fd)
+        self.segments.append(self.next_seq)
+        self._open_active()
+        self.log_size = 0
+        self.active_created_ns = self.clock()
+
+    def append(
+        self,
+        keys: Sequence[bytes],
+        client_infos: Sequence[bytes],
+        datas: Sequence[bytes],
+        arrival_ns: int,
+    ) -> int:
+        """Append records (one chunk, one write) and return the sequence number of the first one.
+
+        The call returns only after the chunk and its index entries were handed to the kernel, so
+        the records survive the death of the process (and of the machine with ``fsync=True``).
+        """
+        n = len(datas)
+        if n == 0:
+            return self.next_seq
+        if self.log_size and (
+            self.log_size >= self.segment_bytes or arrival_ns - self.active_created_ns >= self.roll_ns
+        ):
+            self._roll()
+        first_seq = seq = self.next_seq
+        start = self.log_size
+        off = start + CHUNK_SIZE
+        pack = RECORD.pack
+        parts: list[bytes] = [b""]
+        offsets: list[int] = []
+        add = parts.append
+        add_off = offsets.append
+        for key, ci, data in zip(keys, client_infos, datas, strict=True):
+            klen = len(key)
+            clen = len(ci)
+            dlen = len(data)
+            add(pack(seq, arrival_ns, dlen, klen, clen))
+            if klen:
+                add(key)
+            if clen:
+                add(ci)
+            add(data)
+            add_off(off)
+            off += RECORD_SIZE + klen + clen + dlen
+            seq += 1
+        body = b"".join(parts)
+        chunk = CHUNK.pack(CHUNK_MAGIC, len(body), zlib.crc32(body), n) + body
+        index = struct.pack(f"<{n}Q", *offsets)
+        try:
+            _write_all(self.log_fd, chunk)
+            _write_all(self.idx_fd, index)
+            if self.fsync:
+                os.fdatasync(self.log_fd)
+                os.fdatasync(self.idx_fd)
+        except OSError:
+            # Undo a partial write so the files stay consistent; the records were not acknowledged.
+            os.ftruncate(self.log_fd, start)
+            os.ftruncate(self.idx_fd, (first_seq - self.segments[-1]) * 8)
+            raise
+        self.log_size = start + len(chunk)
+        self.next_seq = seq
+        self.last_arrival_ns = arrival_ns
+        return first_seq
+
+    # -- read --------------------------------------------------------------------------------
+
+    def read(self, seq: int, limit: int, max_bytes: int = 8 * 2**20) -> list[ReadRecord]:
+        """Read up to ``limit`` records from ``seq`` (stopping at a segment end or ``max_bytes``)."""
+        if seq >= self.next_seq or limit <= 0:
+            return []
+        first = self._segment_of(seq)
+        end_seq = self._segment_end(first)
+        count = min(limit, end_seq - seq)
+        log_fd, idx_fd, close = self._open_segment(first)
+        try:
+            with_next = count + 1 if seq + count < end_seq else count
+            raw = os.pread(idx_fd, with_next * 8, (seq - first) * 8)
+            offsets = list(struct.unpack(f"<{len(raw) // 8}Q", raw))
+            if len(offsets) < count:  # the index is shorter than expected: read what is indexed
+                count = len(offsets)
+                if count == 0:
+                    return []
+            end_offset = (
+                offsets[count]
+                if len(offsets) > count
+                else (self.log_size if first == self.segments[-1] else os.fstat(log_fd).st_size)
+            )
+            base = offsets[0]
+            if end_offset - base > max_bytes:
+                k = bisect.bisect_right(offsets, base + max_bytes, 0, count) - 1
+                count = max(k, 1)
+                end_offset = offsets[count] if count < len(offsets) else end_offset
+            buf = os.pread(log_fd, end_offset - base, base)
+        finally:
+            if close:
+                os.close(log_fd)
+                os.close(idx_fd)
+        out: list[ReadRecord] = []
+        unpack = RECORD.unpack_from
+        for i in range(count):
+            p = offsets[i] - base
+            rseq, arrival, dlen, klen, clen = unpack(buf, p)
+            p += RECORD_SIZE
+            key = buf[p : p + klen]
+            p += klen
+            ci = buf[p : p + clen]
+            p += clen
+            out.append((rseq, arrival, key, ci, buf[p : p + dlen]))
+        return out
+
+    # -- retention ---------------------------------------------------------------------------
+
+    def drop_expired_segments(self, cutoff_ns: int) -> int:
+        """Delete sealed segments whose newest record arrived before ``cutoff_ns``; return how many."""
+        dropped = 0
+        while len(self.segments) > 1:
+            first = self.segments[0]
+            last_seq = self.segments[1] - 1
+            if last_seq >= first and self.arrival_of(last_seq) >= cutoff_ns:
+                break
+            log_path, idx_path = self._paths(first)
+            self.segments.pop(0)
+            for p in (log_path, idx_path):
+                p.unlink(missing_ok=True)
+            dropped += 1
+        return dropped
+
+    def close(self) -> None:
+        """Close the active segment's descriptors."""
+        for fd in (self.log_fd, self.idx_fd):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.log_fd = self.idx_fd = -1
+
+    def disk_bytes(self) -> int:
+        """Bytes the shard's segments take on disk (logs and indexes)."""
+        total = 0
+        for first in self.segments:
+            for p in self._paths(first):
+                with contextlib.suppress(FileNotFoundError):
+                    total += p.stat().st_size
+        return total

@@ -1,0 +1,347 @@
+"""StreamStore: the durable store behind ``shardline serve`` and ``local://`` URLs.
+
+Layout under the data directory::
+
+    shardline-store.json                 marker (format version)
+    <container>/<dir>/.../<object>       simple objects are plain files, directories are directories
+    <container>/<stream path>/           a stream is a directory holding
+        .shardline-stream.json           its metadata (shard count, retention, id), written atomically
+        .shardline-shards/<id>/          per shard: <first-seq>.log + <first-seq>.idx segments
+        <other objects>                  e.g. consumer-group state objects clients put there
+
+Names starting with ``.shardline`` are reserved. Listing a stream directory shows its shards as
+objects ``<stream path>/<id>`` (as v3io does), so clients that delete a stream by listing it and
+deleting every key work unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from shardline_v3io import errors as E
+from shardline_v3io.store.errors import StoreError
+from shardline_v3io.store.stream import (
+    MAX_SHARDS,
+    META_FILE,
+    SHARDS_DIR,
+    Stream,
+    StreamMeta,
+    new_meta,
+    read_meta,
+    write_atomically,
+)
+from shardline_v3io.urls import STORE_MARKER
+
+RESERVED_PREFIX = ".shardline"
+STORE_FORMAT = 1
+
+
+def validate_segments(container: str, path: str) -> list[str]:
+    """Split ``container``/``path`` into checked path segments (no ``..``, NUL, backslash, reserved)."""
+    segments = [container, *[s for s in path.split("/") if s]]
+    for seg in segments:
+        if (
+            not seg
+            or seg in (".", "..")
+            or "\x00" in seg
+            or "\\" in seg
+            or "/" in seg
+            or seg.startswith(RESERVED_PREFIX)
+            or len(seg.encode("utf-8", "surrogatepass")) > 255
+            or any(ord(c) < 0x20 for c in seg)
+        ):
+            raise StoreError(E.INVALID_ARGUMENT, f"invalid path segment {seg!r}")
+    if segments[0] == STORE_MARKER:
+        raise StoreError(E.INVALID_ARGUMENT, f"invalid container name {segments[0]!r}")
+    return segments
+
+
+@dataclass(frozen=True)
+class ListEntry:
+    """One listed object (``is_dir`` False) or directory (key ends with ``/``)."""
+
+    key: str
+    size: int
+    mtime: float
+    is_dir: bool
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A page of a container listing."""
+
+    entries: list[ListEntry]
+    truncated: bool
+    next_marker: str
+
+
+class StreamStore:
+    """A directory of containers holding objects, directories and streams."""
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        fsync: bool = False,
+        segment_bytes: int = 64 * 2**20,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.root = Path(data_dir).resolve()
+        self.fsync = fsync
+        self.segment_bytes = segment_bytes
+        self.clock = clock
+        self._lock = threading.RLock()
+        self._streams: dict[tuple[str, ...], Stream] = {}
+        self.root.mkdir(parents=True, exist_ok=True)
+        marker = self.root / STORE_MARKER
+        if not marker.exists():
+            write_atomically(marker, orjson.dumps({"format": STORE_FORMAT, "kind": "shardline stream store"}))
+
+    # -- paths -----------------------------------------------------------------------------------
+
+    def _fs_path(self, segments: list[str]) -> Path:
+        return self.root.joinpath(*segments)
+
+    def _stream_dir_of(self, segments: list[str]) -> tuple[list[str], Path] | None:
+        """The innermost ancestor of ``segments`` (excluding itself) that is a stream, if any."""
+        for i in range(len(segments) - 1, 1, -1):
+            p = self._fs_path(segments[:i])
+            if (p / META_FILE).is_file():
+                return segments[:i], p
+        return None
+
+    # -- streams ---------------------------------------------------------------------------------
+
+    def create_stream(self, container: str, path: str, shard_count: int, retention_hours: int) -> bool:
+        """Create a stream; return False (changing nothing) when it already exists."""
+        segments = validate_segments(container, path)
+        if len(segments) < 2:
+            raise StoreError(E.INVALID_ARGUMENT, "a stream path inside the container is required")
+        if not 1 <= shard_count <= MAX_SHARDS:
+            raise StoreError(
+                E.INVALID_ARGUMENT, f"ShardCount must be within 1..{MAX_SHARDS}, got {shard_count}"
+            )
+        if not 1 <= retention_hours <= 24 * 365 * 10:
+            raise StoreError(E.INVALID_ARGUMENT, f"RetentionPeriodHours must be >= 1, got {retention_hours}")
+        with self._lock:
+            d = self._fs_path(segments)
+            if (d / META_FILE).is_file():
+                return False
+            if d.exists() and not d.is_dir():
+                raise StoreError(E.RESOURCE_EXISTS, f"{'/'.join(segments)} exists and is not a directory")
+            if self._stream_dir_of(segments) is not None:
+                raise StoreError(E.INVALID_ARGUMENT, "a stream cannot be created inside another stream")
+            self._ensure_dirs(segments[:-1])
+            d.mkdir(exist_ok=True)
+            write_atomically(
+                d / META_FILE, new_meta(shard_count, retention_hours, self.clock()).dumps(), fsync=self.fsync
+            )
+            return True
+
+    def _ensure_dirs(self, segments: list[str]) -> None:
+        p = self.root
+        for seg in segments:
+            p = p / seg
+            if p.exists() and not p.is_dir():
+                raise StoreError(
+                    E.RESOURCE_EXISTS, f"{p.relative_to(self.root)} exists and is not a directory"
+                )
+        self._fs_path(segments).mkdir(parents=True, exist_ok=True)
+
+    def open_stream(self, container: str, path: str) -> Stream:
+        """The stream at ``container``/``path``; 404 ResourceNotFoundException when missing."""
+        segments = validate_segments(container, path)
+        key = tuple(segments)
+        stream = self._streams.get(key)
+        if stream is not None:
+            return stream
+        with self._lock:
+            stream = self._streams.get(key)
+            if stream is not None:
+                return stream
+            d = self._fs_path(segments)
+            meta = read_meta(d) if len(segments) > 1 else None
+            if meta is None:
+                if d.exists():
+                    raise StoreError(E.RESOURCE_IS_NOT_STREAM, f"{'/'.join(segments)} is not a stream")
+                raise StoreError(E.RESOURCE_NOT_FOUND, f"stream {'/'.join(segments)} does not exist")
+            stream = Stream(d, meta, fsync=self.fsync, segment_bytes=self.segment_bytes, clock=self.clock)
+            self._streams[key] = stream
+            return stream
+
+    def describe_stream(self, container: str, path: str) -> StreamMeta:
+        """The stream's metadata."""
+        return self.open_stream(container, path).meta
+
+    def update_stream(self, container: str, path: str, shard_count: int) -> None:
+        """Grow the stream to ``shard_count`` shards."""
+        self.open_stream(container, path).update(shard_count)
+
+    def delete_stream(self, container: str, path: str) -> bool:
+        """Delete a stream with all its shards and objects; False when it did not exist."""
+        segments = validate_segments(container, path)
+        with self._lock:
+            d = self._fs_path(segments)
+            if not (d / META_FILE).is_file():
+                return False
+            self._forget(segments)
+            shutil.rmtree(d)
+            return True
+
+    def _forget(self, segments: list[str]) -> None:
+        n = len(segments)
+        for key in [k for k in self._streams if list(k[:n]) == segments]:
+            self._streams.pop(key).close()
+
+    def apply_retention(self) -> int:
+        """Delete expired segments of every open stream; return how many were deleted."""
+        with self._lock:
+            streams = list(self._streams.values())
+        return sum(s.apply_retention() for s in streams)
+
+    def iter_stream_dirs(self) -> Iterator[tuple[str, str]]:
+        """(container, path) of every stream on disk."""
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            if META_FILE in filenames:
+                rel = Path(dirpath).relative_to(self.root).parts
+                dirnames.clear()
+                if len(rel) >= 2:
+                    yield rel[0], "/".join(rel[1:])
+            dirnames[:] = [d for d in dirnames if not d.startswith(RESERVED_PREFIX)]
+
+    def close(self) -> None:
+        """Close every open stream."""
+        with self._lock:
+            for s in self._streams.values():
+                s.close()
+            self._streams.clear()
+
+    # -- objects -------------------------------------------------------------------------------
+
+    def object_path(self, container: str, path: str, *, for_write: bool = False) -> Path:
+        """The file of an object (checked); for writes, refuses names that are a stream's shards."""
+        segments = validate_segments(container, path)
+        if len(segments) < 2:
+            raise StoreError(E.INVALID_ARGUMENT, "an object path inside the container is required")
+        if for_write:
+            parent = self._fs_path(segments[:-1])
+            if (parent / META_FILE).is_file() and segments[-1].isdigit():
+                raise StoreError(E.INVALID_ARGUMENT, f"{'/'.join(segments)} is a shard of a stream")
+        return self._fs_path(segments)
+
+    def prepare_object_write(self, container: str, path: str) -> Path:
+        """Check and create the parent directories of an object to be written; return its file path."""
+        p = self.object_path(container, path, for_write=True)
+        segments = validate_segments(container, path)
+        self._ensure_dirs(segments[:-1])
+        if p.is_dir():
+            raise StoreError(E.RESOURCE_EXISTS, f"{'/'.join(segments)} is a directory")
+        return p
+
+    def make_directory(self, container: str, path: str) -> None:
+        """Create a directory (and its parents)."""
+        segments = validate_segments(container, path)
+        self._ensure_dirs(segments)
+
+    def delete(self, container: str, path: str) -> bool:
+        """Delete an object, an empty directory, or a stream directory; False when nothing was there.
+
+        Deleting a shard key (``<stream>/<id>``) is accepted and does nothing: the shard goes with
+        the stream directory, which is how the v3io client deletes a stream.
+        """
+        segments = validate_segments(container, path)
+        if len(segments) < 2:
+            raise StoreError(E.INVALID_ARGUMENT, "cannot delete a container")
+        with self._lock:
+            p = self._fs_path(segments)
+            parent = p.parent
+            if not p.exists() and (parent / META_FILE).is_file() and segments[-1].isdigit():
+                meta = read_meta(parent)
+                return meta is not None and int(segments[-1]) < meta.shard_count
+            if p.is_dir():
+                if (p / META_FILE).is_file():
+                    self._forget(segments)
+                    shutil.rmtree(p)
+                    return True
+                if any(True for _ in os.scandir(p)):
+                    raise StoreError(E.DIRECTORY_NOT_EMPTY, f"directory {'/'.join(segments)} is not empty")
+                p.rmdir()
+                return True
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                return False
+            return True
+
+    def list(
+        self, container: str, prefix: str, *, dirs_only: bool = False, max_keys: int = 1000, marker: str = ""
+    ) -> Listing:
+        """List what is directly under ``prefix`` (a directory, a file, or a name prefix in a directory).
+
+        Raise 404 "No such file or directory" when nothing matches.
+        """
+        segments = (
+            validate_segments(container, prefix) if prefix.strip("/") else validate_segments(container, "")
+        )
+        base = self._fs_path(segments)
+        rel = "/".join(segments[1:])
+        entries: list[ListEntry] = []
+        if len(segments) == 1 or base.is_dir():
+            directory, name_prefix, key_base = base, "", (rel + "/" if rel else "")
+        elif base.is_file():
+            st = base.stat()
+            entries.append(ListEntry(rel, st.st_size, st.st_mtime, False))
+            directory = None
+            name_prefix = key_base = ""
+        else:
+            parent = base.parent
+            directory, name_prefix = parent, segments[-1]
+            key_base = "/".join(segments[1:-1])
+            key_base = key_base + "/" if key_base else ""
+            if not parent.is_dir():
+                raise StoreError(E.NO_SUCH_FILE, f"No such file or directory: {container}/{rel}")
+        if directory is not None and directory.is_dir():
+            meta = read_meta(directory) if directory != self.root / container else None
+            for entry in os.scandir(directory):
+                name = entry.name
+                if name.startswith(RESERVED_PREFIX) or not name.startswith(name_prefix):
+                    continue
+                if meta is not None and name.isdigit() and int(name) < meta.shard_count:
+                    continue
+                try:
+                    st = entry.stat()
+                except FileNotFoundError:
+                    continue
+                if entry.is_dir():
+                    entries.append(ListEntry(key_base + name + "/", 0, st.st_mtime, True))
+                else:
+                    entries.append(ListEntry(key_base + name, st.st_size, st.st_mtime, False))
+            if meta is not None and not name_prefix:
+                shards_dir = directory / SHARDS_DIR
+                for sid in range(meta.shard_count):
+                    size = 0
+                    sdir = shards_dir / str(sid)
+                    if sdir.is_dir():
+                        size = sum(e.stat().st_size for e in os.scandir(sdir) if e.is_file())
+                    entries.append(ListEntry(key_base + str(sid), size, meta.created_ns / 1e9, False))
+            if not entries and name_prefix:
+                raise StoreError(E.NO_SUCH_FILE, f"No such file or directory: {container}/{rel}")
+        elif directory is not None and len(segments) > 1:
+            raise StoreError(E.NO_SUCH_FILE, f"No such file or directory: {container}/{rel}")
+        if dirs_only:
+            entries = [e for e in entries if e.is_dir]
+        entries.sort(key=lambda e: e.key)
+        if marker:
+            entries = [e for e in entries if e.key > marker]
+        max_keys = max(1, min(max_keys, 10000))
+        truncated = len(entries) > max_keys
+        entries = entries[:max_keys]
+        return Listing(entries, truncated, entries[-1].key if truncated else "")
