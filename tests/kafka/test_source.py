@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import orjson
 import pyarrow as pa
 import pytest
 from shardline import ConfigError
@@ -122,7 +123,9 @@ def test_start_earliest_ignores_the_groups_commits(bootstrap, make_topic, produc
 
 def test_start_latest_skips_what_is_already_there(bootstrap, make_topic, producer):
     topic = make_topic(1)
-    for _ in range(20):  # one record per produce batch: Tansu's ListOffsets(latest) is the last batch's base + 1
+    for _ in range(
+        20
+    ):  # one record per produce batch: Tansu's ListOffsets(latest) is the last batch's base + 1
         produce(producer, topic, [(b"k", b"old")])
     source = make_source(bootstrap, topics=[topic], start="latest", stop_at_end=True)
     try:
@@ -237,3 +240,27 @@ def test_unknown_options_and_bad_values_are_config_errors():
     with pytest.raises(ValueError, match="extra"):
         KafkaSourceOptions(bootstrap_servers="x:1", topics=["t"], topicz=["t"])
     assert issubclass(ConfigError, Exception)
+
+
+def test_unparsable_values_go_to_the_sources_dead_letter_file_with_their_offsets(
+    bootstrap, make_topic, producer, tmp_path
+):
+    topic = make_topic(1)
+    produce(producer, topic, [(b"k1", b'{"a": 1}'), (b"k2", b"\xff\xfe"), (b"k3", b'{"a": 2}'), (None, b"")])
+    target = tmp_path / "bad.jsonl"
+    source = make_source(
+        bootstrap, topics=[topic], value_format="json", stop_at_end=True, dead_letter=str(target)
+    )
+    try:
+        table = drain(source)
+        assert source.progress()["dead_letters"] == 2
+    finally:
+        source.close()
+    assert table is not None and table.column("a").to_pylist() == [1, 2]
+    lines = [orjson.loads(line) for line in target.read_bytes().splitlines()]
+    assert [(d["topic"], d["partition"], d["offset"], d["row"]) for d in lines] == [
+        (topic, 0, 1, 1),
+        (topic, 0, 3, 3),
+    ]
+    assert lines[0]["stream"] == f"kafka:{topic}[0]" and lines[0]["partition_key"] == "k2"
+    assert lines[0]["data_encoding"] == "base64" and "invalid JSON" in lines[0]["error"]

@@ -69,6 +69,29 @@ def _columns(rows: list[dict[str, Any]]) -> dict[str, pa.Array]:
     return out
 
 
+def dead_letter_entries(rows: list[dict[str, Any]], reason: str) -> list[dict[str, Any]]:
+    """Rows from :func:`parse_json_values` as shardline dead-letter entries (the sink's format).
+
+    ``stream`` names the Kafka origin (``kafka:TOPIC[PARTITION]``) and ``row`` holds the offset, so
+    the entry keeps where the record came from in JSONL and Parquet alike; JSONL lines also carry
+    ``topic``, ``partition`` and ``offset`` fields.
+    """
+    from shardline.deadletter import dead_letter_entry
+
+    out = []
+    for row in rows:
+        key = row["key"]
+        record = {
+            "data": row["value"] or b"",
+            "partition_key": key.decode("utf-8", "replace") if key is not None else None,
+            "row": row["offset"],
+        }
+        entry = dead_letter_entry(f"kafka:{row['topic']}[{row['partition']}]", record, row["error"], reason)
+        entry.update(topic=row["topic"], partition=row["partition"], offset=row["offset"])
+        out.append(entry)
+    return out
+
+
 def _dead_row(batch: pa.RecordBatch, i: int, error: str) -> dict[str, Any]:
     row = {
         name: batch.column(name)[i].as_py()

@@ -45,6 +45,10 @@ class KafkaSourceOptions(SourceOptions):
     )
     stop_at_end: bool = Field(default=False, description="stop at the end offsets seen at start")
     value_format: Literal["raw", "json"] = "raw"
+    dead_letter: str | None = Field(
+        default=None,
+        description='a .jsonl file for values that value_format = "json" cannot parse (with their offsets)',
+    )
     max_batch_records: int = Field(default=10_000, ge=1, description="most records per yielded batch")
     poll_timeout_ms: int = Field(default=500, ge=1)
     revoke_timeout_s: float = Field(
@@ -69,6 +73,13 @@ class KafkaSourceOptions(SourceOptions):
     def _topics_not_empty(cls, value: list[str] | None) -> list[str] | None:
         if value is not None and (not value or not all(isinstance(t, str) and t for t in value)):
             raise ValueError("topics: give at least one non-empty topic name")
+        return value
+
+    @field_validator("dead_letter")
+    @classmethod
+    def _dead_letter_jsonl(cls, value: str | None) -> str | None:
+        if value is not None and not value.lower().endswith(".jsonl"):
+            raise ValueError(f"dead_letter: {value!r} must be a .jsonl file (written line by line, durably)")
         return value
 
     @field_validator("pattern")

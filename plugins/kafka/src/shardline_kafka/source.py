@@ -26,7 +26,7 @@ from kafka.structs import OffsetAndMetadata
 from shardline import ConfigError, Source, SourceOptions
 
 from shardline_kafka.arrow import records_to_batch
-from shardline_kafka.json_values import DeadLetterFn, parse_json_values
+from shardline_kafka.json_values import DeadLetterFn, dead_letter_entries, parse_json_values
 from shardline_kafka.offsets import KafkaAckToken, OffsetTracker
 from shardline_kafka.options import KafkaSourceOptions, start_timestamp_ms
 
@@ -54,6 +54,7 @@ class KafkaSource(Source):
         self._consumer: KafkaConsumer | None = None
         self._flush: Callable[[], None] | None = None
         self._dead_letter: DeadLetterFn | None = None
+        self._dl_writer: Any = None  # shardline.deadletter.DeadLetterWriter for opts.dead_letter
         self._start_ts = start_timestamp_ms(options.start)
         self._positioned: set[TopicPartition] = set()  # start position applied (once per process)
         self._to_position: set[TopicPartition] = set()  # assigned, paused until positioned
@@ -87,7 +88,8 @@ class KafkaSource(Source):
         ``dead_letter(rows, reason)`` receives dicts with ``topic``, ``partition``, ``offset``,
         ``key``, ``value``, ``timestamp`` and ``error``; it must have written them durably when it
         returns, because the batch's offsets (theirs included) are committed after the batch's ack.
-        Without it, such records are logged at ERROR level with their offsets and skipped.
+        Without it they go to the ``dead_letter`` .jsonl file of the source options; with neither,
+        they are logged at ERROR level with their offsets and skipped.
         """
         self._dead_letter = dead_letter
 
@@ -150,6 +152,8 @@ class KafkaSource(Source):
         except Exception as exc:
             log.warning("final offset commit failed (records after the last commit will be re-read): %s", exc)
         consumer.close(autocommit=False, timeout_ms=10_000)
+        if self._dl_writer is not None:
+            self._dl_writer.close()
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -269,8 +273,17 @@ class KafkaSource(Source):
         return []
 
     def _report_bad(self, rows: list[dict[str, Any]]) -> None:
+        reason = "value is not a JSON object"
         if self._dead_letter is not None:
-            self._dead_letter(rows, "value is not a JSON object")
+            self._dead_letter(rows, reason)
+            return
+        if self.opts.dead_letter is not None:
+            if self._dl_writer is None:
+                from shardline.deadletter import DeadLetterWriter
+
+                self._dl_writer = DeadLetterWriter(self.opts.dead_letter)
+            for entry in dead_letter_entries(rows, reason):
+                self._dl_writer.write(entry)  # appended and flushed before the batch is yielded
             return
         for row in rows:
             log.error(
