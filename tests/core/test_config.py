@@ -131,12 +131,14 @@ checkpoint: {path: .shardline/events.ckpt}
 
 
 def test_env_substitution_uses_the_environment_over_the_default(tmp_path: Path) -> None:
-    config = load_pipeline(_good(tmp_path, GOOD), env={"STREAM_URL": "local://store/bigdata/x", "SECRET_KEY": "k"})
+    config = load_pipeline(
+        _good(tmp_path, GOOD), env={"STREAM_URL": "local://store/bigdata/x", "SECRET_KEY": "k"}
+    )
     assert config.sink.stream == "local://store/bigdata/x"
 
 
 def test_a_secret_from_the_environment_is_never_echoed(tmp_path: Path) -> None:
-    text = GOOD.replace('create = { shards = 8, retention_hours = 24 }', 'create = { shards = "${SHARDS}" }')
+    text = GOOD.replace("create = { shards = 8, retention_hours = 24 }", 'create = { shards = "${SHARDS}" }')
     with pytest.raises(ConfigError) as exc:
         load_pipeline(_good(tmp_path, text), env={"SHARDS": "hunter2", "SECRET_KEY": "k"})
     assert "hunter2" not in str(exc.value)
@@ -144,7 +146,7 @@ def test_a_secret_from_the_environment_is_never_echoed(tmp_path: Path) -> None:
 
 
 def test_numbers_from_the_environment_are_accepted(tmp_path: Path) -> None:
-    text = GOOD.replace('create = { shards = 8, retention_hours = 24 }', 'create = { shards = "${SHARDS}" }')
+    text = GOOD.replace("create = { shards = 8, retention_hours = 24 }", 'create = { shards = "${SHARDS}" }')
     config = load_pipeline(_good(tmp_path, text), env={"SHARDS": "12", "SECRET_KEY": "k"})
     assert config.sink.create is not None and config.sink.create.shards == 12
 
@@ -152,14 +154,24 @@ def test_numbers_from_the_environment_are_accepted(tmp_path: Path) -> None:
 def test_set_overrides_win_and_their_errors_name_the_option(tmp_path: Path) -> None:
     path = _good(tmp_path, GOOD)
     env = {"SECRET_KEY": "k"}
-    config = load_pipeline(path, ["sink.create.shards=16", "source.path=other/*.parquet", "mapping.data=raw",
-                                  "mapping.data_column=payload"], env=env)
+    config = load_pipeline(
+        path,
+        [
+            "sink.create.shards=16",
+            "source.path=other/*.parquet",
+            "mapping.data=raw",
+            "mapping.data_column=payload",
+        ],
+        env=env,
+    )
     assert config.sink.create is not None and config.sink.create.shards == 16
     assert config.source_options.path == "other/*.parquet"
     assert config.mapping.data == "raw"
-    with pytest.raises(ConfigError, match=r'^--set sink.create.shards: expected an integer >= 1, got "eight"$'):
+    with pytest.raises(
+        ConfigError, match=r'^--set sink.create.shards: expected an integer >= 1, got "eight"$'
+    ):
         load_pipeline(path, ["sink.create.shards=eight"], env=env)
-    with pytest.raises(ConfigError, match="expected KEY.PATH=VALUE"):
+    with pytest.raises(ConfigError, match=r"expected KEY\.PATH=VALUE"):
         load_pipeline(path, ["sink.create.shards"], env=env)
 
 
@@ -178,7 +190,10 @@ def test_fingerprint_ignores_batch_size_and_server_port_but_not_the_filter_or_st
     base = {"source": {"type": "parquet", "path": "d"}, "sink": {"stream": "http://127.0.0.1:8081/bigdata/s"}}
 
     def fp(source: dict[str, object] | None = None, stream: str | None = None) -> str:
-        doc = {"source": {**base["source"], **(source or {})}, "sink": {"stream": stream or base["sink"]["stream"]}}
+        doc = {
+            "source": {**base["source"], **(source or {})},
+            "sink": {"stream": stream or base["sink"]["stream"]},
+        }
         return build_pipeline(doc).fingerprint()
 
     assert fp({"batch_size": 5}) == fp()

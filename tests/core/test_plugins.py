@@ -92,11 +92,26 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     site.mkdir()
     _write_dist(site, "shardline-good", {"good": "shardline_good_plugin"}, {"shardline_good_plugin": GOOD})
     _write_dist(
-        site, "shardline-broken", {"broken": "shardline_broken_plugin"}, {"shardline_broken_plugin": BROKEN_IMPORT}
+        site,
+        "shardline-broken",
+        {"broken": "shardline_broken_plugin"},
+        {"shardline_broken_plugin": BROKEN_IMPORT},
     )
-    _write_dist(site, "shardline-badreg", {"badreg": "shardline_badreg_plugin"}, {"shardline_badreg_plugin": BAD_REGISTRATION})
-    _write_dist(site, "shardline-zdup", {"dup": "shardline_dup_plugin"}, {"shardline_dup_plugin": DUPLICATE_NAME})
-    _write_dist(site, "shardline-raises", {"raises": "shardline_raises_plugin"}, {"shardline_raises_plugin": RAISES_AND_TYPO})
+    _write_dist(
+        site,
+        "shardline-badreg",
+        {"badreg": "shardline_badreg_plugin"},
+        {"shardline_badreg_plugin": BAD_REGISTRATION},
+    )
+    _write_dist(
+        site, "shardline-zdup", {"dup": "shardline_dup_plugin"}, {"shardline_dup_plugin": DUPLICATE_NAME}
+    )
+    _write_dist(
+        site,
+        "shardline-raises",
+        {"raises": "shardline_raises_plugin"},
+        {"shardline_raises_plugin": RAISES_AND_TYPO},
+    )
     _write_dist(site, "shardline-zzz-again", {"good": "shardline_good_plugin"}, {})  # same entry-point name
     monkeypatch.syspath_prepend(str(site))
     plugins.reset_plugins()

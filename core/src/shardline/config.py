@@ -126,6 +126,7 @@ class MappingConfig(StrictModel):
     partition_key: str | None = Field(None, min_length=1)
     data: str = Field("json", min_length=1)
     data_column: str | None = Field(None, min_length=1)
+    template: str | None = Field(None, min_length=1, description='Data template for data = "template"')
     client_info: str | None = Field(None, min_length=1)
     shard_id: str | None = Field(None, min_length=1)
     partitioner: str = Field("hash", min_length=1)
@@ -136,6 +137,8 @@ class MappingConfig(StrictModel):
             raise ValueError('partitioner "column" needs shard_id = "<column holding each record\'s shard>"')
         if self.data == "raw" and not self.data_column:
             raise ValueError('data "raw" needs data_column = "<binary or string column>"')
+        if self.data == "template" and not self.template:
+            raise ValueError('data "template" needs template = "<text with {column} fields>"')
         return self
 
 
@@ -174,6 +177,7 @@ class PipelineConfig:
             "partition_key": self.mapping.partition_key,
             "data": self.mapping.data,
             "data_column": self.mapping.data_column,
+            "data_template": self.mapping.template,
             "client_info": self.mapping.client_info,
             "shard_id": self.mapping.shard_id,
             "partitioner": self.mapping.partitioner,
