@@ -25,3 +25,12 @@ def shardline_register_partitioners(register: Callable[[str, Any], None]) -> Non
 
     for name, partitioner in partitioning.BUILTIN_PARTITIONERS.items():
         register(name, partitioner)
+
+
+@hookimpl
+def shardline_register_codecs(register: Callable[[str, Any], None]) -> None:
+    """Register the built-in Data codecs (``json``, ``raw``, ``arrow``, ``template``)."""
+    from shardline import records
+
+    for name, codec in records.BUILTIN_CODECS.items():
+        register(name, codec)

@@ -8,9 +8,14 @@ when the count grows, and spreads keys evenly.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
 import numpy as np
 import numpy.typing as npt
 import xxhash
+
+from shardline.errors import PluginError
 
 _JUMP_MULTIPLIER = 2862933555777941757
 _MASK64 = 0xFFFFFFFFFFFFFFFF
@@ -53,7 +58,9 @@ def jump_hash_array(hashes: npt.NDArray[np.uint64], shards: int) -> npt.NDArray[
         while active.any():
             b = np.where(active, j, b)
             key = np.where(active, key * mult + one, key)
-            nxt = ((b + 1).astype(np.float64) * (float(1 << 31) / ((key >> np.uint64(33)).astype(np.float64) + 1.0)))
+            nxt = (b + 1).astype(np.float64) * (
+                float(1 << 31) / ((key >> np.uint64(33)).astype(np.float64) + 1.0)
+            )
             j = np.where(active, nxt.astype(np.int64), j)
             active = j < shards
     return b
@@ -70,3 +77,95 @@ def modulo_shard(key: str | bytes, shards: int) -> int:
 
 
 BUILTIN_PARTITIONERS: dict[str, object] = {}
+
+
+# ---------------------------------------------------------------------------------------------
+# strategies (registered through ``shardline_register_partitioners``)
+
+PerKey = Callable[[Sequence[str], npt.NDArray[np.uint64], int], npt.NDArray[np.int64]]
+"""``per_key(keys, xxh64_hashes, shard_count) -> shard per distinct key`` (called once per batch)."""
+
+
+@dataclass(frozen=True)
+class Partitioner:
+    """A partition strategy: how the sink places records on shards.
+
+    ``per_key`` maps each *distinct* key of a batch to a shard (the sink takes the result for every
+    row), or is None for the strategies that do not look at keys (``column``, ``round-robin``).
+    ``sends_shard_id`` is False when the server places records (the ``server`` strategy): the sink
+    still uses ``per_key`` to keep one ordering lane per key. A plugin may register a
+    :class:`Partitioner` or a plain ``per_key`` function.
+    """
+
+    name: str
+    per_key: PerKey | None
+    needs_key: bool = True
+    sends_shard_id: bool = True
+
+
+def _hash_per_key(keys: Sequence[str], hashes: npt.NDArray[np.uint64], shards: int) -> npt.NDArray[np.int64]:
+    return jump_hash_array(hashes, shards)
+
+
+def _modulo_per_key(
+    keys: Sequence[str], hashes: npt.NDArray[np.uint64], shards: int
+) -> npt.NDArray[np.int64]:
+    return np.fromiter((modulo_shard(k, shards) for k in keys), dtype=np.int64, count=len(keys))
+
+
+BUILTIN_PARTITIONERS.update(
+    {
+        "hash": Partitioner("hash", _hash_per_key),
+        "modulo": Partitioner("modulo", _modulo_per_key),
+        "server": Partitioner("server", _hash_per_key, sends_shard_id=False),
+        "column": Partitioner("column", None, needs_key=False),
+        "round-robin": Partitioner("round-robin", None, needs_key=False),
+    }
+)
+
+
+def resolve_partitioner(name: str) -> Partitioner:
+    """The partitioner called ``name``: a built-in, or one a plugin registered."""
+    found = BUILTIN_PARTITIONERS.get(name)
+    if found is None:
+        from shardline import plugins
+
+        found = plugins.lookup("partitioners", name)
+    if isinstance(found, Partitioner):
+        return found
+    if callable(found):
+        return Partitioner(name, found)
+    raise PluginError(f"partitioner {name!r} is neither a shardline Partitioner nor a function")
+
+
+class ShardMap:
+    """The shard count a sink places records for, and where keys live under it.
+
+    The count comes from DescribeStream at start; the sink refreshes it on a timer and at once when
+    a record fails with ShardIDOutOfRange. Counts only grow. :meth:`moved_keys` tells which of some
+    keys change shard when the count grows (with jump hash: only to a new shard, at most once).
+    """
+
+    def __init__(self, shard_count: int) -> None:
+        if shard_count < 1:
+            raise ValueError(f"a stream has at least one shard, got {shard_count}")
+        self.shard_count = shard_count
+        self.generation = 0
+
+    def grow(self, new_count: int) -> bool:
+        """Adopt a larger count; return False (and keep the map) when ``new_count`` is not larger."""
+        if new_count <= self.shard_count:
+            return False
+        self.shard_count = new_count
+        self.generation += 1
+        return True
+
+    def shards_of(self, hashes: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
+        """Shards of 64-bit key hashes under the current count."""
+        return jump_hash_array(hashes, self.shard_count)
+
+    @staticmethod
+    def moved_keys(hashes: npt.NDArray[np.uint64], old_count: int, new_count: int) -> npt.NDArray[np.bool_]:
+        """Which keys change shard between two counts."""
+        moved = jump_hash_array(hashes, old_count) != jump_hash_array(hashes, new_count)
+        return np.asarray(moved, dtype=np.bool_)

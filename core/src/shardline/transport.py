@@ -49,6 +49,46 @@ class PutResult:
         return self.error_code is None
 
 
+@dataclass(frozen=True, slots=True)
+class PutFailure:
+    """One failed record of a PutRecords request: its index in the request and the server's error."""
+
+    index: int
+    error_code: int
+    error_message: str
+
+
+@dataclass(frozen=True, slots=True)
+class PutBodyResult:
+    """The outcome of a pre-encoded PutRecords request: only the failures, in request order."""
+
+    record_count: int
+    failures: list[PutFailure]
+
+
+def failures_of(results: Sequence[PutResult]) -> list[PutFailure]:
+    """The failed entries of a list of :class:`PutResult`."""
+    return [
+        PutFailure(i, r.error_code, r.error_message or "")
+        for i, r in enumerate(results)
+        if r.error_code is not None
+    ]
+
+
+@runtime_checkable
+class BodyTransport(Protocol):
+    """Optional fast path a transport may add: send a PutRecords body the engine already encoded.
+
+    The body is the PutRecords JSON ``{"Records":[{"Data": <base64>, "PartitionKey"?, "ShardId"?,
+    "ClientInfo"?}, ...]}``. The engine uses this path when the transport has the method and falls
+    back to :meth:`Transport.put_records` otherwise.
+    """
+
+    async def put_records_body(self, body: bytes, record_count: int) -> PutBodyResult:
+        """Send one pre-encoded PutRecords request; report the failed records (errors as in put_records)."""
+        ...
+
+
 @runtime_checkable
 class Transport(Protocol):
     """Sends requests to one stream. Implemented by connectors (v3io Web API, local store, Kinesis)."""

@@ -1,0 +1,207 @@
+"""An in-memory :class:`~shardline.Transport` with fault injection, for unit tests of engines and plugins.
+
+It behaves like a PutRecords stream (per-shard sequence numbers from 1, ShardId wins over
+PartitionKey, keys placed with :func:`shardline.partitioning.shard_for_key`, round robin otherwise)
+and *checks every protocol limit*, raising :class:`AssertionError` when a client sends something a
+real stream would refuse (too many records, a body over 10 MiB, oversized Data/key/ClientInfo):
+a test can assert that nothing invalid was sent with ``transport.violations == []``.
+
+Faults: ``fault_rate`` of the records fail per request, with ``fault_shape="random"`` (any record)
+or ``"tail"`` (from a random point, every later record of that shard in the request fails, as an
+append log stops); ``request_fault_rate`` of whole requests raise a retryable 503
+:class:`~shardline.TransportError`. ``permanent`` is a predicate over a record's Data: records it
+matches fail with ``InvalidArgumentException`` every time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import orjson
+
+from shardline import limits
+from shardline.errors import StreamNotFoundError, TransportError
+from shardline.partitioning import shard_for_key
+from shardline.transport import PutBodyResult, PutFailure, PutRecord, PutResult, StreamInfo
+
+
+@dataclass
+class StoredRecord:
+    """A record as the fake stream stored it."""
+
+    shard_id: int
+    sequence_number: int
+    data: bytes
+    partition_key: str | None
+    client_info: bytes | None
+
+
+@dataclass
+class FakeTransport:
+    """In-memory PutRecords stream with limit checks and fault injection (see the module docstring)."""
+
+    url: str = "fake://test/stream"
+    shard_count: int | None = 4
+    retention_hours: int = 24
+    fault_rate: float = 0.0
+    fault_shape: str = "random"
+    request_fault_rate: float = 0.0
+    permanent: Callable[[bytes], bool] | None = None
+    latency_s: float = 0.0
+    seed: int | None = 0
+    body_path: bool = True
+    shards: list[list[StoredRecord]] = field(default_factory=list)
+    requests: int = 0
+    request_sizes: list[int] = field(default_factory=list)
+    max_body_bytes: int = 0
+    violations: list[str] = field(default_factory=list)
+    closed: bool = False
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+        self._rr = 0
+        if self.shard_count is not None and not self.shards:
+            self.shards = [[] for _ in range(self.shard_count)]
+        if not self.body_path:
+            self.put_records_body = None  # type: ignore[assignment]
+
+    # -- stream management
+
+    async def describe(self) -> StreamInfo:
+        """Shard count and retention; StreamNotFoundError when the stream was not created."""
+        if self.shard_count is None:
+            raise StreamNotFoundError(f"stream {self.url} not found")
+        return StreamInfo(self.shard_count, self.retention_hours)
+
+    async def create(self, shard_count: int, retention_hours: int) -> bool:
+        """Create the stream; False when it exists."""
+        if self.shard_count is not None:
+            return False
+        self.shard_count = shard_count
+        self.retention_hours = retention_hours
+        self.shards = [[] for _ in range(shard_count)]
+        return True
+
+    async def update(self, shard_count: int) -> None:
+        """Grow the stream."""
+        assert self.shard_count is not None
+        if shard_count < self.shard_count:
+            raise TransportError("the shard count can only grow", status=400, retryable=False)
+        self.shards.extend([] for _ in range(shard_count - self.shard_count))
+        self.shard_count = shard_count
+
+    def grow(self, shard_count: int) -> None:
+        """Grow the stream synchronously (from a test, between writes)."""
+        assert self.shard_count is not None
+        self.shards.extend([] for _ in range(shard_count - self.shard_count))
+        self.shard_count = shard_count
+
+    async def close(self) -> None:
+        """Mark closed."""
+        self.closed = True
+
+    # -- data
+
+    def records(self) -> list[StoredRecord]:
+        """Every stored record, shard by shard, in sequence order."""
+        return [r for shard in self.shards for r in shard]
+
+    def _violation(self, message: str) -> None:
+        self.violations.append(message)
+        raise AssertionError(message)
+
+    def _check(self, records: Sequence[PutRecord], body_bytes: int | None) -> None:
+        if len(records) > limits.MAX_RECORDS_PER_REQUEST:
+            self._violation(f"request of {len(records)} records")
+        if body_bytes is not None and body_bytes > limits.MAX_REQUEST_BODY_BYTES:
+            self._violation(f"request body of {body_bytes} bytes")
+        for r in records:
+            if len(r.data) > limits.MAX_DATA_BYTES:
+                self._violation(f"Data of {len(r.data)} bytes")
+            if r.partition_key is not None and len(r.partition_key.encode()) > limits.MAX_PARTITION_KEY_BYTES:
+                self._violation(f"PartitionKey of {len(r.partition_key.encode())} bytes")
+            if r.client_info is not None and len(r.client_info) > limits.MAX_CLIENT_INFO_BYTES:
+                self._violation(f"ClientInfo of {len(r.client_info)} bytes")
+
+    def _place(self, r: PutRecord) -> int:
+        assert self.shard_count is not None
+        if r.shard_id is not None:
+            return r.shard_id
+        if r.partition_key is not None:
+            return shard_for_key(r.partition_key, self.shard_count)
+        self._rr = (self._rr + 1) % self.shard_count
+        return self._rr
+
+    async def put_records(self, records: Sequence[PutRecord]) -> list[PutResult]:
+        """Store records (or fail some, per the fault settings); one result per record."""
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        return self._put(records, None)
+
+    def _put(self, records: Sequence[PutRecord], body_bytes: int | None) -> list[PutResult]:
+        if self.shard_count is None:
+            raise StreamNotFoundError(f"stream {self.url} not found")
+        self.requests += 1
+        self.request_sizes.append(len(records))
+        if body_bytes is not None:
+            self.max_body_bytes = max(self.max_body_bytes, body_bytes)
+        self._check(records, body_bytes)
+        if self.request_fault_rate and self._rng.random() < self.request_fault_rate:
+            raise TransportError("503 Service Unavailable (injected)", status=503, retryable=True)
+        shards = [self._place(r) for r in records]
+        failing: set[int] = set()
+        if self.fault_rate:
+            if self.fault_shape == "random":
+                failing = {i for i in range(len(records)) if self._rng.random() < self.fault_rate}
+            else:  # tail: per shard in this request, fail everything from a random point on
+                by_shard: dict[int, list[int]] = {}
+                for i, s in enumerate(shards):
+                    by_shard.setdefault(s, []).append(i)
+                for idx in by_shard.values():
+                    if self._rng.random() < self.fault_rate:
+                        cut = self._rng.randrange(len(idx))
+                        failing.update(idx[cut:])
+        out: list[PutResult] = []
+        for i, (r, s) in enumerate(zip(records, shards, strict=True)):
+            if s < 0 or s >= self.shard_count:
+                out.append(PutResult(error_code=-1, error_message="ShardIDOutOfRangeException"))
+            elif self.permanent is not None and self.permanent(r.data):
+                out.append(PutResult(error_code=-2, error_message="InvalidArgumentException"))
+            elif i in failing:
+                out.append(PutResult(error_code=-3, error_message="InternalFailure (injected)"))
+            else:
+                log = self.shards[s]
+                seq = len(log) + 1
+                log.append(StoredRecord(s, seq, r.data, r.partition_key, r.client_info))
+                out.append(PutResult(shard_id=s, sequence_number=seq))
+        return out
+
+    async def put_records_body(self, body: bytes, record_count: int) -> PutBodyResult:
+        """The pre-encoded path: parse the PutRecords JSON body, then as :meth:`put_records`."""
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        doc = orjson.loads(body)
+        recs = [
+            PutRecord(
+                base64.b64decode(r["Data"]),
+                r.get("PartitionKey"),
+                r.get("ShardId"),
+                base64.b64decode(r["ClientInfo"]) if "ClientInfo" in r else None,
+            )
+            for r in doc["Records"]
+        ]
+        if len(recs) != record_count:
+            self._violation(f"record_count {record_count} but the body holds {len(recs)}")
+        results = self._put(recs, len(body))
+        return PutBodyResult(
+            len(results),
+            [
+                PutFailure(i, r.error_code, r.error_message or "")
+                for i, r in enumerate(results)
+                if r.error_code is not None
+            ],
+        )

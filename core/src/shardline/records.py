@@ -1,0 +1,683 @@
+"""Arrow record batch -> stream records, column-at-a-time.
+
+Two stages:
+
+1. :func:`map_columns` turns a batch into the fields of its records (Data through a codec,
+   PartitionKey, ClientInfo, ShardId), checks the protocol limits per row, and hashes each distinct
+   partition key once. It raises :class:`~shardline.errors.SchemaError` for a missing column or a
+   column of the wrong type before anything is sent. It does not depend on the shard count.
+2. :func:`place` assigns shards for a given shard count and builds each record's PutRecords JSON
+   fragment (``{"Data":"<base64>","PartitionKey":"k","ShardId":3},``), ordered by shard, in one
+   contiguous buffer: a request body is then a few buffer slices, with no per-record Python work.
+
+The built-in Data codecs are ``json`` (one JSON object per row), ``raw`` (a binary or string column
+as is), ``arrow`` (each row as an Arrow IPC stream, so readers keep the schema) and ``template``
+(a :meth:`str.format` template over columns). Codecs are registered through
+``shardline_register_codecs`` like any plugin's.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as _dt
+import decimal
+import string
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import xxhash
+
+from shardline import limits
+from shardline.errors import ConfigError, SchemaError
+from shardline.partitioning import Partitioner, resolve_partitioner
+
+Codec = Callable[[pa.RecordBatch, "RecordMapping"], "pa.Array | Sequence[bytes]"]
+"""A Data codec: ``codec(batch, mapping)`` returns one Data value per row (binary array or bytes)."""
+
+PARTITIONERS = ("hash", "modulo", "server", "column", "round-robin")
+"""The built-in partitioners (plugins may register more)."""
+
+
+@dataclass(frozen=True)
+class RecordMapping:
+    """How columns of a batch become stream records.
+
+    ``data`` names the codec; ``data_column`` is the column of the ``raw`` codec; ``columns``
+    restricts the ``json`` and ``arrow`` codecs to some columns (default: all); ``template`` is the
+    format string of the ``template`` codec. ``partitioner`` is one of :data:`PARTITIONERS`.
+    """
+
+    data: str = "json"
+    data_column: str | None = None
+    partition_key: str | None = None
+    client_info: str | None = None
+    shard_id: str | None = None
+    partitioner: str = "hash"
+    template: str | None = None
+    columns: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.shard_id and self.partitioner not in ("column", "hash"):
+            raise ConfigError(
+                f"shard_id={self.shard_id!r} needs partitioner 'column', not {self.partitioner!r}"
+            )
+        if self.effective_partitioner == "column" and not self.shard_id:
+            raise ConfigError("partitioner 'column' needs shard_id=<column holding the shard id>")
+        strategy = resolve_partitioner(self.effective_partitioner)
+        if strategy.needs_key and not self.partition_key:
+            raise ConfigError(f"partitioner {self.partitioner!r} needs partition_key=<column>")
+
+    @property
+    def effective_partitioner(self) -> str:
+        """The strategy actually used (``shard_id`` implies ``column``; ``hash`` without a key is
+        ``round-robin``)."""
+        if self.shard_id:
+            return "column"
+        if self.partitioner == "hash" and not self.partition_key:
+            return "round-robin"
+        return self.partitioner
+
+
+# ---------------------------------------------------------------------------------------------
+# vectorised helpers
+
+_LB = pa.large_binary()
+_LS = pa.large_string()
+_PADS = pa.array([b"", b"\0\0", b"\0"], _LB)  # indexed by len % 3
+_EQ = ord("=")
+
+
+def _lb(value: bytes) -> pa.Scalar:
+    return pa.scalar(value, _LB)
+
+
+def _offsets(arr: pa.Array) -> npt.NDArray[np.int64]:
+    """The n+1 offsets of a large binary/string array, as int64."""
+    buf = arr.buffers()[1]
+    if buf is None or len(arr) == 0:
+        return np.zeros(len(arr) + 1, dtype=np.int64)
+    return np.frombuffer(buf, dtype=np.int64)[arr.offset : arr.offset + len(arr) + 1]
+
+
+def _data_view(arr: pa.Array) -> memoryview:
+    buf = arr.buffers()[2]
+    return memoryview(buf) if buf is not None else memoryview(b"")
+
+
+def to_large_binary(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """A binary-like or string-like array as one ``large_binary`` array."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    if arr.type == _LB:
+        return arr
+    if pa.types.is_string_view(arr.type) or pa.types.is_binary_view(arr.type):
+        arr = arr.cast(_LS if pa.types.is_string_view(arr.type) else _LB)
+    if pa.types.is_fixed_size_binary(arr.type):
+        arr = arr.cast(pa.binary())
+    return arr.cast(_LB)
+
+
+def b64encode_array(arr: pa.Array) -> pa.Array:
+    """Base64 of every value of a binary-like array, vectorised (one ``b2a_base64`` call).
+
+    Each value is padded with zero bytes to a multiple of 3, the concatenation is encoded at once,
+    and the 'A's that encode the padding become '='. Nulls encode as empty strings.
+    """
+    arr = to_large_binary(arr)
+    if arr.null_count:
+        arr = arr.fill_null(b"")
+    n = len(arr)
+    if n == 0:
+        return pa.array([], _LB)
+    lens = np.diff(_offsets(arr))
+    rem = lens % 3
+    padded = pc.binary_join_element_wise(arr, _PADS.take(pa.array(rem)), _lb(b""))
+    poffs = _offsets(padded)
+    raw = _data_view(padded)[int(poffs[0]) : int(poffs[-1])]
+    out = np.frombuffer(bytearray(binascii.b2a_base64(raw, newline=False)), dtype=np.uint8)
+    ends = (poffs[1:] - poffs[0]) // 3 * 4
+    one = ends[rem == 2]
+    out[one - 1] = _EQ
+    two = ends[rem == 1]
+    out[two - 1] = _EQ
+    out[two - 2] = _EQ
+    new_offsets = np.concatenate([np.zeros(1, np.int64), ends]).astype(np.int64)
+    return pa.Array.from_buffers(_LB, n, [None, pa.py_buffer(new_offsets), pa.py_buffer(out)])
+
+
+def _quote(s: pa.Array) -> pa.Array:
+    return pc.binary_join_element_wise(_lb(b'"'), s, _lb(b'"'), _lb(b""))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, decimal.Decimal):
+        return orjson.Fragment(str(value).encode())
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, _dt.timedelta):
+        return value.total_seconds()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+_ORJSON_OPTS = orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+
+
+def _json_python(values: list[Any]) -> pa.Array:
+    out = [orjson.dumps(v, default=_json_default, option=_ORJSON_OPTS) for v in values]
+    return pa.array(out, _LB)
+
+
+def _escape_strings(s: pa.Array) -> pa.Array:
+    """JSON string literals of a string array (quotes included); nulls stay null."""
+    if pc.any(pc.match_substring_regex(s, r"[\x00-\x1f]")).as_py():
+        return _json_python(s.to_pylist()).cast(_LB)  # control characters: rare, let orjson escape
+    s = pc.replace_substring(s, "\\", "\\\\")
+    s = pc.replace_substring(s, '"', '\\"')
+    return _quote(s.cast(_LB))
+
+
+def json_values(col: pa.Array) -> pa.Array:
+    """One JSON value text per row of ``col`` (``null`` for nulls), as a large_binary array.
+
+    Scalars are encoded by Arrow compute kernels; nested types (lists, structs, maps) through
+    orjson. Timestamps become ISO-8601 strings (``Z`` suffix when the column has a time zone),
+    decimals exact JSON numbers, binary base64 strings, non-finite floats ``null``.
+    """
+    t = col.type
+    if pa.types.is_dictionary(t):
+        col = col.dictionary_decode()
+        t = col.type
+    if pa.types.is_null(t):
+        return pa.array([b"null"] * len(col), _LB)
+    if pa.types.is_boolean(t):
+        out = pc.if_else(col, _lb(b"true"), _lb(b"false"))
+    elif pa.types.is_integer(t) or pa.types.is_decimal(t):
+        out = col.cast(_LS).cast(_LB)
+    elif pa.types.is_floating(t):
+        if pa.types.is_float16(t):
+            col = col.cast(pa.float32())
+        col = pc.if_else(pc.is_finite(col), col, pa.scalar(None, col.type))
+        out = col.cast(_LS).cast(_LB)
+    elif pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        out = _escape_strings(col.cast(_LS))
+    elif (
+        pa.types.is_binary(t)
+        or pa.types.is_large_binary(t)
+        or pa.types.is_fixed_size_binary(t)
+        or pa.types.is_binary_view(t)
+    ):
+        out = pc.if_else(pc.is_valid(col), _quote(b64encode_array(col)), pa.scalar(None, _LB))
+    elif pa.types.is_timestamp(t):
+        naive = col.cast(pa.timestamp(t.unit)) if t.tz else col
+        text = pc.strftime(naive, format="%Y-%m-%dT%H:%M:%S").cast(_LB)
+        if t.tz:
+            text = pc.binary_join_element_wise(text, _lb(b"Z"), _lb(b""))
+        out = _quote(text)
+    elif pa.types.is_date(t) or pa.types.is_time(t):
+        out = _quote(col.cast(_LS).cast(_LB))
+    elif pa.types.is_duration(t):
+        out = col.cast(pa.int64()).cast(_LS).cast(_LB)
+    else:
+        out = _json_python(col.to_pylist())
+    if out.null_count:
+        out = out.fill_null(_lb(b"null"))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# codecs
+
+
+def _column(batch: pa.RecordBatch, name: str, role: str) -> pa.Array:
+    idx = batch.schema.get_field_index(name)
+    if idx < 0:
+        have = ", ".join(batch.schema.names) or "none"
+        raise SchemaError(f"{role} column {name!r} is not in the batch (columns: {have})")
+    return batch.column(idx)
+
+
+def json_codec(batch: pa.RecordBatch, mapping: RecordMapping) -> pa.Array:
+    """``json``: one JSON object per row over ``mapping.columns`` (default: every column)."""
+    names = list(mapping.columns) if mapping.columns else list(batch.schema.names)
+    n = batch.num_rows
+    if not names:
+        return pa.array([b"{}"] * n, _LB)
+    pieces: list[pa.Array | pa.Scalar] = []
+    for i, name in enumerate(names):
+        col = _column(batch, name, "json")
+        pieces.append(_lb((b"{" if i == 0 else b",") + orjson.dumps(name) + b":"))
+        pieces.append(json_values(col))
+    pieces.append(_lb(b"}"))
+    return pc.binary_join_element_wise(*pieces, _lb(b""))
+
+
+def raw_codec(batch: pa.RecordBatch, mapping: RecordMapping) -> pa.Array:
+    """``raw``: the binary or string column ``mapping.data_column`` as is."""
+    if not mapping.data_column:
+        raise ConfigError("data='raw' needs data_column=<binary or string column>")
+    col = _column(batch, mapping.data_column, "data")
+    t = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
+    if not (
+        pa.types.is_binary(t)
+        or pa.types.is_large_binary(t)
+        or pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_fixed_size_binary(t)
+        or pa.types.is_string_view(t)
+        or pa.types.is_binary_view(t)
+    ):
+        raise SchemaError(
+            f"data column {mapping.data_column!r} has type {col.type}; the raw codec needs a binary or "
+            f"string column (use data='json' to encode other types)"
+        )
+    return to_large_binary(col)
+
+
+def arrow_codec(batch: pa.RecordBatch, mapping: RecordMapping) -> list[bytes]:
+    """``arrow``: each row as a one-row Arrow IPC stream (schema included), over ``mapping.columns``."""
+    if mapping.columns:
+        batch = batch.select(list(mapping.columns))
+    out: list[bytes] = []
+    for i in range(batch.num_rows):
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, batch.schema) as writer:
+            writer.write_batch(batch.slice(i, 1))
+        out.append(sink.getvalue().to_pybytes())
+    return out
+
+
+def template_codec(batch: pa.RecordBatch, mapping: RecordMapping) -> pa.Array:
+    """``template``: ``mapping.template`` (``str.format`` fields naming columns, no format specs)."""
+    if not mapping.template:
+        raise ConfigError("data='template' needs data_template='...{column}...'")
+    pieces: list[pa.Array | pa.Scalar] = []
+    for literal, fname, spec, conv in string.Formatter().parse(mapping.template):
+        if literal:
+            pieces.append(_lb(literal.encode()))
+        if fname is None:
+            continue
+        if spec or conv:
+            raise ConfigError(f"template field {{{fname}}}: format specs and conversions are not supported")
+        col = _column(batch, fname, "template")
+        if pa.types.is_dictionary(col.type):
+            col = col.dictionary_decode()
+        if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
+            text = to_large_binary(col)
+        elif pa.types.is_nested(col.type):
+            text = _json_python(col.to_pylist())
+        else:
+            text = col.cast(_LS).cast(_LB)
+        pieces.append(text.fill_null(_lb(b"")))
+    if not pieces:
+        return pa.array([mapping.template.encode()] * batch.num_rows, _LB)
+    if len(pieces) == 1:
+        pieces.append(_lb(b""))
+    return pc.binary_join_element_wise(*pieces, _lb(b""))
+
+
+BUILTIN_CODECS: dict[str, Codec] = {
+    "json": json_codec,
+    "raw": raw_codec,
+    "arrow": arrow_codec,
+    "template": template_codec,
+}
+
+
+def lookup_codec(name: str) -> Codec:
+    """A codec by name: built-ins first, then those registered by plugins."""
+    if name in BUILTIN_CODECS:
+        return BUILTIN_CODECS[name]
+    from shardline import plugins
+
+    codec: Codec = plugins.lookup("codecs", name)
+    return codec
+
+
+# ---------------------------------------------------------------------------------------------
+# stage 1: columns -> record fields
+
+
+@dataclass
+class MappedColumns:
+    """The fields of a batch's records, independent of the shard count (stage 1)."""
+
+    num_rows: int
+    data: pa.Array  # large_binary, nulls filled with b""
+    reasons: list[str | None]  # per row: why it can never be written (dead letter), or None
+    invalid: npt.NDArray[np.bool_]
+    key_index: npt.NDArray[np.int64] | None = None  # per row index into key_values, -1 = no key
+    key_values: list[str] = field(default_factory=list)
+    key_hashes: npt.NDArray[np.uint64] = field(default_factory=lambda: np.zeros(0, np.uint64))
+    client_info: pa.Array | None = None  # large_binary or None
+    shard_ids: npt.NDArray[np.int64] | None = None
+
+    @property
+    def data_lengths(self) -> npt.NDArray[np.int64]:
+        """Bytes of each record's Data."""
+        return np.diff(_offsets(self.data))
+
+
+def _scalar_type(t: pa.DataType) -> bool:
+    return not (pa.types.is_nested(t) or pa.types.is_null(t))
+
+
+def _key_strings(col: pa.Array, name: str) -> pa.Array:
+    t = col.type
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if not _scalar_type(t):
+        raise SchemaError(f"partition_key column {name!r} has type {col.type}; a key must be a scalar column")
+    try:
+        if pa.types.is_dictionary(col.type):
+            return pa.DictionaryArray.from_arrays(col.indices, _key_strings(col.dictionary, name))
+        if pa.types.is_string(t) or pa.types.is_large_string(t):
+            return col
+        return col.cast(_LS)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise SchemaError(
+            f"partition_key column {name!r} ({col.type}) cannot be turned into text keys: {exc}"
+        ) from exc
+
+
+def map_columns(batch: pa.RecordBatch | pa.Table, mapping: RecordMapping) -> MappedColumns:
+    """Stage 1: validate the mapping against ``batch`` and compute every record field per row.
+
+    Raises :class:`SchemaError` when a mapped column is missing or has the wrong type. Rows that can
+    never be written (Data over 1 MiB, key over 256 bytes, ClientInfo over 16 bytes, null Data, bad
+    ShardId) are marked in ``invalid`` with a reason; they go to the dead-letter target.
+    """
+    if isinstance(batch, pa.Table):
+        batch = (
+            batch.combine_chunks().to_batches()[0]
+            if batch.num_rows
+            else pa.record_batch([pa.array([], f.type) for f in batch.schema], schema=batch.schema)
+        )
+    n = batch.num_rows
+    # validate the non-codec columns first: cheap, and a SchemaError must come before any work
+    key_col = _column(batch, mapping.partition_key, "partition_key") if mapping.partition_key else None
+    ci_col = _column(batch, mapping.client_info, "client_info") if mapping.client_info else None
+    sid_col = _column(batch, mapping.shard_id, "shard_id") if mapping.shard_id else None
+    if ci_col is not None:
+        t = ci_col.type.value_type if pa.types.is_dictionary(ci_col.type) else ci_col.type
+        if not (
+            pa.types.is_binary(t)
+            or pa.types.is_large_binary(t)
+            or pa.types.is_fixed_size_binary(t)
+            or pa.types.is_string(t)
+            or pa.types.is_large_string(t)
+        ):
+            raise SchemaError(
+                f"client_info column {mapping.client_info!r} has type {ci_col.type}; "
+                f"it must be binary or string (at most {limits.MAX_CLIENT_INFO_BYTES} bytes)"
+            )
+    if sid_col is not None and not pa.types.is_integer(sid_col.type):
+        raise SchemaError(
+            f"shard_id column {mapping.shard_id!r} has type {sid_col.type}; it must be an integer"
+        )
+    keys = _key_strings(key_col, mapping.partition_key or "") if key_col is not None else None
+
+    codec = lookup_codec(mapping.data)
+    produced = codec(batch, mapping)
+    if isinstance(produced, pa.ChunkedArray | pa.Array):
+        data = to_large_binary(produced)
+    else:
+        data = pa.array(list(produced), _LB)
+    if len(data) != n:
+        raise SchemaError(f"codec {mapping.data!r} returned {len(data)} values for {n} rows")
+
+    reasons: list[str | None] = [None] * n
+    invalid = np.zeros(n, dtype=np.bool_)
+
+    def mark(mask: npt.NDArray[np.bool_], reason: Callable[[int], str]) -> None:
+        for i in np.flatnonzero(mask & ~invalid):
+            reasons[int(i)] = reason(int(i))
+        invalid[mask] = True
+
+    if data.null_count:
+        mark(np.asarray(data.is_null(), dtype=np.bool_), lambda i: "Data is null")
+        data = data.fill_null(b"")
+    dlen = np.diff(_offsets(data))
+    mark(
+        dlen > limits.MAX_DATA_BYTES,
+        lambda i: f"Data is {int(dlen[i])} bytes; the limit is {limits.MAX_DATA_BYTES} bytes",
+    )
+
+    out = MappedColumns(num_rows=n, data=data, reasons=reasons, invalid=invalid)
+    if keys is not None:
+        denc = keys if pa.types.is_dictionary(keys.type) else pc.dictionary_encode(keys)
+        uniques = denc.dictionary
+        idx = denc.indices
+        index = np.asarray(idx.fill_null(-1), dtype=np.int64) if idx.null_count else np.asarray(idx, np.int64)
+        values: list[str] = uniques.to_pylist()
+        encoded = [v.encode("utf-8") for v in values]
+        out.key_values = values
+        out.key_hashes = np.fromiter(
+            (xxhash.xxh64_intdigest(b) for b in encoded), dtype=np.uint64, count=len(encoded)
+        )
+        out.key_index = index
+        key_len = np.array([len(b) for b in encoded] + [0], dtype=np.int64)[index]
+        mark(
+            key_len > limits.MAX_PARTITION_KEY_BYTES,
+            lambda i: (
+                f"PartitionKey is {int(key_len[i])} bytes; the limit is "
+                f"{limits.MAX_PARTITION_KEY_BYTES} bytes"
+            ),
+        )
+    if ci_col is not None:
+        ci = to_large_binary(ci_col)
+        ci_len = np.diff(_offsets(ci.fill_null(b"") if ci.null_count else ci))
+        mark(
+            ci_len > limits.MAX_CLIENT_INFO_BYTES,
+            lambda i: (
+                f"ClientInfo is {int(ci_len[i])} bytes; the limit is {limits.MAX_CLIENT_INFO_BYTES} bytes"
+            ),
+        )
+        out.client_info = ci
+    if sid_col is not None:
+        if sid_col.null_count:
+            mark(np.asarray(sid_col.is_null(), dtype=np.bool_), lambda i: "ShardId is null")
+        sids = np.asarray(sid_col.fill_null(0), dtype=np.int64)
+        mark(sids < 0, lambda i: f"ShardId {int(sids[i])} is negative")
+        out.shard_ids = sids
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# stage 2: shards and request fragments
+
+
+@dataclass
+class EncodedBatch:
+    """A batch's valid records placed on shards, ordered by shard, as PutRecords JSON fragments.
+
+    Every per-record array is in the same (shard-sorted) order. ``fragments`` holds each record's
+    JSON object followed by a comma; record ``i`` is ``fragments[offsets[i]:offsets[i+1]]``.
+    """
+
+    shard_count: int
+    num_records: int
+    shards: npt.NDArray[np.int64]
+    key_hashes: npt.NDArray[np.uint64]  # per record; rows without a key get distinct pseudo-keys
+    offsets: npt.NDArray[np.int64]
+    fragments: memoryview
+    data: pa.Array  # large_binary, shard-sorted
+    rows: npt.NDArray[np.int64]  # row number in the written batch
+    key_index: npt.NDArray[np.int64] | None
+    key_values: list[str]
+    client_info: pa.Array | None
+    send_shard_id: bool
+    dead: list[tuple[int, str]]  # (row, reason) of rows that can never be written
+    shard_bounds: dict[int, tuple[int, int]] = field(default_factory=dict)
+    data_offsets: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(1, np.int64))
+    _frag_array: Any = None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes this batch holds in memory (fragments plus raw data)."""
+        return int(self.offsets[-1] - self.offsets[0]) + int(self.data.nbytes)
+
+    def record(self, i: int) -> dict[str, Any]:
+        """Record ``i`` as plain fields (for dead letters and transports without a body path)."""
+        key = None
+        if self.key_index is not None and self.key_index[i] >= 0:
+            key = self.key_values[int(self.key_index[i])]
+        ci = None
+        if self.client_info is not None and self.client_info[i].is_valid:
+            ci = self.client_info[i].as_py()
+        return {
+            "data": self.data[i].as_py(),
+            "partition_key": key,
+            "shard_id": int(self.shards[i]),
+            "client_info": ci,
+            "row": int(self.rows[i]),
+        }
+
+
+def _shards_for(
+    cols: MappedColumns, shard_count: int, strategy: Partitioner, rr_start: int
+) -> npt.NDArray[np.int64]:
+    n = cols.num_rows
+    if n == 0:
+        return np.zeros(0, np.int64)
+    if strategy.name == "column":
+        assert cols.shard_ids is not None
+        return cols.shard_ids.copy()
+    rr = (rr_start + np.arange(n, dtype=np.int64)) % shard_count
+    if strategy.per_key is None or cols.key_index is None:
+        return rr
+    per_key = np.asarray(strategy.per_key(cols.key_values, cols.key_hashes, shard_count), dtype=np.int64)
+    if per_key.shape != (len(cols.key_values),):
+        raise SchemaError(
+            f"partitioner {strategy.name!r} returned {per_key.shape} shards for {len(cols.key_values)} keys"
+        )
+    per_key = np.concatenate([per_key, np.zeros(1, np.int64)])
+    shards = per_key[cols.key_index]
+    no_key = cols.key_index < 0
+    if no_key.any():
+        shards[no_key] = rr[no_key]
+    return shards
+
+
+def place(
+    cols: MappedColumns, shard_count: int, strategy: str | Partitioner = "hash", rr_start: int = 0
+) -> EncodedBatch:
+    """Stage 2: assign shards for ``shard_count`` and build the records' JSON fragments, shard-sorted."""
+    if isinstance(strategy, str):
+        strategy = resolve_partitioner(strategy)
+    shards = _shards_for(cols, shard_count, strategy, rr_start)
+    invalid = cols.invalid.copy()
+    dead: list[tuple[int, str]] = [
+        (int(i), cols.reasons[int(i)] or "invalid") for i in np.flatnonzero(invalid)
+    ]
+    out_of_range = ((shards >= shard_count) | (shards < 0)) & ~invalid
+    if out_of_range.any():
+        for i in np.flatnonzero(out_of_range):
+            dead.append(
+                (int(i), f"ShardId {int(shards[i])} is out of range: the stream has {shard_count} shards")
+            )
+        invalid |= out_of_range
+        dead.sort()
+    valid_rows = np.flatnonzero(~invalid)
+    order = valid_rows[np.argsort(shards[valid_rows], kind="stable")]
+    m = len(order)
+    take = pa.array(order, pa.int64())
+    sorted_shards = shards[order]
+    data = cols.data.take(take)
+    if cols.key_index is not None:
+        key_index = cols.key_index[order]
+        hashes_ext = np.concatenate([cols.key_hashes, np.zeros(1, np.uint64)])
+        key_hashes = hashes_ext[key_index]
+        no_key = key_index < 0
+        if no_key.any():  # distinct pseudo-keys: never "repeated" in a request
+            key_hashes[no_key] = (np.uint64(1) << np.uint64(63)) | order[no_key].astype(np.uint64)
+    else:
+        key_index = None
+        key_hashes = (np.uint64(1) << np.uint64(63)) | order.astype(np.uint64)
+    send_shard_id = strategy.sends_shard_id
+    pieces: list[pa.Array | pa.Scalar] = [_lb(b'{"Data":"'), b64encode_array(data), _lb(b'"')]
+    if key_index is not None:
+        key_json = [b',"PartitionKey":' + orjson.dumps(k) for k in cols.key_values] + [b""]
+        pieces.append(
+            pa.array(key_json, _LB).take(pa.array(np.where(key_index < 0, len(key_json) - 1, key_index)))
+        )
+    if send_shard_id:
+        shard_json = pa.array(
+            [b',"ShardId":' + str(s).encode() for s in range(max(shard_count, 1))] + [b""], _LB
+        )
+        pieces.append(shard_json.take(pa.array(np.minimum(sorted_shards, shard_count))))
+    client_info = None
+    if cols.client_info is not None:
+        client_info = cols.client_info.take(take)
+        ci_b64 = pc.binary_join_element_wise(
+            _lb(b',"ClientInfo":"'), b64encode_array(client_info), _lb(b'"'), _lb(b"")
+        )
+        pieces.append(pc.if_else(pc.is_valid(client_info), ci_b64, _lb(b"")))
+    pieces.append(_lb(b"},"))
+    if m:
+        frags = pc.binary_join_element_wise(*pieces, _lb(b""))
+        offsets = _offsets(frags)
+        fragments = _data_view(frags)
+    else:
+        frags = None
+        offsets = np.zeros(1, np.int64)
+        fragments = memoryview(b"")
+    bounds: dict[int, tuple[int, int]] = {}
+    if m:
+        uniq, starts = np.unique(sorted_shards, return_index=True)
+        ends = np.append(starts[1:], m)
+        bounds = {int(s): (int(a), int(b)) for s, a, b in zip(uniq, starts, ends, strict=True)}
+    return EncodedBatch(
+        shard_count=shard_count,
+        num_records=m,
+        shards=sorted_shards,
+        key_hashes=key_hashes,
+        offsets=offsets,
+        fragments=fragments,
+        data=data,
+        rows=order,
+        key_index=key_index,
+        key_values=cols.key_values,
+        client_info=client_info,
+        send_shard_id=send_shard_id,
+        dead=dead,
+        shard_bounds=bounds,
+        data_offsets=_offsets(data) if m else np.zeros(1, np.int64),
+        _frag_array=frags,
+    )
+
+
+def dead_record(cols: MappedColumns, row: int) -> dict[str, Any]:
+    """Row ``row`` of a batch as plain record fields, for a dead letter."""
+    key = None
+    if cols.key_index is not None and cols.key_index[row] >= 0:
+        key = cols.key_values[int(cols.key_index[row])]
+    ci = None
+    if cols.client_info is not None and cols.client_info[row].is_valid:
+        ci = cols.client_info[row].as_py()
+    shard = int(cols.shard_ids[row]) if cols.shard_ids is not None else None
+    return {
+        "data": cols.data[row].as_py(),
+        "partition_key": key,
+        "shard_id": shard,
+        "client_info": ci,
+        "row": row,
+    }
+
+
+def encode_body(parts: Sequence[memoryview | bytes]) -> bytes:
+    """A PutRecords body from fragment slices (each a run of ``{...},`` fragments)."""
+    if not parts:
+        return limits.BODY_PREFIX + limits.BODY_SUFFIX
+    last = memoryview(parts[-1])[:-1]  # drop the comma after the last fragment
+    return b"".join([limits.BODY_PREFIX, *parts[:-1], last, limits.BODY_SUFFIX])

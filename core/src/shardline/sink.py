@@ -1,0 +1,415 @@
+"""The stream sink: write Arrow batches into a PutRecords stream, fast and without losing a record.
+
+::
+
+    with shardline.StreamSink("http://127.0.0.1:8081/bigdata/orders", partition_key="customer_id") as sink:
+        sink.write(batch, ack=lambda: print("written"))
+
+:class:`StreamSink` is the synchronous facade (its engine runs on an asyncio loop in its own
+thread); :class:`AsyncStreamSink` runs on the caller's loop. Both map columns to records
+(:mod:`shardline.records`), place records on shards (:mod:`shardline.partitioning`) and hand them to
+the delivery engine (:mod:`shardline.engine`, whose docstring states the ordering guarantee).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from shardline.deadletter import DeadLetterWriter
+from shardline.engine import ORDERING_MODES, Engine, EngineOptions
+from shardline.errors import ConfigError, ShardlineError
+from shardline.metrics import SinkMetrics
+from shardline.partitioning import resolve_partitioner
+from shardline.records import EncodedBatch, MappedColumns, RecordMapping, dead_record, map_columns, place
+from shardline.transport import Transport
+
+_MAX_CHUNK_ROWS = 65_536
+
+
+def open_transport(stream: str | Transport, options: dict[str, Any] | None = None) -> Transport:
+    """A transport for a stream URL (by its scheme, from the plugins' registrations), or ``stream`` itself."""
+    if not isinstance(stream, str):
+        return stream
+    scheme, sep, _rest = stream.partition("://")
+    if not sep:
+        raise ConfigError(
+            f"stream {stream!r} is not a URL; write e.g. http://HOST:PORT/CONTAINER/STREAM, "
+            f"v3io:///CONTAINER/STREAM or local://DIR/CONTAINER/STREAM"
+        )
+    from shardline import plugins
+
+    factory = plugins.lookup("transports", scheme.lower())
+    transport: Transport = factory(stream, **(options or {}))
+    return transport
+
+
+class _Core:
+    """What both facades share: the mapping, placement and the engine."""
+
+    def __init__(
+        self,
+        stream: str | Transport,
+        *,
+        partition_key: str | None,
+        data: str,
+        data_column: str | None,
+        client_info: str | None,
+        shard_id: str | None,
+        partitioner: str,
+        create: dict[str, int] | None,
+        dead_letter: str | os.PathLike[str] | None,
+        max_in_flight_bytes: int,
+        max_in_flight_requests: int,
+        linger_ms: float,
+        retry_deadline_s: float,
+        ordering: str,
+        shard_refresh_s: float,
+        transport_options: dict[str, Any] | None,
+        data_template: str | None,
+        columns: list[str] | None,
+        backoff_base_s: float,
+        backoff_max_s: float,
+    ) -> None:
+        if ordering not in ORDERING_MODES:
+            raise ConfigError(f"ordering={ordering!r}: choose one of {', '.join(ORDERING_MODES)}")
+        if max_in_flight_requests < 1:
+            raise ConfigError(f"max_in_flight_requests must be >= 1, got {max_in_flight_requests}")
+        if max_in_flight_bytes < 1:
+            raise ConfigError(f"max_in_flight_bytes must be >= 1, got {max_in_flight_bytes}")
+        if create is not None and int(create.get("shards", 1)) < 1:
+            raise ConfigError(f"create: shards must be >= 1, got {create.get('shards')}")
+        self.mapping = RecordMapping(
+            data=data,
+            data_column=data_column,
+            partition_key=partition_key,
+            client_info=client_info,
+            shard_id=shard_id,
+            partitioner=partitioner,
+            template=data_template,
+            columns=tuple(columns) if columns else None,
+        )
+        self.strategy = resolve_partitioner(self.mapping.effective_partitioner)
+        self.owns_transport = isinstance(stream, str)
+        self.transport = open_transport(stream, transport_options)
+        self.metrics = SinkMetrics()
+        self.dead_letter_writer = DeadLetterWriter(dead_letter)
+        self.engine = Engine(
+            self.transport,
+            EngineOptions(
+                max_in_flight_bytes=max_in_flight_bytes,
+                max_in_flight_requests=max_in_flight_requests,
+                linger_ms=linger_ms,
+                retry_deadline_s=retry_deadline_s,
+                ordering=ordering,
+                shard_refresh_s=shard_refresh_s,
+                backoff_base_s=backoff_base_s,
+                backoff_max_s=backoff_max_s,
+            ),
+            self.dead_letter_writer,
+            self.metrics,
+            create=create,
+        )
+        self.max_in_flight_bytes = max_in_flight_bytes
+        self._rr = 0
+
+    def chunks(self, batch: pa.RecordBatch | pa.Table) -> list[pa.RecordBatch]:
+        """Split a written batch into chunks small enough to keep memory within the byte cap."""
+        if isinstance(batch, pa.Table):
+            parts = batch.to_batches()
+        elif isinstance(batch, pa.RecordBatch):
+            parts = [batch]
+        else:
+            raise ShardlineError(f"write() takes a pyarrow RecordBatch or Table, not {type(batch).__name__}")
+        out: list[pa.RecordBatch] = []
+        for part in parts:
+            n = part.num_rows
+            if n == 0:
+                continue
+            per_row = max(part.nbytes / n * 3, 1.0)  # encoded fragments ~ 1.4x, plus raw data
+            rows = int(max(1, min(_MAX_CHUNK_ROWS, self.max_in_flight_bytes / 4 / per_row)))
+            out.extend(part.slice(i, rows) for i in range(0, n, rows))
+        return out
+
+    def needs_refresh(self, cols: MappedColumns) -> bool:
+        """True when explicit ShardIds reach beyond the known count (the stream may have grown)."""
+        ids = cols.shard_ids
+        return ids is not None and len(ids) > 0 and int(ids.max()) >= self.engine.shard_count
+
+    def encode(self, cols: MappedColumns) -> tuple[EncodedBatch, list[tuple[dict[str, Any], str]]]:
+        """Place mapped columns for the engine's current shard count."""
+        enc = place(cols, self.engine.shard_count, self.strategy, self._rr)
+        self._rr = (self._rr + cols.num_rows) % max(self.engine.shard_count, 1)
+        dead = [(dead_record(cols, row), reason) for row, reason in enc.dead]
+        return enc, dead
+
+
+class AsyncStreamSink:
+    """Write Arrow batches into a stream from asyncio code (``async with AsyncStreamSink(...) as sink``).
+
+    Parameters (the same for :class:`StreamSink`):
+
+    stream
+        A stream URL (``http://HOST:PORT/CONTAINER/STREAM``, ``v3io:///CONTAINER/STREAM``,
+        ``local://DIR/CONTAINER/STREAM``, ...) or a :class:`~shardline.Transport`.
+    partition_key
+        Column whose value (any scalar type, as text) is each record's PartitionKey. Records of a key
+        go to one shard, in the order written (see ``ordering``). Null keys are placed round robin.
+    data, data_column, data_template, columns
+        The Data codec: ``"json"`` (one JSON object per row over ``columns`` or all columns),
+        ``"raw"`` (the binary/string ``data_column`` as is), ``"arrow"`` (one-row Arrow IPC streams),
+        ``"template"`` (``data_template``, a ``str.format`` string naming columns), or a plugin codec.
+    client_info, shard_id
+        Optional columns for ClientInfo (<= 16 bytes) and an explicit ShardId (``partitioner="column"``).
+    partitioner
+        ``"hash"`` (default: jump hash of xxh64(key)), ``"modulo"`` (xxh32(key) % shards, as storey),
+        ``"server"`` (send only the key), ``"column"``, ``"round-robin"``.
+    create
+        ``{"shards": N, "retention_hours": H}``: create the stream when it does not exist. Without it a
+        missing stream raises :class:`~shardline.StreamNotFoundError`.
+    dead_letter
+        A ``.jsonl`` or ``.parquet`` path for records that can never be written. Without it they are
+        counted (``metrics.dead_letters``) and the latest 1,000 are kept in :attr:`dead_letters`.
+    max_in_flight_bytes
+        Cap on bytes buffered and in flight; ``write`` waits while it is reached (backpressure).
+    max_in_flight_requests, linger_ms
+        Concurrent requests; how long a shard's records may wait for a fuller request.
+    retry_deadline_s
+        A record still failing this long after its first failure is dead-lettered.
+    ordering
+        ``"strict"`` (default), ``"paranoid"`` or ``"none"``: see :mod:`shardline.engine`.
+    shard_refresh_s
+        How often the shard count is re-read (growth is also noticed at once from ShardIDOutOfRange).
+    transport_options
+        Keyword options for the transport factory (e.g. ``access_key``).
+    backoff_base_s, backoff_max_s
+        Retry backoff: ``base * 2**(n-1)`` capped at ``max``, with jitter.
+    """
+
+    def __init__(
+        self,
+        stream: str | Transport,
+        *,
+        partition_key: str | None = None,
+        data: str = "json",
+        data_column: str | None = None,
+        client_info: str | None = None,
+        shard_id: str | None = None,
+        partitioner: str = "hash",
+        create: dict[str, int] | None = None,
+        dead_letter: str | os.PathLike[str] | None = None,
+        max_in_flight_bytes: int = 64 * 2**20,
+        max_in_flight_requests: int = 16,
+        linger_ms: float = 5.0,
+        retry_deadline_s: float = 300.0,
+        ordering: str = "strict",
+        shard_refresh_s: float = 30.0,
+        transport_options: dict[str, Any] | None = None,
+        data_template: str | None = None,
+        columns: list[str] | None = None,
+        backoff_base_s: float = 0.05,
+        backoff_max_s: float = 5.0,
+    ) -> None:
+        self._core = _Core(
+            stream,
+            partition_key=partition_key,
+            data=data,
+            data_column=data_column,
+            client_info=client_info,
+            shard_id=shard_id,
+            partitioner=partitioner,
+            create=create,
+            dead_letter=dead_letter,
+            max_in_flight_bytes=max_in_flight_bytes,
+            max_in_flight_requests=max_in_flight_requests,
+            linger_ms=linger_ms,
+            retry_deadline_s=retry_deadline_s,
+            ordering=ordering,
+            shard_refresh_s=shard_refresh_s,
+            transport_options=transport_options,
+            data_template=data_template,
+            columns=columns,
+            backoff_base_s=backoff_base_s,
+            backoff_max_s=backoff_max_s,
+        )
+        self._started = False
+        self._closed = False
+
+    @property
+    def metrics(self) -> SinkMetrics:
+        """The sink's counters (see :class:`~shardline.SinkMetrics`)."""
+        return self._core.metrics
+
+    @property
+    def dead_letters(self) -> list[dict[str, Any]]:
+        """The latest dead letters (at most 1,000), whether or not a dead-letter file is configured."""
+        return list(self._core.dead_letter_writer.recent)
+
+    @property
+    def shard_count(self) -> int:
+        """The shard count the sink currently places records for."""
+        return self._core.engine.shard_count
+
+    async def start(self) -> None:
+        """Connect: read the shard count (creating the stream if asked). Called by ``async with``."""
+        if not self._started:
+            await self._core.engine.start()
+            self._started = True
+
+    async def write(self, batch: pa.RecordBatch | pa.Table, ack: Callable[[], None] | None = None) -> None:
+        """Queue a batch; ``ack()`` is called once every record of it is written or dead-lettered.
+
+        Raises :class:`~shardline.SchemaError` at once when the mapping does not fit the batch. Waits
+        while ``max_in_flight_bytes`` is reached. Acks come in write order.
+        """
+        if self._closed:
+            raise ShardlineError("write() on a closed sink")
+        await self.start()
+        self._core.engine.check()
+        chunks = self._core.chunks(batch)
+        if not chunks:
+            if ack is not None:
+                await self._submit_empty(ack)
+            return
+        for i, chunk in enumerate(chunks):
+            cols = map_columns(chunk, self._core.mapping)
+            if self._core.needs_refresh(cols):
+                await self._core.engine.refresh()
+            last = i == len(chunks) - 1
+            while True:
+                enc, dead = self._core.encode(cols)
+                if await self._core.engine.submit(enc, dead, ack if last else None):
+                    break
+
+    async def _submit_empty(self, ack: Callable[[], None]) -> None:
+        cols = MappedColumns(
+            num_rows=0, data=pa.array([], pa.large_binary()), reasons=[], invalid=np.zeros(0, dtype=np.bool_)
+        )
+        enc, dead = self._core.encode(cols)
+        await self._core.engine.submit(enc, dead, ack)
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """Wait until everything written so far is written or dead-lettered (and acked)."""
+        if self._started:
+            await self._core.engine.flush(timeout)
+
+    async def close(self) -> None:
+        """Flush, then release the transport and the dead-letter file."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._started:
+            await self._core.engine.close(close_transport=self._core.owns_transport)
+        else:
+            self._core.dead_letter_writer.close()
+            if self._core.owns_transport:
+                await self._core.transport.close()
+
+    async def __aenter__(self) -> AsyncStreamSink:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class StreamSink:
+    """Write Arrow batches into a stream from ordinary code (``with StreamSink(...) as sink``).
+
+    The engine runs on an asyncio loop in a thread of its own; :meth:`write` encodes in the calling
+    thread and blocks while the byte cap is reached. Acks are called from the sink's thread, in
+    write order. Parameters are those of :class:`AsyncStreamSink`. Connecting happens in the
+    constructor: a missing stream raises :class:`~shardline.StreamNotFoundError` there.
+    """
+
+    def __init__(self, stream: str | Transport, **options: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="shardline-sink", daemon=True)
+        self._thread.start()
+        self._lock = threading.Lock()
+        self._closed = False
+        try:
+            self._sink: AsyncStreamSink = self._call(self._make(stream, options))
+            self._call(self._sink.start())
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    @staticmethod
+    async def _make(stream: str | Transport, options: dict[str, Any]) -> AsyncStreamSink:
+        return AsyncStreamSink(stream, **options)
+
+    def _call(self, coro: Any, timeout: float | None = None) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+    @property
+    def metrics(self) -> SinkMetrics:
+        """The sink's counters (see :class:`~shardline.SinkMetrics`)."""
+        return self._sink.metrics
+
+    @property
+    def dead_letters(self) -> list[dict[str, Any]]:
+        """The latest dead letters (at most 1,000)."""
+        return self._sink.dead_letters
+
+    @property
+    def shard_count(self) -> int:
+        """The shard count the sink currently places records for."""
+        return self._sink.shard_count
+
+    def write(self, batch: pa.RecordBatch | pa.Table, ack: Callable[[], None] | None = None) -> None:
+        """Queue a batch; ``ack()`` is called (from the sink's thread) once every record of it is
+        written or dead-lettered, in write order. Raises :class:`~shardline.SchemaError` at once when
+        the mapping does not fit; blocks while ``max_in_flight_bytes`` is reached."""
+        if self._closed:
+            raise ShardlineError("write() on a closed sink")
+        core = self._sink._core
+        engine = core.engine
+        with self._lock:
+            engine.check()
+            chunks = core.chunks(batch)
+            if not chunks:
+                if ack is not None:
+                    self._call(self._sink._submit_empty(ack))
+                return
+            for i, chunk in enumerate(chunks):
+                cols = map_columns(chunk, core.mapping)  # encoded in the caller's thread
+                if core.needs_refresh(cols):
+                    self._call(engine.refresh())
+                last = i == len(chunks) - 1
+                while True:
+                    enc, dead = core.encode(cols)
+                    if self._call(engine.submit(enc, dead, ack if last else None)):
+                        break
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until everything written so far is written or dead-lettered (and acked)."""
+        self._call(self._sink.flush(timeout))
+
+    def close(self) -> None:
+        """Flush, then release the transport, the dead-letter file and the sink's thread."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._call(self._sink.close())
+        finally:
+            self._stop_loop()
+
+    def __enter__(self) -> StreamSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,190 @@
+"""Arrow batch -> stream records: codecs, keys, limits, placement and request fragments."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pytest
+from shardline import limits
+from shardline.errors import ConfigError, SchemaError
+from shardline.partitioning import modulo_shard, shard_for_key
+from shardline.records import (
+    RecordMapping,
+    b64encode_array,
+    encode_body,
+    json_codec,
+    map_columns,
+    place,
+)
+
+
+def _json_rows(batch: pa.RecordBatch, **mapping: object) -> list[dict[str, object]]:
+    return [orjson.loads(v) for v in json_codec(batch, RecordMapping(**mapping)).to_pylist()]  # type: ignore[arg-type]
+
+
+def test_b64_vectorised_matches_base64_for_every_padding() -> None:
+    values = [b"", b"a", b"ab", b"abc", b"abcd", bytes(range(256)) * 5, b"\x00\xff" * 7, None]
+    got = b64encode_array(pa.array(values, pa.binary())).to_pylist()
+    assert got == [base64.b64encode(v or b"") for v in values]
+
+
+def test_json_codec_encodes_scalars_nulls_and_escapes() -> None:
+    batch = pa.record_batch(
+        {
+            "i": pa.array([1, None, -3], pa.int64()),
+            "f": [1.5, float("nan"), None],
+            "b": [True, False, None],
+            "s": ['quote " and \\ back', "line\nbreak\x01", None],
+            "u": ["héllo ✓", "", "x"],
+        }
+    )
+    rows = _json_rows(batch)
+    assert rows[0] == {"i": 1, "f": 1.5, "b": True, "s": 'quote " and \\ back', "u": "héllo ✓"}
+    assert rows[1] == {"i": None, "f": None, "b": False, "s": "line\nbreak\x01", "u": ""}
+    assert rows[2] == {"i": -3, "f": None, "b": None, "s": None, "u": "x"}
+
+
+def test_json_codec_encodes_timestamps_decimals_binary_and_nested() -> None:
+    batch = pa.record_batch(
+        {
+            "ts": pa.array([dt.datetime(2024, 5, 6, 7, 8, 9, 123456)], pa.timestamp("us", tz="UTC")),
+            "naive": pa.array([dt.datetime(2024, 1, 2, 3, 4, 5)], pa.timestamp("s")),
+            "day": pa.array([dt.date(2024, 2, 29)]),
+            "dec": pa.array([decimal.Decimal("12345678901234567890.12")], pa.decimal128(22, 2)),
+            "bin": pa.array([b"\x00\x01\xfe"]),
+            "lst": pa.array([[1, None, 3]]),
+            "st": pa.array([{"a": 1, "b": "x", "t": dt.datetime(2024, 1, 1, tzinfo=dt.UTC)}]),
+            "dict": pa.array(["red"]).dictionary_encode(),
+        }
+    )
+    raw = json_codec(batch, RecordMapping()).to_pylist()[0]
+    assert b'"dec":12345678901234567890.12' in raw  # exact, not a rounded float
+    row = orjson.loads(raw)
+    assert row["ts"] == "2024-05-06T07:08:09.123456Z"
+    assert row["naive"] == "2024-01-02T03:04:05"
+    assert row["day"] == "2024-02-29"
+    assert base64.b64decode(row["bin"]) == b"\x00\x01\xfe"
+    assert row["lst"] == [1, None, 3]
+    assert row["st"] == {"a": 1, "b": "x", "t": "2024-01-01T00:00:00Z"}
+    assert row["dict"] == "red"
+
+
+def test_json_codec_can_select_columns() -> None:
+    batch = pa.record_batch({"a": [1], "b": [2], "c": [3]})
+    assert _json_rows(batch, columns=("c", "a")) == [{"c": 3, "a": 1}]
+
+
+def test_raw_codec_passes_bytes_through_and_refuses_numbers() -> None:
+    batch = pa.record_batch({"payload": [b"\x00raw", b"two"], "n": [1, 2]})
+    cols = map_columns(batch, RecordMapping(data="raw", data_column="payload"))
+    assert cols.data.to_pylist() == [b"\x00raw", b"two"]
+    with pytest.raises(SchemaError, match=r"'n'.*binary or string"):
+        map_columns(batch, RecordMapping(data="raw", data_column="n"))
+
+
+def test_arrow_codec_rows_read_back_with_their_schema() -> None:
+    batch = pa.record_batch({"a": [1, 2], "s": ["x", "y"]})
+    cols = map_columns(batch, RecordMapping(data="arrow"))
+    second = pa.ipc.open_stream(cols.data[1].as_py()).read_all()
+    assert second.schema == batch.schema
+    assert second.to_pylist() == [{"a": 2, "s": "y"}]
+
+
+def test_template_codec_formats_columns() -> None:
+    batch = pa.record_batch({"id": [7, 8], "name": ["a", None]})
+    cols = map_columns(batch, RecordMapping(data="template", template="{id}:{name}!"))
+    assert cols.data.to_pylist() == [b"7:a!", b"8:!"]
+
+
+def test_missing_column_is_a_schema_error_naming_the_columns() -> None:
+    batch = pa.record_batch({"a": [1]})
+    with pytest.raises(SchemaError, match=r"partition_key column 'customer'.*columns: a"):
+        map_columns(batch, RecordMapping(partition_key="customer"))
+
+
+def test_nested_key_column_is_a_schema_error() -> None:
+    batch = pa.record_batch({"k": [[1, 2]]})
+    with pytest.raises(SchemaError, match="scalar"):
+        map_columns(batch, RecordMapping(partition_key="k"))
+
+
+def test_unknown_partitioner_is_a_config_error() -> None:
+    with pytest.raises(Exception, match="no-such"):
+        RecordMapping(partition_key="k", partitioner="no-such")
+    with pytest.raises(ConfigError, match="needs partition_key"):
+        RecordMapping(partitioner="modulo")
+
+
+def test_keys_of_any_scalar_type_become_text() -> None:
+    batch = pa.record_batch({"k": pa.array([10, 20, 10], pa.int32())})
+    cols = map_columns(batch, RecordMapping(partition_key="k"))
+    assert cols.key_values == ["10", "20"]
+    assert cols.key_index is not None and cols.key_index.tolist() == [0, 1, 0]
+
+
+def test_rows_over_the_limits_are_marked_with_reasons() -> None:
+    batch = pa.record_batch(
+        {
+            "payload": [b"x" * limits.MAX_DATA_BYTES, b"x" * (limits.MAX_DATA_BYTES + 1), b"ok", b"ok", None],
+            "k": ["a", "b", "k" * 256, "k" * 257, "c"],
+            "ci": [b"1" * 16, b"", b"", b"", b"2" * 17],
+        }
+    )
+    cols = map_columns(
+        batch, RecordMapping(data="raw", data_column="payload", partition_key="k", client_info="ci")
+    )
+    assert cols.invalid.tolist() == [False, True, False, True, True]
+    assert "1048577 bytes" in (cols.reasons[1] or "")
+    assert "PartitionKey is 257 bytes" in (cols.reasons[3] or "")
+    assert cols.reasons[4] == "Data is null"
+
+
+def test_placement_hash_and_modulo_agree_with_the_primitives() -> None:
+    keys = [f"key-{i}" for i in range(200)]
+    batch = pa.record_batch({"k": keys})
+    for name, fn in (("hash", shard_for_key), ("modulo", modulo_shard)):
+        enc = place(map_columns(batch, RecordMapping(partition_key="k", partitioner=name)), 16, name)
+        placed = {enc.key_values[int(enc.key_index[i])]: int(enc.shards[i]) for i in range(enc.num_records)}  # type: ignore[index]
+        assert placed == {k: fn(k, 16) for k in keys}
+
+
+def test_fragments_form_a_valid_body_sorted_by_shard() -> None:
+    batch = pa.record_batch(
+        {"k": ["a", "b", "c", "a", None], "v": [1, 2, 3, 4, 5], "ci": [b"x", None, b"", b"y", b"z"]}
+    )
+    mapping = RecordMapping(partition_key="k", client_info="ci", columns=("k", "v"))
+    enc = place(map_columns(batch, mapping), 4, "hash")
+    assert list(enc.shards) == sorted(enc.shards)
+    doc = orjson.loads(encode_body([enc.fragments]))
+    records = doc["Records"]
+    assert len(records) == 5
+    for i, rec in enumerate(records):
+        row = int(enc.rows[i])
+        assert (
+            orjson.loads(base64.b64decode(rec["Data"]))
+            == batch.select(["k", "v"]).slice(row, 1).to_pylist()[0]
+        )
+        assert rec["ShardId"] == int(enc.shards[i])
+        assert rec.get("PartitionKey") == batch.column("k")[row].as_py()
+        ci = batch.column("ci")[row].as_py()
+        assert ("ClientInfo" in rec) == (ci is not None)
+    assert np.all(enc.offsets[1:] > enc.offsets[:-1])
+
+
+def test_server_partitioner_sends_no_shard_id() -> None:
+    batch = pa.record_batch({"k": ["a", "b"]})
+    enc = place(map_columns(batch, RecordMapping(partition_key="k", partitioner="server")), 4, "server")
+    assert all("ShardId" not in r for r in orjson.loads(encode_body([enc.fragments]))["Records"])
+
+
+def test_explicit_shard_ids_out_of_range_are_dead() -> None:
+    batch = pa.record_batch({"sid": [0, 3, 9, -1]})
+    enc = place(map_columns(batch, RecordMapping(shard_id="sid", partitioner="column")), 4, "column")
+    assert sorted(enc.shards.tolist()) == [0, 3]
+    assert [row for row, _ in enc.dead] == [2, 3]
+    assert "out of range" in enc.dead[0][1]
