@@ -177,7 +177,6 @@ class V3ioServer:
         self.store = store
         self._key = access_key.encode("utf-8") if access_key else None
         self.fault = fault or FaultConfig()
-        self._a2b = binascii.a2b_base64
 
     # -- entry -------------------------------------------------------------------------------------
 
@@ -353,41 +352,7 @@ class V3ioServer:
         if n > MAX_RECORDS:
             raise RequestError(E.INVALID_ARGUMENT, f"at most {MAX_RECORDS} records per request, got {n}")
         stream = self.store.open_stream(container, path)
-        a2b = self._a2b
-        datas: list[bytes] = []
-        keys: list[str | None] = []
-        sids: list[int | None] = []
-        cis: list[bytes | None] = []
-        try:
-            for i, r in enumerate(records):
-                if type(r) is not dict:
-                    raise RequestError(E.INVALID_ARGUMENT, f"Records[{i}] must be an object")
-                d = r.get("Data")
-                if type(d) is not str:
-                    raise RequestError(E.INVALID_ARGUMENT, f"Records[{i}].Data must be a base64 string")
-                datas.append(a2b(d, strict_mode=True))
-                k = r.get("PartitionKey")
-                if k is not None and type(k) is not str:
-                    raise RequestError(E.INVALID_ARGUMENT, f"Records[{i}].PartitionKey must be a string")
-                keys.append(k)
-                s = r.get("ShardId")
-                if s is not None and type(s) is not int:
-                    raise RequestError(E.INVALID_ARGUMENT, f"Records[{i}].ShardId must be an integer")
-                sids.append(s)
-                c = r.get("ClientInfo")
-                if c is None:
-                    cis.append(None)
-                elif type(c) is str:
-                    cis.append(a2b(c, strict_mode=True))
-                else:
-                    raise RequestError(E.INVALID_ARGUMENT, f"Records[{i}].ClientInfo must be a base64 string")
-        except binascii.Error as exc:
-            raise RequestError(
-                E.INVALID_ARGUMENT,
-                f"Records[{len(datas) if len(datas) == len(keys) else len(datas) - 1}]: "
-                f"invalid base64 ({exc})",
-            ) from exc
-        results, failed = stream.put_batch(datas, keys, sids, cis, self.fault)
+        results, failed = stream.put_records(records, self.fault)
         return web.Response(
             body=orjson.dumps({"FailedRecordCount": failed, "Records": results}), content_type=_JSON
         )

@@ -4,6 +4,10 @@ Only what is needed to append and to find things is kept in memory: the open des
 active segment, the list of segment start sequences, the next sequence number and the log size.
 Reads use ``os.pread`` on the files (the page cache does the caching), so memory stays bounded
 whatever the size of the shard.
+
+A clean close writes ``clean.json`` (the active segment's sizes); the next open trusts it and skips
+the recovery scan. After a crash the file is absent and the active segment is scanned: every
+chunk's CRC is checked, a torn tail is cut off and the index is made to match the log.
 """
 
 from __future__ import annotations
@@ -11,11 +15,13 @@ from __future__ import annotations
 import bisect
 import contextlib
 import os
-import struct
 import time
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+import numpy as np
+import orjson
 
 from shardline_v3io.store.format import (
     CHUNK,
@@ -24,6 +30,7 @@ from shardline_v3io.store.format import (
     INDEX_SUFFIX,
     LOG_SUFFIX,
     RECORD,
+    RECORD_DTYPE,
     RECORD_SIZE,
     segment_name,
 )
@@ -32,6 +39,7 @@ ReadRecord = tuple[int, int, bytes, bytes, bytes]
 """A record read back: (sequence number, arrival ns, partition key, client info, data)."""
 
 _OPEN_FLAGS = os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+_CLEAN_FILE = "clean.json"
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -70,8 +78,11 @@ class ShardLog:
         self.log_size = 0
         self.active_created_ns = clock()
         self.last_arrival_ns = 0
+        self.recovered_bytes = 0
         self._open_active()
-        self._recover()
+        if not self._trust_clean_marker():
+            self._recover()
+        self._load_tail_times()
 
     # -- files -------------------------------------------------------------------------------
 
@@ -84,6 +95,26 @@ class ShardLog:
         self.log_fd = os.open(log_path, _OPEN_FLAGS, 0o644)
         self.idx_fd = os.open(idx_path, _OPEN_FLAGS, 0o644)
 
+    def _trust_clean_marker(self) -> bool:
+        marker = self.directory / _CLEAN_FILE
+        try:
+            doc = orjson.loads(marker.read_bytes())
+        except (FileNotFoundError, orjson.JSONDecodeError):
+            return False
+        finally:
+            marker.unlink(missing_ok=True)
+        log_size = os.fstat(self.log_fd).st_size
+        idx_size = os.fstat(self.idx_fd).st_size
+        if (
+            doc.get("segment") != self.segments[-1]
+            or doc.get("log") != log_size
+            or doc.get("idx") != idx_size
+        ):
+            return False
+        self.log_size = log_size
+        self.next_seq = self.segments[-1] + idx_size // 8
+        return True
+
     def _recover(self) -> None:
         """Validate the active segment: cut a torn tail chunk and make the index match the log."""
         first = self.segments[-1]
@@ -92,44 +123,42 @@ class ShardLog:
         indexed = idx_size // 8
         pos = 0
         count = 0
-        missing: list[int] = []
+        missing: list[np.ndarray] = []
         while pos + CHUNK_SIZE <= size:
             magic, body_len, crc, n = CHUNK.unpack(os.pread(self.log_fd, CHUNK_SIZE, pos))
-            if magic != CHUNK_MAGIC or pos + CHUNK_SIZE + body_len > size:
+            if magic != CHUNK_MAGIC or pos + CHUNK_SIZE + body_len > size or n * RECORD_SIZE > body_len:
                 break
             body = os.pread(self.log_fd, body_len, pos + CHUNK_SIZE)
             if zlib.crc32(body) != crc:
                 break
             if count + n > indexed:
-                off = 0
-                offsets = []
-                while off + RECORD_SIZE <= body_len:
-                    _seq, _arr, dlen, klen, clen = RECORD.unpack_from(body, off)
-                    offsets.append(pos + CHUNK_SIZE + off)
-                    off += RECORD_SIZE + dlen + klen + clen
-                if off != body_len or len(offsets) != n:
-                    break
-                missing.extend(offsets[max(0, indexed - count) :])
+                offsets = pos + CHUNK_SIZE + np.arange(n, dtype=np.uint64) * RECORD_SIZE
+                missing.append(offsets[max(0, indexed - count) :])
             count += n
             pos += CHUNK_SIZE + body_len
+        self.recovered_bytes = size - pos
         if pos < size:
             os.ftruncate(self.log_fd, pos)
         if indexed > count or idx_size != indexed * 8:
             os.ftruncate(self.idx_fd, min(indexed, count) * 8)
         if missing:
-            _write_all(self.idx_fd, struct.pack(f"<{len(missing)}Q", *missing))
+            _write_all(self.idx_fd, np.concatenate(missing).astype("<u8").tobytes())
         self.log_size = pos
         self.next_seq = first + count
-        if count:
-            rec = self._read_header(self.log_fd, self.idx_fd, first, self.next_seq - 1)
-            self.last_arrival_ns = rec[1]
+
+    def _load_tail_times(self) -> None:
+        first = self.segments[-1]
+        if self.next_seq > first:
+            self.last_arrival_ns = self._read_header(self.log_fd, self.idx_fd, first, self.next_seq - 1)[1]
             self.active_created_ns = self._read_header(self.log_fd, self.idx_fd, first, first)[1]
         elif len(self.segments) > 1:
-            self.last_arrival_ns = self.arrival_of(self.segments[-1] - 1)
+            self.last_arrival_ns = self.arrival_of(first - 1)
 
-    def _read_header(self, log_fd: int, idx_fd: int, first: int, seq: int) -> tuple[int, int, int, int, int]:
-        (offset,) = struct.unpack("<Q", os.pread(idx_fd, 8, (seq - first) * 8))
-        result: tuple[int, int, int, int, int] = RECORD.unpack(os.pread(log_fd, RECORD_SIZE, offset))
+    def _read_header(
+        self, log_fd: int, idx_fd: int, first: int, seq: int
+    ) -> tuple[int, int, int, int, int, int]:
+        offset = int.from_bytes(os.pread(idx_fd, 8, (seq - first) * 8), "little")
+        result: tuple[int, int, int, int, int, int] = RECORD.unpack(os.pread(log_fd, RECORD_SIZE, offset))
         return result
 
     def _open_segment(self, first: int) -> tuple[int, int, bool]:
@@ -174,7 +203,7 @@ class ShardLog:
         """The first sequence whose arrival is >= ``ts_ns``, or ``next_seq`` when there is none."""
         if self.next_seq == self.first_seq or self.last_arrival_ns < ts_ns:
             return self.next_seq
-        lo, hi = self.first_seq, self.next_seq - 1  # answer in [lo, hi]
+        lo, hi = self.first_seq, self.next_seq - 1  # the answer is in [lo, hi]
         while lo < hi:
             mid = (lo + hi) // 2
             if self.arrival_of(mid) >= ts_ns:
@@ -198,15 +227,17 @@ class ShardLog:
 
     def append(
         self,
-        keys: Sequence[bytes],
-        client_infos: Sequence[bytes],
         datas: Sequence[bytes],
         arrival_ns: int,
+        keys: Sequence[bytes] | None = None,
+        client_infos: Sequence[bytes] | None = None,
     ) -> int:
-        """Append records (one chunk, one write) and return the sequence number of the first one.
+        """Append records as one chunk (one write); return the sequence number of the first one.
 
-        The call returns only after the chunk and its index entries were handed to the kernel, so
-        the records survive the death of the process (and of the machine with ``fsync=True``).
+        ``keys`` / ``client_infos`` are parallel to ``datas`` (``b""`` = none) or None when no
+        record has one. The call returns only after the chunk and its index entries were handed to
+        the kernel, so the records survive the death of the process (and of the machine with
+        ``fsync=True``).
         """
         n = len(datas)
         if n == 0:
@@ -215,30 +246,34 @@ class ShardLog:
             self.log_size >= self.segment_bytes or arrival_ns - self.active_created_ns >= self.roll_ns
         ):
             self._roll()
-        first_seq = seq = self.next_seq
+        first_seq = self.next_seq
         start = self.log_size
-        off = start + CHUNK_SIZE
-        pack = RECORD.pack
-        parts: list[bytes] = [b""]
-        offsets: list[int] = []
-        add = parts.append
-        add_off = offsets.append
-        for key, ci, data in zip(keys, client_infos, datas, strict=True):
-            klen = len(key)
-            clen = len(ci)
-            dlen = len(data)
-            add(pack(seq, arrival_ns, dlen, klen, clen))
-            if klen:
-                add(key)
-            if clen:
-                add(ci)
-            add(data)
-            add_off(off)
-            off += RECORD_SIZE + klen + clen + dlen
-            seq += 1
-        body = b"".join(parts)
+        headers = np.zeros(n, dtype=RECORD_DTYPE)
+        headers["seq"] = np.arange(first_seq, first_seq + n, dtype=np.uint64)
+        headers["arrival"] = arrival_ns
+        dlen = np.fromiter(map(len, datas), dtype=np.int64, count=n)
+        headers["dlen"] = dlen
+        sizes = dlen
+        if keys is not None:
+            klen = np.fromiter(map(len, keys), dtype=np.int64, count=n)
+            headers["klen"] = klen
+            sizes = sizes + klen
+        if client_infos is not None:
+            clen = np.fromiter(map(len, client_infos), dtype=np.int64, count=n)
+            headers["clen"] = clen
+            sizes = sizes + clen
+        # payload i starts after all headers and the payloads before it; delta is relative to header i
+        payload_starts = n * RECORD_SIZE + np.concatenate(([0], np.cumsum(sizes[:-1])))
+        headers["delta"] = payload_starts - np.arange(n, dtype=np.int64) * RECORD_SIZE
+        if keys is None and client_infos is None:
+            payload = b"".join(datas)
+        else:
+            ks = keys if keys is not None else [b""] * n
+            cs = client_infos if client_infos is not None else [b""] * n
+            payload = b"".join([b for triple in zip(ks, cs, datas, strict=True) for b in triple])
+        body = headers.tobytes() + payload
         chunk = CHUNK.pack(CHUNK_MAGIC, len(body), zlib.crc32(body), n) + body
-        index = struct.pack(f"<{n}Q", *offsets)
+        index = (start + CHUNK_SIZE + np.arange(n, dtype=np.uint64) * RECORD_SIZE).astype("<u8").tobytes()
         try:
             _write_all(self.log_fd, chunk)
             _write_all(self.idx_fd, index)
@@ -247,53 +282,58 @@ class ShardLog:
                 os.fdatasync(self.idx_fd)
         except OSError:
             # Undo a partial write so the files stay consistent; the records were not acknowledged.
-            os.ftruncate(self.log_fd, start)
-            os.ftruncate(self.idx_fd, (first_seq - self.segments[-1]) * 8)
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.log_fd, start)
+                os.ftruncate(self.idx_fd, (first_seq - self.segments[-1]) * 8)
             raise
         self.log_size = start + len(chunk)
-        self.next_seq = seq
+        self.next_seq = first_seq + n
         self.last_arrival_ns = arrival_ns
         return first_seq
 
     # -- read --------------------------------------------------------------------------------
 
     def read(self, seq: int, limit: int, max_bytes: int = 8 * 2**20) -> list[ReadRecord]:
-        """Read up to ``limit`` records from ``seq`` (stopping at a segment end or ``max_bytes``)."""
-        if seq >= self.next_seq or limit <= 0:
+        """Read up to ``limit`` records from ``seq`` (stopping at a segment end or near ``max_bytes``)."""
+        if seq >= self.next_seq or limit <= 0 or seq < self.first_seq:
             return []
         first = self._segment_of(seq)
-        end_seq = self._segment_end(first)
-        count = min(limit, end_seq - seq)
+        count = min(limit, self._segment_end(first) - seq)
         log_fd, idx_fd, close = self._open_segment(first)
         try:
-            with_next = count + 1 if seq + count < end_seq else count
-            raw = os.pread(idx_fd, with_next * 8, (seq - first) * 8)
-            offsets = list(struct.unpack(f"<{len(raw) // 8}Q", raw))
-            if len(offsets) < count:  # the index is shorter than expected: read what is indexed
-                count = len(offsets)
-                if count == 0:
-                    return []
-            end_offset = (
-                offsets[count]
-                if len(offsets) > count
-                else (self.log_size if first == self.segments[-1] else os.fstat(log_fd).st_size)
-            )
-            base = offsets[0]
-            if end_offset - base > max_bytes:
-                k = bisect.bisect_right(offsets, base + max_bytes, 0, count) - 1
-                count = max(k, 1)
-                end_offset = offsets[count] if count < len(offsets) else end_offset
-            buf = os.pread(log_fd, end_offset - base, base)
+            raw = os.pread(idx_fd, count * 8, (seq - first) * 8)
+            offsets = np.frombuffer(raw, dtype="<u8").astype(np.int64)
+            count = len(offsets)
+            if count == 0:
+                return []
+
+            def end_of(i: int) -> int:
+                off = int(offsets[i])
+                _s, _a, delta, dlen, klen, clen = RECORD.unpack(os.pread(log_fd, RECORD_SIZE, off))
+                return int(off + delta + klen + clen + dlen)
+
+            base = int(offsets[0])
+            end = end_of(count - 1)
+            if end - base > max_bytes and count > 1:
+                lo, hi = 1, count - 1  # largest k (>= 1) with end_of(k - 1) - base <= max_bytes
+                while lo < hi:
+                    mid = (lo + hi + 1) // 2
+                    if end_of(mid - 1) - base <= max_bytes:
+                        lo = mid
+                    else:
+                        hi = mid - 1
+                count = lo
+                end = end_of(count - 1)
+            buf = os.pread(log_fd, end - base, base)
         finally:
             if close:
                 os.close(log_fd)
                 os.close(idx_fd)
         out: list[ReadRecord] = []
         unpack = RECORD.unpack_from
-        for i in range(count):
-            p = offsets[i] - base
-            rseq, arrival, dlen, klen, clen = unpack(buf, p)
-            p += RECORD_SIZE
+        for off in (offsets[:count] - base).tolist():
+            rseq, arrival, delta, dlen, klen, clen = unpack(buf, off)
+            p = off + delta
             key = buf[p : p + klen]
             p += klen
             ci = buf[p : p + clen]
@@ -319,11 +359,24 @@ class ShardLog:
         return dropped
 
     def close(self) -> None:
-        """Close the active segment's descriptors."""
+        """Close the active segment's descriptors and leave a clean-close marker."""
+        if self.log_fd < 0:
+            return
+        try:
+            if self.fsync:
+                os.fsync(self.log_fd)
+                os.fsync(self.idx_fd)
+            doc = {
+                "segment": self.segments[-1],
+                "log": os.fstat(self.log_fd).st_size,
+                "idx": os.fstat(self.idx_fd).st_size,
+            }
+            (self.directory / _CLEAN_FILE).write_bytes(orjson.dumps(doc))
+        except OSError:
+            pass
         for fd in (self.log_fd, self.idx_fd):
-            if fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+            with contextlib.suppress(OSError):
+                os.close(fd)
         self.log_fd = self.idx_fd = -1
 
     def disk_bytes(self) -> int:
