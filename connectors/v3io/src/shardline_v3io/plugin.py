@@ -10,18 +10,31 @@ from shardline.hookspecs import hookimpl
 
 @hookimpl
 def shardline_register_commands(cli: Any) -> None:
-    """Add ``serve`` (the embedded stream server) to the ``shardline`` command."""
+    """Add ``serve`` (the embedded stream server), ``stream`` and ``demo`` to the ``shardline`` command."""
     from shardline_v3io.commands import serve_command
+    from shardline_v3io.demo import demo_command
+    from shardline_v3io.stream_commands import stream_group
 
     cli.add_command(serve_command)
+    cli.add_command(stream_group)
+    if "demo" not in cli.commands:  # a later pipeline demo may own the name
+        cli.add_command(demo_command)
 
 
 @hookimpl
 def shardline_register_transports(register: Callable[[str, Any], None]) -> None:
-    """Register ``local://`` (the store in-process)."""
+    """Register ``local://`` (the store in-process) and the v3io Web API schemes."""
+    register("local", _local_transport)
     # http, https and v3io: the v3io Web API transport (imported on first use)
     for scheme in ("http", "https", "v3io"):
         register(scheme, _v3io_transport)
+
+
+def _local_transport(url: str, **options: Any) -> Any:
+    """Factory of :class:`shardline_v3io.local.LocalTransport` (the stream store in-process)."""
+    from shardline_v3io.local import LocalTransport
+
+    return LocalTransport(url, **options)
 
 
 def _v3io_transport(url: str, **options: Any) -> Any:

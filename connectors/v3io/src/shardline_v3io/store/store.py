@@ -16,6 +16,7 @@ deleting every key work unchanged.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import threading
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+from shardline.errors import ConfigError
 
 from shardline_v3io import errors as E
 from shardline_v3io.store.errors import StoreError
@@ -41,6 +43,7 @@ from shardline_v3io.store.stream import (
 from shardline_v3io.urls import STORE_MARKER
 
 RESERVED_PREFIX = ".shardline"
+LOCK_FILE = ".shardline-lock"
 STORE_FORMAT = 1
 
 
@@ -62,6 +65,22 @@ def validate_segments(container: str, path: str) -> list[str]:
     if segments[0] == STORE_MARKER:
         raise StoreError(E.INVALID_ARGUMENT, f"invalid container name {segments[0]!r}")
     return segments
+
+
+def _lock_directory(root: Path) -> int:
+    """Take an exclusive lock on the store directory (released when the process dies)."""
+    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        raise ConfigError(
+            f"the stream store {root} is in use by another process (a running `shardline serve`?); "
+            f"use that server's http:// URL, or stop it first"
+        ) from exc
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
 
 
 @dataclass(frozen=True)
@@ -101,6 +120,7 @@ class StreamStore:
         self._lock = threading.RLock()
         self._streams: dict[tuple[str, ...], Stream] = {}
         self.root.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = _lock_directory(self.root)
         marker = self.root / STORE_MARKER
         if not marker.exists():
             write_atomically(marker, orjson.dumps({"format": STORE_FORMAT, "kind": "shardline stream store"}))
@@ -218,11 +238,14 @@ class StreamStore:
             dirnames[:] = [d for d in dirnames if not d.startswith(RESERVED_PREFIX)]
 
     def close(self) -> None:
-        """Close every open stream."""
+        """Close every open stream and release the directory lock."""
         with self._lock:
             for s in self._streams.values():
                 s.close()
             self._streams.clear()
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)
+                self._lock_fd = -1
 
     # -- objects -------------------------------------------------------------------------------
 

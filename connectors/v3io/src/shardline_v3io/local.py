@@ -1,0 +1,119 @@
+"""``local://DIR/CONTAINER/STREAM``: the server's durable store used in-process, without HTTP.
+
+One :class:`StreamStore` is shared per data directory within a process; the store holds an
+exclusive lock on the directory, so a running ``shardline serve`` and a ``local://`` user in another
+process cannot write the same files at once (use the server's http:// URL instead).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from shardline.errors import AccessDeniedError, StreamNotFoundError, TransportError
+from shardline.transport import PutRecord, PutResult, StreamInfo
+
+from shardline_v3io.store import StoreError, StreamStore
+from shardline_v3io.urls import StreamURL, parse_stream_url
+
+_stores: dict[Path, StreamStore] = {}
+_stores_lock = threading.Lock()
+
+
+def shared_store(data_dir: str | Path, *, fsync: bool = False) -> StreamStore:
+    """The process-wide :class:`StreamStore` of ``data_dir`` (opened on first use)."""
+    key = Path(data_dir).resolve()
+    with _stores_lock:
+        store = _stores.get(key)
+        if store is None:
+            store = StreamStore(key, fsync=fsync)
+            _stores[key] = store
+        return store
+
+
+def release_store(data_dir: str | Path) -> None:
+    """Close the shared store of ``data_dir`` (it reopens on next use)."""
+    key = Path(data_dir).resolve()
+    with _stores_lock:
+        store = _stores.pop(key, None)
+    if store is not None:
+        store.close()
+
+
+def map_store_error(exc: StoreError, what: str) -> TransportError:
+    """The shardline error for a store error (same mapping as the HTTP client's statuses)."""
+    if exc.kind.status == 404:
+        return StreamNotFoundError(f"{what}: {exc.detail}")
+    if exc.kind.status == 403:
+        return AccessDeniedError(f"{what}: {exc.detail}")
+    return TransportError(
+        f"{what}: {exc.kind.name}: {exc.detail}", status=exc.kind.status, retryable=exc.kind.retryable
+    )
+
+
+class LocalTransport:
+    """A :class:`shardline.Transport` writing straight into a local stream store."""
+
+    def __init__(self, url: str | StreamURL, *, fsync: bool = False, **_options: Any) -> None:
+        self.target = url if isinstance(url, StreamURL) else parse_stream_url(url)
+        if self.target.scheme != "local" or self.target.local_dir is None:
+            raise TransportError(f"LocalTransport needs a local:// URL, got {url!r}", retryable=False)
+        self.url = str(self.target)
+        self.store = shared_store(self.target.local_dir, fsync=fsync)
+
+    def _what(self, op: str) -> str:
+        return f"{op} {self.url}"
+
+    async def describe(self) -> StreamInfo:
+        """Shard count and retention of the stream."""
+        try:
+            meta = self.store.describe_stream(self.target.container, self.target.path)
+        except StoreError as exc:
+            raise map_store_error(exc, self._what("describe")) from exc
+        return StreamInfo(shard_count=meta.shard_count, retention_hours=meta.retention_hours)
+
+    async def create(self, shard_count: int, retention_hours: int) -> bool:
+        """Create the stream; False when it already exists."""
+        try:
+            return self.store.create_stream(
+                self.target.container, self.target.path, shard_count, retention_hours
+            )
+        except StoreError as exc:
+            raise map_store_error(exc, self._what("create")) from exc
+
+    async def update(self, shard_count: int) -> None:
+        """Grow the stream to ``shard_count`` shards."""
+        try:
+            self.store.update_stream(self.target.container, self.target.path, shard_count)
+        except StoreError as exc:
+            raise map_store_error(exc, self._what("update")) from exc
+
+    async def put_records(self, records: Sequence[PutRecord]) -> list[PutResult]:
+        """Write one batch; per-record results in order (same rules and limits as the server)."""
+        docs: list[dict[str, Any]] = []
+        for r in records:
+            doc: dict[str, Any] = {"Data": bytes(r.data)}
+            if r.partition_key is not None:
+                doc["PartitionKey"] = r.partition_key
+            if r.shard_id is not None:
+                doc["ShardId"] = r.shard_id
+            if r.client_info is not None:
+                doc["ClientInfo"] = bytes(r.client_info)
+            docs.append(doc)
+        try:
+            stream = self.store.open_stream(self.target.container, self.target.path)
+            results, _failed = stream.put_records(docs, encoded=False)
+        except StoreError as exc:
+            raise map_store_error(exc, self._what("put records to")) from exc
+        out = []
+        for res in results:
+            if "ErrorCode" in res:
+                out.append(PutResult(error_code=res["ErrorCode"], error_message=res["ErrorMessage"]))
+            else:
+                out.append(PutResult(shard_id=res["ShardId"], sequence_number=res["SequenceNumber"]))
+        return out
+
+    async def close(self) -> None:
+        """Nothing to release per transport (the shared store stays open for the process)."""
