@@ -416,7 +416,7 @@ class V3ioServer:
             await self._discard(request)
             raise RequestError(E.INVALID_ARGUMENT, f"{method} on a container is not supported")
         if method in ("GET", "HEAD"):
-            return self._get_object(request, parsed)
+            return await self._get_object(request, parsed)
         if method == "PUT":
             return await self._put_object(request, parsed)
         if method == "DELETE":
@@ -483,7 +483,7 @@ class V3ioServer:
         parts.append("</ListBucketResult>")
         return web.Response(text="".join(parts), content_type="application/xml")
 
-    def _get_object(self, request: BaseRequest, parsed: ParsedPath) -> web.StreamResponse:
+    async def _get_object(self, request: BaseRequest, parsed: ParsedPath) -> web.StreamResponse:
         p = self.store.object_path(parsed.container, parsed.path)
         if p.is_dir():
             if request.method == "HEAD":
@@ -491,7 +491,7 @@ class V3ioServer:
             raise RequestError(E.INVALID_ARGUMENT, f"{parsed.container}/{parsed.path} is a directory")
         if not p.is_file():
             raise StoreError(E.NO_SUCH_FILE, f"No such file or directory: {parsed.container}/{parsed.path}")
-        return _FileResponse(p, chunk_size=256 * 1024)
+        return await _send_file(request, p)
 
     async def _put_object(self, request: BaseRequest, parsed: ParsedPath) -> web.Response:
         if parsed.trailing_slash:
@@ -522,12 +522,59 @@ class V3ioServer:
         return web.Response(status=200)
 
 
-class _FileResponse(web.FileResponse):
-    """aiohttp's FileResponse (Range, HEAD, sendfile) with a fixed binary content type."""
+def parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """``(start, end_exclusive)`` of a ``Range`` header (v3io style ``bytes=4`` too); None = whole object.
 
-    async def prepare(self, request: BaseRequest) -> Any:
-        self.content_type = "application/octet-stream"
-        return await super().prepare(request)
+    Raise RequestError (416) when it cannot be satisfied.
+    """
+    header = header.strip()
+    if not header:
+        return None
+    if not header.startswith("bytes="):
+        raise RequestError(E.RANGE_NOT_SATISFIABLE, f"unsupported Range {header!r}")
+    spec = header[6:].strip()
+    if "," in spec:
+        raise RequestError(E.RANGE_NOT_SATISFIABLE, "multiple ranges are not supported")
+    first, dash, last = spec.partition("-")
+    try:
+        if not first:  # suffix: the last N bytes
+            n = int(last)
+            return max(0, size - n), size
+        start = int(first)
+        end = int(last) + 1 if dash and last else size
+    except ValueError as exc:
+        raise RequestError(E.RANGE_NOT_SATISFIABLE, f"malformed Range {header!r}") from exc
+    if start < 0 or start > size or end <= start and not (start == size == end):
+        raise RequestError(E.RANGE_NOT_SATISFIABLE, f"Range {header!r} outside an object of {size} bytes")
+    return start, min(end, size)
+
+
+async def _send_file(request: BaseRequest, path: Path, chunk: int = 256 * 1024) -> web.StreamResponse:
+    """Stream a file (or a byte range of it) without reading it all into memory."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        size = os.fstat(fd).st_size
+        rng = parse_range(request.headers.get("Range", ""), size)
+        start, end = rng if rng is not None else (0, size)
+        resp = web.StreamResponse(status=206 if rng is not None else 200)
+        resp.content_type = "application/octet-stream"
+        resp.content_length = end - start
+        resp.headers["Accept-Ranges"] = "bytes"
+        if rng is not None:
+            resp.headers["Content-Range"] = f"bytes {start}-{max(start, end - 1)}/{size}"
+        await resp.prepare(request)
+        if request.method != "HEAD":
+            pos = start
+            while pos < end:
+                data = os.pread(fd, min(chunk, end - pos), pos)
+                if not data:
+                    break
+                await resp.write(data)
+                pos += len(data)
+        await resp.write_eof()
+        return resp
+    finally:
+        os.close(fd)
 
 
 async def start(options: ServerOptions) -> tuple[web.ServerRunner, str, V3ioServer]:
