@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from shardline_v3io.testing_server import RunningServer, start_server_thread
 
 

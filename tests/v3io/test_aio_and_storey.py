@@ -12,10 +12,9 @@ import aiohttp
 import pytest
 import v3io.aio.dataplane
 import xxhash
+from shardline_v3io.testing_server import RunningServer
 from storey import Map, StreamTarget, SyncEmitSource, V3ioDriver, build_flow
 from v3io.dataplane import RaiseForStatus
-
-from shardline_v3io.testing_server import RunningServer
 
 CONTAINER = "bigdata"
 

@@ -9,10 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 import v3io.dataplane
-from v3io.dataplane import RaiseForStatus
-
 from shardline.partitioning import shard_for_key
 from shardline_v3io.testing_server import RunningServer
+from v3io.dataplane import RaiseForStatus
 
 CONTAINER = "bigdata"
 

@@ -544,7 +544,7 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
         end = int(last) + 1 if dash and last else size
     except ValueError as exc:
         raise RequestError(E.RANGE_NOT_SATISFIABLE, f"malformed Range {header!r}") from exc
-    if start < 0 or start > size or end <= start and not (start == size == end):
+    if start < 0 or start > size or (end <= start and not (start == size == end)):
         raise RequestError(E.RANGE_NOT_SATISFIABLE, f"Range {header!r} outside an object of {size} bytes")
     return start, min(end, size)
 
