@@ -558,7 +558,7 @@ class Engine:
                                 failed_keys.discard(int(enc.key_hashes[i]))
                     else:
                         message = f.error_message or f"error {f.error_code}"
-                        if permanent_error is not None or is_permanent(message):
+                        if permanent_error is not None or (whole_error is None and is_permanent(message)):
                             self._dead_letter(enc.record(i), message, "rejected by the stream")
                             self._done(seg.batch, 1)
                         elif now - (seg.first_failure or now) > self.options.retry_deadline_s:
@@ -619,7 +619,7 @@ class Engine:
                 lane.pending += n_retry
                 lane.fail_streak += 1
                 base = min(
-                    self.options.backoff_max_s, self.options.backoff_base_s * 2 ** (lane.fail_streak - 1)
+                    self.options.backoff_max_s, self.options.backoff_base_s * 2 ** min(lane.fail_streak - 1, 30)
                 )
                 lane.not_before = now + base * random.uniform(0.5, 1.0)
                 lane.allowance = max(1, lane.allowance // 2)

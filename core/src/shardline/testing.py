@@ -138,3 +138,27 @@ def check_source(
         assert count <= 2, "batches() went on for more than one batch after stop()"
     stopping.close()
     return {"batches": len(everything), "rows": full.num_rows}
+
+
+# --- the sink over an in-memory stream, for engine and plugin tests ------------------------------
+
+from shardline.faketransport import FakeTransport, StoredRecord  # noqa: E402, F401  (re-exported)
+
+
+@pytest.fixture
+def fake_transport() -> FakeTransport:
+    """An in-memory 4-shard stream with protocol-limit checks (set ``fault_rate`` etc. to inject faults)."""
+    return FakeTransport(shard_count=4)
+
+
+@pytest.fixture
+def sink(fake_transport: FakeTransport) -> Iterator[Any]:
+    """A :class:`shardline.StreamSink` writing JSON rows into ``fake_transport``, closed after the test.
+
+    Read what landed with ``fake_transport.records()``; ``fake_transport.violations`` lists anything
+    sent that a real stream would refuse.
+    """
+    from shardline.sink import StreamSink
+
+    with StreamSink(fake_transport, backoff_base_s=0.001, backoff_max_s=0.01, linger_ms=1.0) as s:
+        yield s
