@@ -225,7 +225,12 @@ class V3ioServer:
                 await self._discard(request)
             raise RequestError(E.INVALID_ARGUMENT, f"the request body is larger than {limit} bytes")
         if length is not None:
-            return await request.read() if length else b""
+            if not length:
+                return b""
+            try:
+                return await request.content.readexactly(length)
+            except asyncio.IncompleteReadError as exc:
+                raise RequestError(E.INVALID_ARGUMENT, "the request body ended early") from exc
         chunks = []
         total = 0
         async for chunk in request.content.iter_any():
