@@ -618,9 +618,8 @@ class Engine:
                     lane.oldest = min(lane.oldest, now)
                 lane.pending += n_retry
                 lane.fail_streak += 1
-                base = min(
-                    self.options.backoff_max_s, self.options.backoff_base_s * 2 ** min(lane.fail_streak - 1, 30)
-                )
+                exponent = min(lane.fail_streak - 1, 30)
+                base = min(self.options.backoff_max_s, self.options.backoff_base_s * 2**exponent)
                 lane.not_before = now + base * random.uniform(0.5, 1.0)
                 lane.allowance = max(1, lane.allowance // 2)
                 self.metrics.retries += n_retry

@@ -23,7 +23,7 @@ import binascii
 import datetime as _dt
 import decimal
 import string
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,11 +32,10 @@ import numpy.typing as npt
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import xxhash
 
 from shardline import limits
 from shardline.errors import ConfigError, SchemaError
-from shardline.partitioning import Partitioner, resolve_partitioner
+from shardline.partitioning import Partitioner, resolve_partitioner, xxh64_many
 
 Codec = Callable[[pa.RecordBatch, "RecordMapping"], "pa.Array | Sequence[bytes]"]
 """A Data codec: ``codec(batch, mapping)`` returns one Data value per row (binary array or bytes)."""
@@ -180,6 +179,8 @@ def _json_python(values: list[Any]) -> pa.Array:
 
 def _escape_strings(s: pa.Array) -> pa.Array:
     """JSON string literals of a string array (quotes included); nulls stay null."""
+    if not pc.any(pc.match_substring_regex(s, r'["\\\x00-\x1f]')).as_py():
+        return _quote(s.cast(_LB))  # the common case: nothing to escape
     if pc.any(pc.match_substring_regex(s, r"[\x00-\x1f]")).as_py():
         return _json_python(s.to_pylist()).cast(_LB)  # control characters: rare, let orjson escape
     s = pc.replace_substring(s, "\\", "\\\\")
@@ -219,11 +220,10 @@ def json_values(col: pa.Array) -> pa.Array:
     ):
         out = pc.if_else(pc.is_valid(col), _quote(b64encode_array(col)), pa.scalar(None, _LB))
     elif pa.types.is_timestamp(t):
-        naive = col.cast(pa.timestamp(t.unit)) if t.tz else col
-        text = pc.strftime(naive, format="%Y-%m-%dT%H:%M:%S").cast(_LB)
-        if t.tz:
-            text = pc.binary_join_element_wise(text, _lb(b"Z"), _lb(b""))
-        out = _quote(text)
+        naive = col.view(pa.timestamp(t.unit)) if t.tz else col  # the stored values are UTC
+        text = pc.replace_substring(naive.cast(_LS), " ", "T", max_replacements=1).cast(_LB)
+        closing = _lb(b'Z"' if t.tz else b'"')
+        out = pc.binary_join_element_wise(_lb(b'"'), text, closing, _lb(b""))
     elif pa.types.is_date(t) or pa.types.is_time(t):
         out = _quote(col.cast(_LS).cast(_LB))
     elif pa.types.is_duration(t):
@@ -348,6 +348,28 @@ def lookup_codec(name: str) -> Codec:
 # stage 1: columns -> record fields
 
 
+class KeyValues(Sequence[str]):
+    """The distinct partition keys of a batch, read from Arrow only when asked for."""
+
+    def __init__(self, values: pa.Array) -> None:
+        self._values = values
+        self._list: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __getitem__(self, i: int) -> str:  # type: ignore[override]
+        if self._list is not None:
+            return self._list[i]
+        value: str = self._values[i].as_py()
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        if self._list is None:
+            self._list = self._values.to_pylist()
+        return iter(self._list)
+
+
 @dataclass
 class MappedColumns:
     """The fields of a batch's records, independent of the shard count (stage 1)."""
@@ -357,8 +379,9 @@ class MappedColumns:
     reasons: list[str | None]  # per row: why it can never be written (dead letter), or None
     invalid: npt.NDArray[np.bool_]
     key_index: npt.NDArray[np.int64] | None = None  # per row index into key_values, -1 = no key
-    key_values: list[str] = field(default_factory=list)
+    key_values: Sequence[str] = ()
     key_hashes: npt.NDArray[np.uint64] = field(default_factory=lambda: np.zeros(0, np.uint64))
+    key_json: pa.Array | None = None  # per distinct key: its JSON string literal
     client_info: pa.Array | None = None  # large_binary or None
     shard_ids: npt.NDArray[np.int64] | None = None
 
@@ -459,14 +482,14 @@ def map_columns(batch: pa.RecordBatch | pa.Table, mapping: RecordMapping) -> Map
         uniques = denc.dictionary
         idx = denc.indices
         index = np.asarray(idx.fill_null(-1), dtype=np.int64) if idx.null_count else np.asarray(idx, np.int64)
-        values: list[str] = uniques.to_pylist()
-        encoded = [v.encode("utf-8") for v in values]
-        out.key_values = values
-        out.key_hashes = np.fromiter(
-            (xxhash.xxh64_intdigest(b) for b in encoded), dtype=np.uint64, count=len(encoded)
-        )
+        text = uniques.cast(_LS)
+        raw = text.cast(_LB)
+        out.key_values = KeyValues(text)
+        out.key_hashes = xxh64_many(_offsets(raw), np.frombuffer(_data_view(raw), dtype=np.uint8))
         out.key_index = index
-        key_len = np.array([len(b) for b in encoded] + [0], dtype=np.int64)[index]
+        out.key_json = _escape_strings(text)
+        lengths = np.diff(_offsets(raw))
+        key_len = np.concatenate([lengths, np.zeros(1, np.int64)])[index]
         mark(
             key_len > limits.MAX_PARTITION_KEY_BYTES,
             lambda i: (
@@ -514,7 +537,7 @@ class EncodedBatch:
     data: pa.Array  # large_binary, shard-sorted
     rows: npt.NDArray[np.int64]  # row number in the written batch
     key_index: npt.NDArray[np.int64] | None
-    key_values: list[str]
+    key_values: Sequence[str]
     client_info: pa.Array | None
     send_shard_id: bool
     dead: list[tuple[int, str]]  # (row, reason) of rows that can never be written
@@ -607,10 +630,10 @@ def place(
     send_shard_id = strategy.sends_shard_id
     pieces: list[pa.Array | pa.Scalar] = [_lb(b'{"Data":"'), b64encode_array(data), _lb(b'"')]
     if key_index is not None:
-        key_json = [b',"PartitionKey":' + orjson.dumps(k) for k in cols.key_values] + [b""]
-        pieces.append(
-            pa.array(key_json, _LB).take(pa.array(np.where(key_index < 0, len(key_json) - 1, key_index)))
-        )
+        assert cols.key_json is not None
+        key_json = pc.binary_join_element_wise(_lb(b',"PartitionKey":'), cols.key_json, _lb(b""))
+        key_json = pa.concat_arrays([key_json, pa.array([b""], _LB)])
+        pieces.append(key_json.take(pa.array(np.where(key_index < 0, len(key_json) - 1, key_index))))
     if send_shard_id:
         shard_json = pa.array(
             [b',"ShardId":' + str(s).encode() for s in range(max(shard_count, 1))] + [b""], _LB

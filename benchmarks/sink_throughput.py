@@ -1,0 +1,260 @@
+"""Sink throughput, side by side, in one run against one local stream server.
+
+    uv run python benchmarks/sink_throughput.py [--rows 1000000] [--storey-rows 50000] [--loop-rows 5000]
+
+Measures, on the same embedded server (``shardline serve --port 0`` in a subprocess), writing keyed
+rows of ~100-byte JSON into 16-shard streams:
+
+* ``shardline``: :class:`shardline.StreamSink` (``partition_key``, default settings);
+* ``storey``: storey's ``StreamTarget`` (``SyncEmitSource -> StreamTarget``, ``shards=16``, sharded by
+  the key column, its default 8 records per request) through ``V3ioDriver(webapi=...)``;
+* ``v3io loop``: the official ``v3io`` client, ``put_records`` with one record per call;
+* ``encode only``: the sink's own Arrow -> request-body work with no I/O (the ceiling);
+* ``server ingest``: the same request bodies, encoded beforehand (not timed), sent 16 at a time
+  with the bare client: how fast this server takes PutRecords at all (the I/O ceiling).
+
+storey and the per-record loop are slow, so they run on a subset of the rows (``--storey-rows``,
+``--loop-rows``) and are reported in rows/s like the others. Prints a table of rows/s and ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from shardline import StreamSink
+from shardline.engine import EngineOptions
+from shardline.records import RecordMapping, encode_body, map_columns, place
+from shardline_v3io.testing_server import start_server
+
+SHARDS = 16
+CHUNK = 65_536
+
+
+def make_rows(n: int, keys: int, seed: int = 1) -> pa.Table:
+    """``n`` rows whose JSON is ~100 bytes, keyed by ``keys`` distinct customers."""
+    rng = np.random.default_rng(seed)
+    ids = np.arange(n, dtype=np.int64)
+    return pa.table(
+        {
+            "id": ids,
+            "customer": pa.array([f"cust-{k:06d}" for k in rng.integers(0, keys, n)]),
+            "amount": np.round(rng.random(n) * 1000, 2),
+            "status": pa.array(np.array(["new", "paid", "shipped", "returned"])[rng.integers(0, 4, n)]),
+            "ts": pa.array(1_700_000_000_000_000 + ids * 1000, pa.timestamp("us", tz="UTC")),
+        }
+    )
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def run_shardline(url: str, table: pa.Table) -> dict[str, Any]:
+    with StreamSink(url, partition_key="customer", create={"shards": SHARDS}) as sink:
+        t0 = time.perf_counter()
+        for batch in table.to_batches(max_chunksize=CHUNK):
+            sink.write(batch)
+        sink.flush()
+        elapsed = time.perf_counter() - t0
+        metrics = sink.metrics.snapshot()
+    assert metrics["records"] == table.num_rows, metrics
+    return {"seconds": elapsed, "requests": metrics["requests"], "retries": metrics["retries"]}
+
+
+def run_encode_only(table: pa.Table) -> dict[str, Any]:
+    mapping = RecordMapping(partition_key="customer")
+    opts = EngineOptions()
+    bodies = 0
+    nbytes = 0
+    t0 = time.perf_counter()
+    for batch in table.to_batches(max_chunksize=CHUNK):
+        enc = place(map_columns(batch, mapping), SHARDS, "hash")
+        for start, end in enc.shard_bounds.values():
+            i = start
+            while i < end:
+                j = min(end, i + opts.max_records_per_request)
+                body = encode_body([enc.fragments[enc.offsets[i] : enc.offsets[j]]])
+                bodies += 1
+                nbytes += len(body)
+                i = j
+    return {"seconds": time.perf_counter() - t0, "requests": bodies, "bytes": nbytes}
+
+
+def _bodies(batch: pa.RecordBatch, mapping: RecordMapping) -> list[bytes]:
+    enc = place(map_columns(batch, mapping), SHARDS, "hash")
+    out = []
+    for start, end in enc.shard_bounds.values():
+        for i in range(start, end, 1000):
+            j = min(end, i + 1000)
+            out.append(encode_body([enc.fragments[enc.offsets[i] : enc.offsets[j]]]))
+    return out
+
+
+def run_server_ingest(server_url: str, stream: str, table: pa.Table) -> dict[str, Any]:
+    from shardline_v3io.client import V3ioClient
+
+    mapping = RecordMapping(partition_key="customer")
+
+    async def main() -> float:
+        sending = 0.0
+        async with V3ioClient(server_url) as client:
+            await client.create_stream("bigdata", stream, SHARDS)
+            for batch in table.to_batches(max_chunksize=CHUNK):
+                queue = _bodies(batch, mapping)  # not timed
+
+                async def worker(queue: list[bytes] = queue) -> None:
+                    while queue:
+                        await client.put_records_body("bigdata", stream, queue.pop())
+
+                t0 = time.perf_counter()
+                await asyncio.gather(*(worker() for _ in range(16)))
+                sending += time.perf_counter() - t0
+        return sending
+
+    return {"seconds": asyncio.run(main())}
+
+
+def run_storey(server_url: str, stream: str, table: pa.Table) -> dict[str, Any]:
+    from storey import SyncEmitSource, V3ioDriver, build_flow
+    from storey.targets import StreamTarget
+
+    rows = table.to_pylist()
+    for row in rows:
+        row["ts"] = row["ts"].isoformat()
+    driver = V3ioDriver(webapi=server_url, access_key="bench")
+    flow = build_flow(
+        [
+            SyncEmitSource(),
+            StreamTarget(driver, f"bigdata/{stream}", sharding_func="customer", shards=SHARDS),
+        ]
+    ).run()
+    t0 = time.perf_counter()
+    for row in rows:
+        flow.emit(row, key=row["customer"])
+    flow.terminate()
+    flow.await_termination()
+    return {"seconds": time.perf_counter() - t0}
+
+
+def run_v3io_loop(server_url: str, stream: str, table: pa.Table) -> dict[str, Any]:
+    import v3io.dataplane
+
+    rows = table.to_pylist()
+    client = v3io.dataplane.Client(endpoint=server_url, access_key="bench")
+    client.stream.create(container="bigdata", stream_path=stream, shard_count=SHARDS)
+    t0 = time.perf_counter()
+    for row in rows:
+        row["ts"] = row["ts"].isoformat()
+        data = json.dumps(row)
+        resp = client.stream.put_records(
+            container="bigdata",
+            stream_path=stream,
+            records=[{"data": data, "partition_key": row["customer"]}],
+        )
+        assert resp.output.failed_record_count == 0
+    elapsed = time.perf_counter() - t0
+    client.close()
+    return {"seconds": elapsed}
+
+
+def count_records(server_url: str, stream: str) -> int:
+    from shardline_v3io.client import V3ioClient
+
+    async def main() -> int:
+        total = 0
+        async with V3ioClient(server_url) as client:
+            info = await client.describe_stream("bigdata", stream)
+            for shard in range(info.shard_count):
+                location = await client.seek("bigdata", stream, shard, "EARLIEST")
+                while True:
+                    got = await client.get_records("bigdata", stream, shard, location, 1000)
+                    total += len(got.records)
+                    location = got.next_location
+                    if not got.records:
+                        break
+        return total
+
+    return asyncio.run(main())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--keys", type=int, default=100_000)
+    parser.add_argument("--storey-rows", type=int, default=50_000)
+    parser.add_argument("--loop-rows", type=int, default=5_000)
+    parser.add_argument("--skip", nargs="*", default=[], choices=["storey", "loop"])
+    args = parser.parse_args(argv)
+
+    table = make_rows(args.rows, args.keys)
+    sample = table.slice(0, 1).to_pylist()[0]
+    sample["ts"] = sample["ts"].isoformat()
+    row_bytes = len(json.dumps(sample, separators=(",", ":")))
+    print(f"{args.rows:,} rows, ~{row_bytes} bytes of JSON each, {args.keys:,} keys, {SHARDS} shards")
+
+    results: dict[str, tuple[int, dict[str, Any]]] = {}
+    results["encode only"] = (args.rows, run_encode_only(table))
+    print(f"  encode only: {results['encode only'][1]['seconds']:.2f} s", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        server = start_server(Path(tmp) / "data")
+        try:
+            res = run_shardline(f"{server.url}/bigdata/shardline", table)
+            assert count_records(server.url, "shardline") == args.rows
+            results["shardline"] = (args.rows, res)
+            print(f"  shardline: {res['seconds']:.2f} s, {res['requests']} requests", flush=True)
+            res = run_server_ingest(server.url, "ingest", table)
+            results["server ingest"] = (args.rows, res)
+            print(f"  server ingest: {res['seconds']:.2f} s", flush=True)
+            if "storey" not in args.skip:
+                n = min(args.storey_rows, args.rows)
+                res = run_storey(server.url, "storey", table.slice(0, n))
+                assert count_records(server.url, "storey") == n
+                results["storey StreamTarget"] = (n, res)
+                print(f"  storey: {res['seconds']:.2f} s for {n:,} rows", flush=True)
+            if "loop" not in args.skip:
+                n = min(args.loop_rows, args.rows)
+                res = run_v3io_loop(server.url, "loop", table.slice(0, n))
+                results["v3io per-record loop"] = (n, res)
+                print(f"  v3io loop: {res['seconds']:.2f} s for {n:,} rows", flush=True)
+        finally:
+            server.stop()
+
+    rate = {name: rows / res["seconds"] for name, (rows, res) in results.items()}
+    ours = rate["shardline"]
+    print()
+    print(f"| {'writer':<22} | {'rows':>9} | {'rows/s':>11} | {'shardline is':>14} |")
+    print(f"|{'-' * 24}|{'-' * 11}|{'-' * 13}|{'-' * 16}|")
+    for name in ("shardline", "encode only", "server ingest", "storey StreamTarget", "v3io per-record loop"):
+        if name not in rate:
+            continue
+        rows = results[name][0]
+        ratio = "-" if name == "shardline" else (f"{ours / rate[name]:.2f}x" if rate[name] else "-")
+        print(f"| {name:<22} | {rows:>9,} | {rate[name]:>11,.0f} | {ratio:>14} |")
+    print()
+    print(f"shardline / encode-only ceiling: {ours / rate['encode only']:.2f} (target >= 0.5)")
+    print(f"shardline / server ingest:       {ours / rate['server ingest']:.2f}")
+    if "storey StreamTarget" in rate:
+        print(f"shardline / storey:              {ours / rate['storey StreamTarget']:.1f}x (target >= 20)")
+    if "v3io per-record loop" in rate:
+        print(f"shardline / per-record loop:     {ours / rate['v3io per-record loop']:.1f}x (target >= 50)")
+    print(f"(python {sys.version.split()[0]}, {os.cpu_count()} cpus)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
