@@ -101,6 +101,13 @@ async def load(url: str, bodies: list[bytes], seconds: float, clients: int, chec
     return sent / elapsed, failed
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start_null_server() -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         [sys.executable, __file__, "--null-server"], stdout=subprocess.PIPE, text=True
@@ -143,23 +150,34 @@ def main() -> None:
     try:
         null_proc, null_url = start_null_server()
         try:
+            cpu0 = cpu_seconds(null_proc.pid)
             null_rate, _ = asyncio.run(load(null_url, bodies, args.seconds, args.clients, check=False))
+            null_cpu = cpu_seconds(null_proc.pid) - cpu0
         finally:
             null_proc.kill()
             null_proc.wait()
         server = start_server(data_dir, fsync=args.fsync)
         try:
             asyncio.run(create_stream(server.url))
+            cpu0 = cpu_seconds(server.pid)
             rate, failed = asyncio.run(load(server.url, bodies, args.seconds, args.clients, check=True))
+            serve_cpu = cpu_seconds(server.pid) - cpu0
         finally:
             server.stop()
         size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(data_dir) for f in fs)
     finally:
         if not args.keep:
             shutil.rmtree(data_dir, ignore_errors=True)
-    print(f"null handler      : {null_rate:12,.0f} records/s")
-    print(f"shardline serve   : {rate:12,.0f} records/s  (failed records: {failed}, on disk: {size / 1e6:.1f} MB)")
-    print(f"ratio serve/null  : {rate / null_rate:12.2f}")
+    # records per CPU-second of the server process: what one core sustains, whatever else runs
+    null_per_cpu = null_rate * args.seconds / max(null_cpu, 1e-9)
+    serve_per_cpu = rate * args.seconds / max(serve_cpu, 1e-9)
+    print(f"null handler      : {null_rate:12,.0f} records/s   {null_per_cpu:12,.0f} records per server CPU-second")
+    print(
+        f"shardline serve   : {rate:12,.0f} records/s   {serve_per_cpu:12,.0f} records per server CPU-second"
+        f"  (failed: {failed}, on disk: {size / 1e6:.1f} MB)"
+    )
+    print(f"ratio serve/null  : {rate / null_rate:12.2f}               {serve_per_cpu / null_per_cpu:12.2f}")
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} (other work skews the wall rates)")
 
 
 if __name__ == "__main__":

@@ -187,3 +187,24 @@ def test_clean_restart_skips_the_scan_and_keeps_everything(tmp_path: Path) -> No
     store.close()
     assert (tmp_path / "bigdata" / "s" / SHARDS_DIR / "0" / "clean.json").exists()
     assert [s for s, _ in _read_back(tmp_path)] == [1, 2, 3, 4, 5]
+
+
+def test_open_shards_are_bounded_and_reopen_transparently(tmp_path: Path) -> None:
+    store = StreamStore(tmp_path, max_open_shards=4)
+    for name in ("a", "b"):
+        store.create_stream("bigdata", name, 6, 24)
+    expected: dict[tuple[str, int], list[bytes]] = {}
+    for round_ in range(5):
+        for name in ("a", "b"):
+            stream = store.open_stream("bigdata", name)
+            docs = [{"Data": f"{name}-{round_}-{s}".encode(), "ShardId": s} for s in range(6)]
+            stream.put_records(docs, encoded=False)
+            for s in range(6):
+                expected.setdefault((name, s), []).append(f"{name}-{round_}-{s}".encode())
+            assert len(store.open_shards) <= 4
+    for (name, s), datas in expected.items():
+        stream = store.open_stream("bigdata", name)
+        records, *_ = stream.read(s, stream.seek(s, "EARLIEST"), 100)
+        assert [bytes(r[4]) for r in records] == datas
+        assert [r[0] for r in records] == [1, 2, 3, 4, 5]
+    store.close()

@@ -642,9 +642,23 @@ async def serve_forever(
         handler.store.close()
 
 
+def _raise_open_file_limit() -> None:
+    """Each open shard holds two descriptors: lift the soft limit to the hard one (Linux, macOS)."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = hard if hard != resource.RLIM_INFINITY else 65536
+        if soft < target:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(target, 65536), hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
 def run(options: ServerOptions) -> None:
     """Blocking entry point of ``shardline serve``."""
     Path(options.data_dir).mkdir(parents=True, exist_ok=True)
+    _raise_open_file_limit()
     try:
         import uvloop  # type: ignore[import-not-found]
 

@@ -34,6 +34,7 @@ from shardline_v3io.store.stream import (
     MAX_SHARDS,
     META_FILE,
     SHARDS_DIR,
+    OpenShards,
     Stream,
     StreamMeta,
     new_meta,
@@ -112,6 +113,7 @@ class StreamStore:
         fsync: bool = False,
         segment_bytes: int = 64 * 2**20,
         clock: Callable[[], int] = time.time_ns,
+        max_open_shards: int = 512,
     ) -> None:
         self.root = Path(data_dir).resolve()
         self.fsync = fsync
@@ -119,6 +121,7 @@ class StreamStore:
         self.clock = clock
         self._lock = threading.RLock()
         self._streams: dict[tuple[str, ...], Stream] = {}
+        self.open_shards = OpenShards(max_open_shards)
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock_fd = _lock_directory(self.root)
         marker = self.root / STORE_MARKER
@@ -193,7 +196,14 @@ class StreamStore:
                 if d.exists():
                     raise StoreError(E.RESOURCE_IS_NOT_STREAM, f"{'/'.join(segments)} is not a stream")
                 raise StoreError(E.RESOURCE_NOT_FOUND, f"stream {'/'.join(segments)} does not exist")
-            stream = Stream(d, meta, fsync=self.fsync, segment_bytes=self.segment_bytes, clock=self.clock)
+            stream = Stream(
+                d,
+                meta,
+                fsync=self.fsync,
+                segment_bytes=self.segment_bytes,
+                clock=self.clock,
+                open_shards=self.open_shards,
+            )
             self._streams[key] = stream
             return stream
 

@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -92,6 +93,49 @@ def new_meta(shard_count: int, retention_hours: int, now_ns: int) -> StreamMeta:
     return StreamMeta(shard_count, retention_hours, now_ns, uuid.uuid4().hex)
 
 
+class OpenShards:
+    """Bounds the shard logs open at once across a store (each holds two descriptors).
+
+    The least recently used shard is closed when more than ``limit`` are open; it reopens on its
+    next use (cheaply: a clean close leaves a marker that skips the recovery scan).
+    """
+
+    def __init__(self, limit: int = 512) -> None:
+        self.limit = max(2, limit)
+        self._lru: OrderedDict[tuple[int, int], tuple[Stream, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._lru)
+
+    def touch(self, stream: Stream, shard_id: int) -> None:
+        """Mark a shard as just used."""
+        with self._lock:
+            key = (id(stream), shard_id)
+            if key in self._lru:
+                self._lru.move_to_end(key)
+
+    def opened(self, stream: Stream, shard_id: int) -> None:
+        """Register a newly opened shard and close the least recently used ones beyond the limit."""
+        with self._lock:
+            self._lru[(id(stream), shard_id)] = (stream, shard_id)
+            victims = []
+            while len(self._lru) > self.limit:
+                victims.append(self._lru.popitem(last=False)[1])
+        for victim_stream, victim_shard in victims:
+            if victim_stream is stream and victim_shard == shard_id:
+                continue
+            if not victim_stream.evict_shard(victim_shard):
+                with self._lock:  # busy in another thread: keep it, try again later
+                    self._lru[(id(victim_stream), victim_shard)] = (victim_stream, victim_shard)
+
+    def forget(self, stream: Stream) -> None:
+        """Drop every entry of a closed stream."""
+        with self._lock:
+            for key in [k for k in self._lru if k[0] == id(stream)]:
+                del self._lru[key]
+
+
 class Stream:
     """A stream opened from its directory. Thread-safe (one lock per stream)."""
 
@@ -103,6 +147,7 @@ class Stream:
         fsync: bool = False,
         segment_bytes: int = 64 * 2**20,
         clock: Callable[[], int] = time.time_ns,
+        open_shards: OpenShards | None = None,
     ) -> None:
         self.directory = directory
         self.meta = meta
@@ -111,6 +156,7 @@ class Stream:
         self.clock = clock
         self.lock = threading.RLock()
         self._shards: dict[int, ShardLog] = {}
+        self.open_shards: OpenShards | None = open_shards
         self._rr = 0
         self._uid32 = zlib.crc32(meta.uid.encode())
 
@@ -141,6 +187,10 @@ class Stream:
     def shard(self, shard_id: int) -> ShardLog:
         """The log of shard ``shard_id`` (opened, and recovered, on first use)."""
         log = self._shards.get(shard_id)
+        if log is not None:
+            if self.open_shards is not None:
+                self.open_shards.touch(self, shard_id)
+            return log
         if log is None:
             if not 0 <= shard_id < self.meta.shard_count:
                 raise StoreError(
@@ -156,7 +206,21 @@ class Stream:
                 clock=self.clock,
             )
             self._shards[shard_id] = log
+            if self.open_shards is not None:
+                self.open_shards.opened(self, shard_id)
         return log
+
+    def evict_shard(self, shard_id: int) -> bool:
+        """Close shard ``shard_id``'s files (it reopens on next use); False when the stream is busy."""
+        if not self.lock.acquire(blocking=False):
+            return False
+        try:
+            log = self._shards.pop(shard_id, None)
+            if log is not None:
+                log.close()
+            return True
+        finally:
+            self.lock.release()
 
     def retention_cutoff_ns(self) -> int:
         """Records that arrived before this time (ns) are past retention."""
@@ -168,6 +232,8 @@ class Stream:
             for log in self._shards.values():
                 log.close()
             self._shards.clear()
+            if self.open_shards is not None:
+                self.open_shards.forget(self)
 
     def apply_retention(self) -> int:
         """Delete whole segments past retention in every shard; return how many were deleted."""
