@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from shardline import AsyncStreamSink, StreamSink, limits
-from shardline.errors import SchemaError, StreamNotFoundError
+from shardline.errors import DeliveryError, SchemaError, StreamNotFoundError
 from shardline.faketransport import FakeTransport
 
 FAST = {"backoff_base_s": 0.001, "backoff_max_s": 0.01, "linger_ms": 1.0}
@@ -269,3 +269,18 @@ def test_observer_hooks_see_acks_retries_and_dead_letters(monkeypatch: pytest.Mo
     assert names["shardline_on_batch_acked"] == 1
     assert names["shardline_on_dead_letter"] == 1
     assert names["shardline_on_retry"] >= 1
+
+
+def test_a_stream_deleted_mid_write_fails_loudly_and_acks_nothing_unwritten() -> None:
+    transport = FakeTransport(shard_count=2)
+    acked: list[int] = []
+    sink = StreamSink(transport, partition_key="k", **FAST)
+    sink.write(keyed(0, 100, keys=10), ack=lambda: acked.append(0))
+    sink.flush()
+    transport.shard_count = None  # the stream is gone: puts answer StreamNotFound
+    sink.write(keyed(100, 100, keys=10), ack=lambda: acked.append(1))
+    with pytest.raises(DeliveryError, match="not found"):
+        sink.flush(timeout=60)
+    with pytest.raises(DeliveryError, match="100 records not written"):
+        sink.close()
+    assert acked == [0]

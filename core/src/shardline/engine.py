@@ -171,6 +171,7 @@ class Engine:
         self._wake: asyncio.Event | None = None
         self._changed: asyncio.Event | None = None
         self._refresh_now: asyncio.Event | None = None
+        self._refresh_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._sends: set[asyncio.Task[None]] = set()
         self._flushing = 0
@@ -184,6 +185,7 @@ class Engine:
         self._wake = asyncio.Event()
         self._changed = asyncio.Event()
         self._refresh_now = asyncio.Event()
+        self._refresh_lock = asyncio.Lock()
         try:
             info = await self.transport.describe()
         except StreamNotFoundError:
@@ -710,6 +712,10 @@ class Engine:
 
     async def refresh(self) -> None:
         """Describe the stream now; if it grew, drain what is queued and in flight, then swap the count."""
+        async with self._refresh_lock:
+            await self._refresh()
+
+    async def _refresh(self) -> None:
         info = await self.transport.describe()
         if info.shard_count <= self.shard_count or self._error is not None:
             return
@@ -770,3 +776,9 @@ class Engine:
             self.dead_letters.close()
             if close_transport:
                 await self.transport.close()
+        if self._error is not None and self._batches:
+            unwritten = sum(b.remaining for b in self._batches)
+            raise DeliveryError(
+                f"the sink stopped with {unwritten} records not written (their batches were not acked): "
+                f"{self._error}"
+            ) from self._error

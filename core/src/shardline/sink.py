@@ -31,6 +31,7 @@ from shardline.records import EncodedBatch, MappedColumns, RecordMapping, dead_r
 from shardline.transport import Transport
 
 _MAX_CHUNK_ROWS = 65_536
+_OFFLOAD_ROWS = 4_096
 
 
 def open_transport(stream: str | Transport, options: dict[str, Any] | None = None) -> Transport:
@@ -157,7 +158,8 @@ class AsyncStreamSink:
 
     stream
         A stream URL (``http://HOST:PORT/CONTAINER/STREAM``, ``v3io:///CONTAINER/STREAM``,
-        ``local://DIR/CONTAINER/STREAM``, ...) or a :class:`~shardline.Transport`.
+        ``local://DIR/CONTAINER/STREAM``, ...) or a :class:`~shardline.Transport` (which the sink
+        uses but does not close).
     partition_key
         Column whose value (any scalar type, as text) is each record's PartitionKey. Records of a key
         go to one shard, in the order written (see ``ordering``). Null keys are placed round robin.
@@ -278,12 +280,20 @@ class AsyncStreamSink:
                 await self._submit_empty(ack)
             return
         for i, chunk in enumerate(chunks):
-            cols = map_columns(chunk, self._core.mapping)
+            # big chunks are encoded in a worker thread, so requests keep flowing meanwhile
+            offload = chunk.num_rows >= _OFFLOAD_ROWS
+            if offload:
+                cols = await asyncio.to_thread(map_columns, chunk, self._core.mapping)
+            else:
+                cols = map_columns(chunk, self._core.mapping)
             if self._core.needs_refresh(cols):
                 await self._core.engine.refresh()
             last = i == len(chunks) - 1
             while True:
-                enc, dead = self._core.encode(cols)
+                if offload:
+                    enc, dead = await asyncio.to_thread(self._core.encode, cols)
+                else:
+                    enc, dead = self._core.encode(cols)
                 if await self._core.engine.submit(enc, dead, ack if last else None):
                     break
 
