@@ -431,19 +431,23 @@ class Engine:
     # ------------------------------------------------------------------ sending
 
     def _records(self, request: _Request) -> list[PutRecord]:
+        """The request's records as :class:`PutRecord`s, for transports without the body path."""
         out: list[PutRecord] = []
         for _lane, seg in request.pieces:
             enc = seg.batch.enc
-            for i in range(seg.start, seg.end):
-                r = enc.record(i)
-                out.append(
-                    PutRecord(
-                        r["data"],
-                        r["partition_key"],
-                        r["shard_id"] if enc.send_shard_id else None,
-                        r["client_info"],
-                    )
-                )
+            n = seg.end - seg.start
+            datas = enc.data.slice(seg.start, n).to_pylist()
+            shards: list[int | None] = enc.shards[seg.start : seg.end].tolist()
+            if not enc.send_shard_id:
+                shards = [None] * n
+            keys: list[str | None] = [None] * n
+            if enc.key_index is not None:
+                values = enc.key_list()
+                keys = [values[k] if k >= 0 else None for k in enc.key_index[seg.start : seg.end].tolist()]
+            infos: list[bytes | None] = [None] * n
+            if enc.client_info is not None:
+                infos = enc.client_info.slice(seg.start, n).to_pylist()
+            out.extend(map(PutRecord, datas, keys, shards, infos))
         return out
 
     async def _send(self, request: _Request) -> None:

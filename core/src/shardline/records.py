@@ -544,6 +544,13 @@ class EncodedBatch:
     shard_bounds: dict[int, tuple[int, int]] = field(default_factory=dict)
     data_offsets: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(1, np.int64))
     _frag_array: Any = None
+    _key_list: list[str] | None = None
+
+    def key_list(self) -> list[str]:
+        """The distinct keys as a list (materialised once)."""
+        if self._key_list is None:
+            self._key_list = list(self.key_values)
+        return self._key_list
 
     @property
     def nbytes(self) -> int:
