@@ -183,16 +183,11 @@ def test_256_byte_keys_pass_and_257_byte_keys_are_dead_letters(stream_server_ses
     assert stored == {"k" * 256: b"a", "é" * 128: b"c"}
 
 
-@pytest.mark.xfail(
-    reason="the embedded server answers bodies over 1 MiB with 500 (aiohttp client_max_size); "
-    "a 10 MiB PutRecords body must pass: fix in shardline_v3io.server",
-    strict=False,
-)
 def test_data_of_1_mib_passes_and_1_mib_plus_one_is_a_dead_letter(stream_server_session: Any) -> None:
     mib = limits.MAX_DATA_BYTES
     url = f"{stream_server_session.url}/bigdata/data-edges"
-    payload = [b"a" * (mib - 1), b"b" * mib, b"c" * (mib + 1)] + [b"d" * 300_000] * 30
-    keys = [f"key{i}" for i in range(33)]
+    payload = [b"a" * (mib - 1), b"b" * mib, b"c" * (mib + 1)] + [b"d" * 300_000] * 40
+    keys = [f"key{i}" for i in range(43)]
     transport = _RecordingTransport(url)
     transport.bodies = []
     with StreamSink(
@@ -200,7 +195,7 @@ def test_data_of_1_mib_passes_and_1_mib_plus_one_is_a_dead_letter(stream_server_
         data="raw",
         data_column="p",
         partition_key="k",
-        create={"shards": 2},
+        create={"shards": 1},
         retry_deadline_s=3,
         **FAST,
     ) as sink:
@@ -209,10 +204,10 @@ def test_data_of_1_mib_passes_and_1_mib_plus_one_is_a_dead_letter(stream_server_
         assert [d["reason"] for d in sink.dead_letters] == [
             f"Data is {mib + 1} bytes; the limit is {mib} bytes"
         ]
-        assert sink.metrics.records == 32
+        assert sink.metrics.records == 42
     asyncio.run(transport.close())
     sizes = sorted(len(r.data) for recs in read_stream(url).values() for r in recs)
-    assert sizes == [300_000] * 30 + [mib - 1, mib]
+    assert sizes == [300_000] * 40 + [mib - 1, mib]
     assert max(transport.bodies) > 0.8 * limits.MAX_REQUEST_BODY_BYTES  # packed up to, never over, 10 MiB
 
 

@@ -55,6 +55,7 @@ from shardline.errors import (
     TransportError,
 )
 from shardline.metrics import SinkMetrics
+from shardline.partitioning import ShardMap
 from shardline.plugins import call_observers
 from shardline.records import EncodedBatch, encode_body
 from shardline.transport import PutBodyResult, PutFailure, PutRecord, Transport, failures_of
@@ -159,7 +160,7 @@ class Engine:
         self.metrics = metrics
         self.create = create
         self.stream = getattr(transport, "url", repr(transport))
-        self.shard_count = 0
+        self.shard_map: ShardMap | None = None
         self._lanes: dict[int, _Lane] = {}
         self._batches: collections.deque[_Batch] = collections.deque()
         self._seq = 0
@@ -177,6 +178,11 @@ class Engine:
         self._flushing = 0
         self._body_path = callable(getattr(transport, "put_records_body", None))
         self._warned_violation = False
+
+    @property
+    def shard_count(self) -> int:
+        """The shard count records are placed for (0 before :meth:`start`)."""
+        return self.shard_map.shard_count if self.shard_map is not None else 0
 
     # ------------------------------------------------------------------ life cycle
 
@@ -198,7 +204,7 @@ class Engine:
                 int(self.create.get("shards", 1)), int(self.create.get("retention_hours", 24))
             )
             info = await self.transport.describe()
-        self.shard_count = info.shard_count
+        self.shard_map = ShardMap(info.shard_count)
         self.metrics.shard_count = info.shard_count
         self._tasks = [asyncio.create_task(self._dispatch_loop()), asyncio.create_task(self._refresh_loop())]
 
@@ -730,7 +736,8 @@ class Engine:
         try:
             while self._error is None and (self._in_flight or any(ln.pending for ln in self._lanes.values())):
                 await self._changes()
-            self.shard_count = info.shard_count
+            assert self.shard_map is not None
+            self.shard_map.grow(info.shard_count)
             self.metrics.shard_count = info.shard_count
             self.metrics.shard_growths += 1
         finally:
