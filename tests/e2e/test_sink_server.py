@@ -121,12 +121,12 @@ def test_many_keys_all_land_in_order_under_faults_and_503s(tmp_path: Path) -> No
         url = f"{server.url}/bigdata/many"
         with StreamSink(url, partition_key="k", create={"shards": 8}, **FAST) as sink:
             for b in range(4):
-                sink.write(keyed(b * 5000, 5000, keys=3000))
+                sink.write(keyed(b * 2500, 2500, keys=1500))
             sink.flush()
             assert sink.metrics.failed_requests > 0
         server, url = reread(server, tmp_path / "data", "many")
         with server:
-            assert_complete_and_ordered(url, 20_000)
+            assert_complete_and_ordered(url, 10_000)
 
 
 def test_dead_letter_file_holds_exactly_the_bad_records(
