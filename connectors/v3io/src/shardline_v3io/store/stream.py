@@ -321,6 +321,7 @@ class Stream:
                         arrival,
                         pick(key_bytes) if key_bytes is not None else None,
                         pick(cols.cis) if cols.cis is not None else None,
+                        cols.dlen[group],
                     )
                     seq_of[group] = np.arange(first, first + len(idx))
             failed = n - len(ok_idx)
@@ -515,11 +516,11 @@ class _Columns:
             raise StoreError(E.INVALID_ARGUMENT, f"Records[{i}].Data must be a base64 string")
         self.code = np.zeros(n, dtype=np.int8)
         if encoded:
-            self.datas = _decode_column(raw_datas, "Data")
+            self.datas, self.dlen = _decode_column(raw_datas, "Data")
         else:
             self.datas = raw_datas
-        dlen = np.fromiter(map(len, self.datas), dtype=np.int64, count=n)
-        self.code[dlen > MAX_DATA] = _INVALID
+            self.dlen = np.fromiter(map(len, self.datas), dtype=np.int64, count=n)
+        self.code[self.dlen > MAX_DATA] = _INVALID
 
         present = set().union(*records)
         self.sids: list[Any] | None = None
@@ -560,7 +561,7 @@ class _Columns:
                 raise StoreError(E.INVALID_ARGUMENT, f"Records[{i}].ClientInfo must be a base64 string")
             if ci_types != {_NONE_TYPE}:
                 filled = [c if c is not None else ("" if encoded else b"") for c in cis]
-                self.cis = _decode_column(filled, "ClientInfo") if encoded else filled
+                self.cis = _decode_column(filled, "ClientInfo")[0] if encoded else filled
                 clen = np.fromiter(map(len, self.cis), dtype=np.int64, count=n)
                 self.code[(clen > MAX_CLIENT_INFO) & (self.code == 0)] = _INVALID
 
@@ -575,7 +576,7 @@ def _column(records: list[dict[str, Any]], name: str, present: set[str]) -> list
         return list(map(operator.methodcaller("get", name), records))
 
 
-def _decode_column(texts: list[str], field: str) -> list[bytes]:
+def _decode_column(texts: list[str], field: str) -> tuple[list[bytes], np.ndarray]:
     """Decode base64 strings, exactly as strictly as ``strict_mode=True`` but twice as fast.
 
     Non-strict decoding skips bad characters; any skipped character or misplaced padding makes the
@@ -599,4 +600,4 @@ def _decode_column(texts: list[str], field: str) -> list[bytes]:
     bad = np.flatnonzero((out_len + 2) // 3 * 4 != in_len)
     if len(bad):
         raise StoreError(E.INVALID_ARGUMENT, f"Records[{int(bad[0])}].{field} is not valid base64")
-    return out
+    return out, out_len
