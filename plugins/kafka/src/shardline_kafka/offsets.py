@@ -47,6 +47,7 @@ class OffsetTracker:
         self._pending: dict[TopicPartition, deque[_Range]] = {}
         self._acked: dict[TopicPartition, int] = {}  # next offset after the acknowledged prefix
         self._committed: dict[TopicPartition, int] = {}  # last offset sent in a commit
+        self._news = False  # acknowledged offsets advanced since the last wait_news()
 
     def assign(self, partitions: set[TopicPartition]) -> None:
         """Start tracking ``partitions`` afresh (a new assignment epoch)."""
@@ -87,6 +88,7 @@ class OffsetTracker:
                 queue = self._pending.get(rng.tp)
                 while queue and queue[0].acked:
                     self._acked[rng.tp] = queue.popleft().end
+                    self._news = True
             self._lock.notify_all()
 
     def to_commit(self, partitions: set[TopicPartition] | None = None) -> dict[TopicPartition, int]:
@@ -114,6 +116,19 @@ class OffsetTracker:
         """Block until nothing of ``partitions`` waits for an ack; False on timeout."""
         with self._lock:
             return self._lock.wait_for(lambda: self.unacked(partitions) == 0, timeout)
+
+    def wait_news(self, timeout: float) -> bool:
+        """Block until acknowledged offsets advanced (or ``timeout``); consume the news."""
+        with self._lock:
+            self._lock.wait_for(lambda: self._news, timeout)
+            news, self._news = self._news, False
+            return news
+
+    def wake(self) -> None:
+        """Wake a :meth:`wait_news` waiter (at close)."""
+        with self._lock:
+            self._news = True
+            self._lock.notify_all()
 
     def acked_offsets(self) -> dict[TopicPartition, int]:
         """Next offset after the acknowledged prefix, per owned partition."""

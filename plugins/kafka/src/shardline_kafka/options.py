@@ -51,6 +51,9 @@ class KafkaSourceOptions(SourceOptions):
     )
     max_batch_records: int = Field(default=10_000, ge=1, description="most records per yielded batch")
     poll_timeout_ms: int = Field(default=500, ge=1)
+    commit_interval_ms: int = Field(
+        default=100, ge=0, description="at most one offset commit per interval while acks arrive"
+    )
     revoke_timeout_s: float = Field(
         default=60.0, gt=0, description="on rebalance, how long to wait for the sink to ack what it holds"
     )

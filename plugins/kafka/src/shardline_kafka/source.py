@@ -1,9 +1,11 @@
 """The Kafka source: topic partitions -> Arrow batches, offsets committed only after the sink acks.
 
 Threads: :meth:`KafkaSource.batches` runs on the pipeline's thread, which owns the consumer
-(poll, seek, commits). :meth:`KafkaSource.ack` may come from any thread (the sink's): it only
-updates the :class:`~shardline_kafka.offsets.OffsetTracker`; the consumer thread commits what was
-acknowledged before each poll (asynchronously) and at :meth:`KafkaSource.close` (synchronously).
+(poll, seek). :meth:`KafkaSource.ack` may come from any thread (the sink's): it only updates the
+:class:`~shardline_kafka.offsets.OffsetTracker`. A committer thread sends what was acknowledged
+(``commit_async``, at most every ``commit_interval_ms``) as acks arrive — also while the pipeline's
+thread is blocked on the sink or after the source reached its end; :meth:`KafkaSource.close`
+commits the rest synchronously.
 Rebalances run the :class:`_Rebalance` listener on kafka-python's IO thread while the consumer
 thread waits in ``poll``: on revocation it calls the flush hook (see :meth:`KafkaSource.set_flush`),
 waits until every yielded batch of the revoked partitions is acknowledged, and commits them before
@@ -22,7 +24,7 @@ from typing import Any, ClassVar
 import pyarrow as pa
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
-from kafka.structs import OffsetAndMetadata
+from kafka.structs import MemberState, OffsetAndMetadata
 from shardline import ConfigError, Source, SourceOptions
 
 from shardline_kafka.arrow import records_to_batch
@@ -64,6 +66,9 @@ class KafkaSource(Source):
         self._assigned: set[TopicPartition] = set()
         self._joined = threading.Event()
         self._closing = False
+        self._committer: threading.Thread | None = None
+        self._closed_event = threading.Event()
+        self._commit_lock = threading.Lock()  # commits are sent one at a time, in offset order
         self._state_lock = threading.Lock()
         self._yielded: dict[TopicPartition, int] = {}  # next offset after the last yielded record
         self._highwater: dict[TopicPartition, int] = {}
@@ -102,7 +107,6 @@ class KafkaSource(Source):
         if opts.stop_at_end:
             self._snapshot_ends(consumer)
         while not self.stopping:
-            self._commit_acked(sync=False)
             polled = consumer.poll(timeout_ms=opts.poll_timeout_ms, max_records=opts.max_batch_records)
             if self._to_position:
                 self._apply_start(consumer)
@@ -111,6 +115,9 @@ class KafkaSource(Source):
                 if out is not None:
                     yield out
             if opts.stop_at_end and self._at_end(consumer):
+                log.info(
+                    "kafka source: reached the end offsets %s", {str(tp): e for tp, e in self._end.items()}
+                )
                 return
 
     def ack(self, token: KafkaAckToken) -> None:
@@ -147,6 +154,10 @@ class KafkaSource(Source):
         if consumer is None:
             return
         self._closing = True
+        self._closed_event.set()
+        self._tracker.wake()
+        if self._committer is not None:
+            self._committer.join(timeout=30)
         try:
             self._commit_acked(sync=True, consumer=consumer)
         except Exception as exc:
@@ -166,6 +177,10 @@ class KafkaSource(Source):
                 f"kafka source: cannot connect to {opts.bootstrap_servers!r}: {exc}; "
                 f"check bootstrap_servers and the security options"
             ) from exc
+        self._committer = threading.Thread(
+            target=self._commit_loop, name="shardline-kafka-commit", daemon=True
+        )
+        self._committer.start()
         listener = _Rebalance(self)
         if opts.pattern is not None:
             consumer.subscribe(pattern=opts.pattern, listener=listener)
@@ -295,8 +310,12 @@ class KafkaSource(Source):
             )
 
     def _at_end(self, consumer: KafkaConsumer) -> bool:
-        """stop_at_end: joined, and every owned partition is at its end offset."""
-        if not self._joined.is_set():
+        """stop_at_end: joined, the group is stable, and every owned partition is at its end offset.
+
+        Between a revocation and the next assignment the owned set is empty (or partial): that is
+        not the end, hence the check of the member state.
+        """
+        if not self._joined.is_set() or consumer.group_metadata().state != MemberState.STABLE:
             return False
         with self._state_lock:
             owned = set(self._assigned)
@@ -312,19 +331,35 @@ class KafkaSource(Source):
                 return False
         return True
 
+    def _commit_loop(self) -> None:
+        """The committer thread: commit acknowledged offsets soon after they advance."""
+        interval = self.opts.commit_interval_ms / 1000
+        while not self._closing:
+            if not self._tracker.wait_news(timeout=1.0) or self._closing:
+                continue
+            try:
+                self._commit_acked(sync=False)
+            except Exception as exc:  # the next round (or close) commits it
+                log.warning("offset commit failed: %s", exc)
+            if interval:
+                self._closed_event.wait(interval)  # a rate limit on commits; close() cuts it short
+
     def _commit_acked(self, *, sync: bool, consumer: KafkaConsumer | None = None) -> None:
         consumer = consumer or self._consumer
         if consumer is None:
             return
-        offsets = self._tracker.to_commit(self._assigned)
-        if not offsets:
-            return
-        payload = {tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()}
-        if sync:
-            consumer.commit(payload)
-        else:
-            consumer.commit_async(payload, callback=_log_commit_failure)
-        self._tracker.committed(offsets)
+        with self._commit_lock:
+            with self._state_lock:
+                owned = set(self._assigned)
+            offsets = self._tracker.to_commit(owned)
+            if not offsets:
+                return
+            payload = {tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()}
+            if sync:
+                consumer.commit(payload)
+            else:
+                consumer.commit_async(payload, callback=_log_commit_failure)
+            self._tracker.committed(offsets)
 
     # called from the listener (kafka-python's IO thread) ------------------------------------------
 
