@@ -288,3 +288,29 @@ def test_batch_object_puts_and_gets(client: v3io.dataplane.Client) -> None:
         client.batch.object.get(CONTAINER, f"{d}/object{i}")
     responses = client.batch.wait()
     assert [r.body.decode() for r in responses] == [f"object-{i}" for i in range(16)]
+
+
+def test_stream_name_in_the_body_and_get_items_listing(stream_server_session: RunningServer) -> None:
+    import requests
+
+    base = f"{stream_server_session.url}/bigdata/"
+    name = _name("named")
+    resp = requests.post(
+        base, headers={"X-v3io-function": "CreateStream"}, json={"StreamName": name, "ShardCount": 2}
+    )
+    assert resp.status_code == 204
+    put = requests.post(
+        base,
+        headers={"X-v3io-function": "PutRecords"},
+        json={"StreamName": name, "Records": [{"Data": "AA=="}]},
+    )
+    assert put.status_code == 200 and put.json()["Records"] == [{"SequenceNumber": 1, "ShardId": 0}]
+    desc = requests.put(base + name + "/", headers={"X-v3io-function": "DescribeStream"})
+    assert desc.json() == {"ShardCount": 2, "RetentionPeriodHours": 24}
+    items = requests.put(
+        base + name + "/", headers={"X-v3io-function": "GetItems"}, json={"AttributesToGet": "__name"}
+    )
+    assert items.status_code == 200
+    assert sorted(i["__name"]["S"] for i in items.json()["Items"]) == ["0", "1"]
+    missing = requests.put(base + name + "-x/", headers={"X-v3io-function": "GetItems"}, json={})
+    assert missing.status_code == 404

@@ -46,6 +46,8 @@ from shardline_v3io.store.stream import MAX_GET_LIMIT, MAX_RECORDS
 
 MAX_BODY = 10 * 2**20
 """The largest JSON body a Streaming Web API request may have (10 MB)."""
+MAX_CONCURRENT_BODIES = 32
+"""Stream requests processed at once (each may hold a 10 MB body); others wait their turn."""
 _DISCARD_LIMIT = 64 * 2**20
 _JSON = "application/json"
 
@@ -177,6 +179,7 @@ class V3ioServer:
         self.store = store
         self._key = access_key.encode("utf-8") if access_key else None
         self.fault = fault or FaultConfig()
+        self._body_slots = asyncio.Semaphore(MAX_CONCURRENT_BODIES)
 
     # -- entry -------------------------------------------------------------------------------------
 
@@ -191,7 +194,8 @@ class V3ioServer:
             parsed = parse_raw_path(request.raw_path)
             function = request.headers.get("X-v3io-function")
             if function:
-                return await self._function(request, function, parsed)
+                async with self._body_slots:  # bounds the memory held by request bodies at once
+                    return await self._function(request, function, parsed)
             return await self._plain(request, parsed)
         except RequestError as exc:
             return _error_response(exc.kind, exc.detail)
