@@ -284,3 +284,36 @@ def test_a_stream_deleted_mid_write_fails_loudly_and_acks_nothing_unwritten() ->
     with pytest.raises(DeliveryError, match="100 records not written"):
         sink.close()
     assert acked == [0]
+
+
+def _prove_after(sink: StreamSink, records: int) -> None:
+    sink._sink._core.engine.options.proof_records = records  # tests only: prove shards sooner
+
+
+def test_proven_shards_pack_freely_and_tail_failures_keep_order() -> None:
+    transport = FakeTransport(shard_count=2, fault_rate=0.1, fault_shape="tail", seed=21)
+    with StreamSink(transport, partition_key="k", **FAST) as sink:
+        _prove_after(sink, 20)
+        for b in range(10):
+            sink.write(keyed(b * 1000, 1000, keys=4))
+        sink.flush()
+        assert sink.metrics.retries > 0
+        assert sink.metrics.order_violations == 0
+    assert max(transport.request_sizes) > 4  # several records of a key per request
+    assert_all_in_order(transport, 10_000)
+
+
+def test_a_proven_shard_that_fails_out_of_tail_order_is_detected_and_unproven() -> None:
+    transport = FakeTransport(shard_count=1, seed=5)
+    with StreamSink(transport, partition_key="k", **FAST) as sink:
+        _prove_after(sink, 20)
+        sink.write(keyed(0, 200, keys=2))
+        sink.flush()
+        lane = sink._sink._core.engine._lanes[0]
+        assert lane.proven
+        transport.fault_rate = 0.5  # now the stream fails records at random: non-tail patterns
+        sink.write(keyed(200, 2000, keys=2))
+        sink.flush()
+        assert sink.metrics.order_violations > 0  # the server broke a key's order: counted, not hidden
+        assert not lane.proven or lane.clean_records == 0
+    assert sorted(i for v in per_key(transport).values() for i in v) == list(range(2200))

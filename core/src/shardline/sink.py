@@ -334,7 +334,8 @@ class StreamSink:
 
     The engine runs on an asyncio loop in a thread of its own; :meth:`write` encodes in the calling
     thread and blocks while the byte cap is reached. Acks are called from the sink's thread, in
-    write order. Parameters are those of :class:`AsyncStreamSink`. Connecting happens in the
+    write order; an ack callback must be quick and must not call :meth:`write` (it would wait on
+    the thread that runs it). Parameters are those of :class:`AsyncStreamSink`. Connecting happens in the
     constructor: a missing stream raises :class:`~shardline.StreamNotFoundError` there.
     """
 
