@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 import orjson
-from shardline.partitioning import shard_for_key
+import xxhash
+from shardline.partitioning import jump_hash_array
 
 from shardline_v3io import errors as E
 from shardline_v3io.faults import FaultConfig
@@ -158,6 +159,8 @@ class Stream:
         self._shards: dict[int, ShardLog] = {}
         self.open_shards: OpenShards | None = open_shards
         self._rr = 0
+        self._key_cache: dict[Any, tuple[int, bytes]] = {}
+        self._key_cache_count = -1
         self._uid32 = zlib.crc32(meta.uid.encode())
 
     # -- metadata ------------------------------------------------------------------------------
@@ -339,27 +342,31 @@ class Stream:
     def _key_shards(
         self, keys: list[Any], count: int, code: np.ndarray
     ) -> tuple[np.ndarray, list[bytes] | None]:
-        """Shard of every record's PartitionKey (-1: none) and the keys as bytes (None if no key)."""
-        shard_of: dict[Any, int] = {None: -1, "": -1}
-        bytes_of: dict[Any, bytes] = {None: b"", "": b""}
-        too_long = False
-        for key in set(keys):
-            if key in shard_of:
-                continue
-            kb = key.encode("utf-8", "surrogatepass")
-            if len(kb) > MAX_KEY:
-                shard_of[key] = -2
-                too_long = True
-            else:
-                shard_of[key] = shard_for_key(kb, count)
-            bytes_of[key] = kb
+        """Shard of every record's PartitionKey (-1: none) and the keys as bytes (None if no key).
+
+        Each distinct new key is hashed once (xxh64 in C, jump hash vectorised over the batch) and
+        remembered per stream (bounded cache, cleared when the shard count changes).
+        """
+        cache = self._key_cache
+        if self._key_cache_count != count or len(cache) > _KEY_CACHE_MAX:
+            cache.clear()
+            cache.update({None: (-1, b""), "": (-1, b"")})
+            self._key_cache_count = count
+        new = [k for k in set(keys) if k not in cache]
+        if new:
+            encoded = [k.encode("utf-8", "surrogatepass") for k in new]
+            hashes = np.fromiter(map(xxhash.xxh64_intdigest, encoded), dtype=np.uint64, count=len(new))
+            shards = jump_hash_array(hashes, count).tolist()
+            for key, kb, shard in zip(new, encoded, shards, strict=True):
+                cache[key] = (shard if len(kb) <= MAX_KEY else -2, kb)
+        pairs = list(map(cache.__getitem__, keys))
         n = len(keys)
-        kshard = np.fromiter(map(shard_of.__getitem__, keys), dtype=np.int64, count=n)
-        if too_long:
-            bad = (kshard == -2) & (code == 0)
-            code[bad] = _INVALID
-            kshard[kshard == -2] = -1
-        key_bytes = list(map(bytes_of.__getitem__, keys))
+        kshard = np.fromiter((p[0] for p in pairs), dtype=np.int64, count=n)
+        bad = kshard == -2
+        if bad.any():
+            code[bad & (code == 0)] = _INVALID
+            kshard[bad] = -1
+        key_bytes = [p[1] for p in pairs]
         return kshard, key_bytes
 
     # -- seek / get ------------------------------------------------------------------------------
@@ -478,6 +485,7 @@ _FAILURES: dict[int, dict[str, Any]] = {
     _BUSY: _fail(E.RESOURCE_BUSY),
 }
 _NONE_TYPE = type(None)
+_KEY_CACHE_MAX = 100_000
 _get_data = operator.itemgetter("Data")
 
 
