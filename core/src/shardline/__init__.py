@@ -5,6 +5,8 @@ The public API is re-exported here; everything else is private by convention.
 
 from __future__ import annotations
 
+from shardline.checkpoint import CheckpointStore
+from shardline.config import PipelineConfig, load_pipeline
 from shardline.errors import (
     AccessDeniedError,
     CheckpointError,
@@ -21,6 +23,8 @@ from shardline.errors import (
 from shardline.hookspecs import hookimpl
 from shardline.metrics import SinkMetrics
 from shardline.partitioning import Partitioner, ShardMap
+from shardline.pipeline import RunSummary, run_pipeline
+from shardline.plugins import register_plugin
 from shardline.records import RecordMapping
 from shardline.sink import AsyncStreamSink, StreamSink
 from shardline.source import AckToken, Source, SourceOptions
@@ -31,14 +35,17 @@ __all__ = [
     "AckToken",
     "AsyncStreamSink",
     "CheckpointError",
+    "CheckpointStore",
     "ConfigError",
     "DeliveryError",
     "Partitioner",
+    "PipelineConfig",
     "PluginError",
     "PutRecord",
     "PutResult",
     "RecordMapping",
     "RecordTooLargeError",
+    "RunSummary",
     "SchemaError",
     "ShardMap",
     "ShardlineError",
@@ -52,4 +59,7 @@ __all__ = [
     "Transport",
     "TransportError",
     "hookimpl",
+    "load_pipeline",
+    "register_plugin",
+    "run_pipeline",
 ]

@@ -140,6 +140,42 @@ def check_source(
     return {"batches": len(everything), "rows": full.num_rows}
 
 
+# --- reading a stream back, for end-to-end tests ----------------------------------------------------
+
+
+def read_stream(url: str, *, access_key: str | None = None) -> dict[int, list[Any]]:
+    """Every record of the stream at ``url`` (``http://HOST:PORT/CONTAINER/STREAM``), per shard id,
+    in sequence order: a dict shard -> list of ``shardline_v3io.client.StreamRecord``.
+
+    For tests of small streams (it holds everything in memory). Needs ``shardline-v3io``.
+    """
+    import asyncio
+
+    from shardline_v3io.client import V3ioClient
+    from shardline_v3io.urls import parse_stream_url
+
+    parsed = parse_stream_url(url, access_key=access_key)
+    assert parsed.endpoint is not None, "read_stream needs an http(s):// stream URL"
+
+    async def main() -> dict[int, list[Any]]:
+        async with V3ioClient(parsed.endpoint, parsed.access_key) as client:
+            info = await client.describe_stream(parsed.container, parsed.path)
+            shards: dict[int, list[Any]] = {}
+            for shard in range(info.shard_count):
+                location = await client.seek(parsed.container, parsed.path, shard, "EARLIEST")
+                records: list[Any] = []
+                while True:
+                    result = await client.get_records(parsed.container, parsed.path, shard, location, 1000)
+                    records.extend(result.records)
+                    location = result.next_location
+                    if not result.records and result.records_behind_latest == 0:
+                        break
+                shards[shard] = records
+            return shards
+
+    return asyncio.run(main())
+
+
 # --- the sink over an in-memory stream, for engine and plugin tests ------------------------------
 
 from shardline.faketransport import FakeTransport, StoredRecord  # noqa: E402, F401  (re-exported)

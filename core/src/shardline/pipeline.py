@@ -1,0 +1,324 @@
+"""The pipeline runner: source -> :class:`~shardline.StreamSink` -> acks -> checkpoints.
+
+::
+
+    from shardline.pipeline import run_pipeline
+    summary = run_pipeline("examples/backfill.toml", ["sink.create.shards=4"])
+    print(summary.line()); raise SystemExit(summary.exit_code)
+
+How a run goes:
+
+1. The config is loaded and validated (:mod:`shardline.config`). The sink connects (creating the
+   stream when ``[sink] create`` asks for it). The checkpoint, if any, is loaded; one written by
+   another pipeline is refused (:class:`~shardline.CheckpointError`).
+2. A reader thread pulls ``(batch, token)`` from the source and writes each batch to the sink with
+   an ack callback. The sink calls the callbacks in write order once every record of a batch is
+   written or dead-lettered; the callback acks the token to the source.
+3. The main thread shows progress (on a terminal) and saves the source's checkpoint at most every
+   ``[checkpoint] interval_s`` seconds, and once more at the end. The checkpoint only ever covers
+   acknowledged batches, so a run killed at any moment (even SIGKILL) resumes with no gap; batches
+   in flight at the time are sent again (at-least-once).
+4. SIGINT or SIGTERM: stop reading, let the sink deliver what it holds, ack, checkpoint, return.
+   A second signal aborts at once (the last checkpoint still holds).
+5. The run ends with a :class:`RunSummary`. Its ``exit_code`` is 130 after SIGINT, 1 when records
+   were dead-lettered (unless ``allow_dead_letters``), else 0 (also after SIGTERM: a requested,
+   clean stop).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+from shardline.checkpoint import CheckpointStore
+from shardline.config import PipelineConfig, load_pipeline
+from shardline.progress import Display, human_bytes, make_display
+from shardline.source import AckToken, Source
+
+
+@dataclass
+class RunSummary:
+    """What a run did; ``line()`` is the summary printed at the end of ``shardline run``."""
+
+    records: int = 0
+    bytes: int = 0
+    requests: int = 0
+    retries: int = 0
+    dead_letters: int = 0
+    seconds: float = 0.0
+    batches_read: int = 0
+    rows_read: int = 0
+    batches_acked: int = 0
+    rows_acked: int = 0
+    stopped_by: str | None = None
+    checkpoint: str | None = None
+    checkpoint_writes: int = 0
+    dead_letter_target: str | None = None
+    allow_dead_letters: bool = False
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def records_per_second(self) -> float:
+        """Records written per second of the run."""
+        return self.records / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def exit_code(self) -> int:
+        """130 after SIGINT; 1 when records were dead-lettered and that is not allowed; else 0."""
+        if self.stopped_by == "SIGINT":
+            return 130
+        if self.dead_letters and not self.allow_dead_letters:
+            return 1
+        return 0
+
+    def line(self) -> str:
+        """One line: records, bytes, requests, retries, dead letters, seconds, records/s."""
+        stopped = f" (stopped by {self.stopped_by})" if self.stopped_by else ""
+        return (
+            f"shardline: {self.records:,} records, {human_bytes(self.bytes)}, {self.requests:,} requests, "
+            f"{self.retries:,} retries, {self.dead_letters:,} dead letters in {self.seconds:.1f} s "
+            f"({self.records_per_second:,.0f} records/s){stopped}"
+        )
+
+    def problems(self) -> list[str]:
+        """Messages for what makes the run fail (dead letters when not allowed)."""
+        if self.dead_letters and not self.allow_dead_letters:
+            where = f" (see {self.dead_letter_target})" if self.dead_letter_target else ""
+            return [
+                f"{self.dead_letters:,} records could not be written and were dead-lettered{where}; "
+                "pass --allow-dead-letters to accept that"
+            ]
+        return []
+
+
+class _Stop:
+    """Signal handling: the first SIGINT/SIGTERM asks for a clean stop, a second one aborts."""
+
+    def __init__(self, on_stop: Callable[[], None]) -> None:
+        self.signal_name: str | None = None
+        self._on_stop = on_stop
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signal_name is not None:
+            raise KeyboardInterrupt  # second signal: abort now; the last checkpoint stays valid
+        self.signal_name = signal.Signals(signum).name
+        self._on_stop()
+
+    def request(self, name: str) -> None:
+        """Ask for a clean stop from code (tests, embedding applications)."""
+        if self.signal_name is None:
+            self.signal_name = name
+            self._on_stop()
+
+
+class Runner:
+    """Runs one pipeline. Most callers want :func:`run_pipeline`; tests may drive :meth:`stop`."""
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        *,
+        allow_dead_letters: bool = False,
+        progress: bool | None = None,
+        sink_factory: Callable[..., Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.allow_dead_letters = allow_dead_letters
+        self.progress = progress
+        self._sink_factory = sink_factory
+        self._stop = _Stop(self._request_stop)
+        self._source: Source | None = None
+        self._lock = threading.Lock()
+        self._acked_batches = 0
+        self._acked_rows = 0
+        self._read_batches = 0
+        self._read_rows = 0
+        self._reader_error: BaseException | None = None
+        self._ack_error: BaseException | None = None
+        self._close_error: BaseException | None = None
+
+    def stop(self, reason: str = "stop()") -> None:
+        """Ask the run to stop cleanly (as SIGTERM does)."""
+        self._stop.request(reason)
+
+    def _request_stop(self) -> None:
+        if self._source is not None:
+            self._source.stop()
+
+    def run(self, *, handle_signals: bool = False) -> RunSummary:
+        """Run until the source is exhausted or a stop is requested; return the summary."""
+        config = self.config
+        store = None
+        state = None
+        if config.checkpoint is not None:
+            store = CheckpointStore(config.checkpoint.path, config.fingerprint())
+            state = store.load()
+        source = config.source_cls(config.source_options, checkpoint=state)
+        self._source = source
+        if handle_signals:
+            self._stop.install()
+        started = time.monotonic()
+        sink = None
+        display: Display | None = None
+        try:
+            sink = self._open_sink()
+            display = make_display(self.progress, config.source_type, _safe_progress(source))
+            done_rows = int(_safe_progress(source).get("done_rows", 0))
+            reader = threading.Thread(
+                target=self._read, args=(source, sink), name="shardline-reader", daemon=True
+            )
+            reader.start()
+            last_save = time.monotonic()
+            saved_state: dict[str, Any] | None = state
+            interval = config.checkpoint.interval_s if config.checkpoint else 1.0
+
+            def tick() -> None:
+                nonlocal last_save, saved_state
+                display.update(done_rows + self._acked_rows, sink.metrics.bytes)  # type: ignore[union-attr]
+                if store is not None and time.monotonic() - last_save >= interval:
+                    saved_state = self._save(store, source, saved_state)
+                    last_save = time.monotonic()
+
+            while reader.is_alive():
+                reader.join(timeout=0.2)
+                tick()
+            closer = threading.Thread(
+                target=self._close_sink, args=(sink,), name="shardline-close", daemon=True
+            )
+            closer.start()
+            while closer.is_alive():
+                closer.join(timeout=0.2)
+                tick()
+            if store is not None:
+                self._save(store, source, saved_state)
+            display.update(done_rows + self._acked_rows, sink.metrics.bytes)
+            if self._reader_error is not None:
+                raise self._reader_error
+            if self._close_error is not None:
+                raise self._close_error
+            if self._ack_error is not None:
+                raise self._ack_error
+        finally:
+            if display is not None:
+                display.close()
+            self._stop.restore()
+            source.close()
+        metrics = sink.metrics.snapshot() if sink is not None else {}
+        return RunSummary(
+            records=int(metrics.get("records", 0)),
+            bytes=int(metrics.get("bytes", 0)),
+            requests=int(metrics.get("requests", 0)),
+            retries=int(metrics.get("retries", 0)),
+            dead_letters=int(metrics.get("dead_letters", 0)),
+            seconds=time.monotonic() - started,
+            batches_read=self._read_batches,
+            rows_read=self._read_rows,
+            batches_acked=self._acked_batches,
+            rows_acked=self._acked_rows,
+            stopped_by=self._stop.signal_name,
+            checkpoint=str(store.path) if store is not None else None,
+            checkpoint_writes=store.writes if store is not None else 0,
+            dead_letter_target=config.sink.dead_letter,
+            allow_dead_letters=self.allow_dead_letters,
+            metrics=metrics,
+        )
+
+    # -- threads --------------------------------------------------------------------------------
+
+    def _open_sink(self) -> Any:
+        kwargs = self.config.sink_kwargs()
+        if self._sink_factory is not None:
+            return self._sink_factory(self.config.sink.stream, **kwargs)
+        from shardline.sink import StreamSink
+
+        return StreamSink(self.config.sink.stream, **kwargs)
+
+    def _read(self, source: Source, sink: Any) -> None:
+        try:
+            for batch, token in source.batches():
+                self._read_batches += 1
+                self._read_rows += batch.num_rows
+                sink.write(batch, ack=self._ack_callback(source, token, batch.num_rows))
+                if self._stop.signal_name is not None:
+                    break
+        except BaseException as exc:
+            self._reader_error = exc
+
+    def _ack_callback(self, source: Source, token: AckToken, rows: int) -> Callable[[], None]:
+        def ack() -> None:
+            try:
+                source.ack(token)
+            except BaseException as exc:  # never let a source bug kill the sink's thread
+                if self._ack_error is None:
+                    self._ack_error = exc
+                return
+            with self._lock:
+                self._acked_batches += 1
+                self._acked_rows += rows
+
+        return ack
+
+    def _close_sink(self, sink: Any) -> None:
+        try:
+            sink.close()
+        except BaseException as exc:
+            self._close_error = exc
+
+    def _save(
+        self, store: CheckpointStore, source: Source, saved: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        state = source.checkpoint()
+        if state == saved:
+            return saved
+        store.save(state, stream=self.config.sink.stream, pid=os.getpid())
+        return state
+
+
+def _safe_progress(source: Source) -> dict[str, Any]:
+    try:
+        return dict(source.progress())
+    except Exception:  # progress is a nicety; never fail a run for it
+        return {}
+
+
+def run_pipeline(
+    config: str | os.PathLike[str] | PipelineConfig,
+    overrides: Sequence[str] = (),
+    *,
+    allow_dead_letters: bool = False,
+    progress: bool | None = False,
+    handle_signals: bool = False,
+    sink_factory: Callable[..., Any] | None = None,
+) -> RunSummary:
+    """Load (unless given a :class:`PipelineConfig`) and run a pipeline; return its summary.
+
+    ``progress``: True shows the rich bar, None shows it when stdout is a terminal, False (the
+    default for library use) never. ``handle_signals`` installs the SIGINT/SIGTERM handlers (only
+    from the main thread). ``sink_factory(stream, **kwargs)`` replaces :class:`StreamSink` (tests).
+    Raises :class:`~shardline.ShardlineError` subclasses for bad configs, checkpoints and delivery
+    failures; dead letters do not raise, they set ``summary.dead_letters`` and ``exit_code``.
+    """
+    if not isinstance(config, PipelineConfig):
+        config = load_pipeline(config, overrides)
+    runner = Runner(
+        config, allow_dead_letters=allow_dead_letters, progress=progress, sink_factory=sink_factory
+    )
+    return runner.run(handle_signals=handle_signals)

@@ -1,0 +1,127 @@
+"""The progress display of ``shardline run``: a rich bar on a terminal, nothing otherwise.
+
+Shows rows acknowledged (of the total when the source knows it, e.g. from Parquet metadata),
+bytes written, rows/s and the time left. :func:`make_display` picks the bar only when stdout is a
+terminal (or when asked explicitly), so logs and CI output stay clean.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Protocol
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+
+def human_bytes(n: float) -> str:
+    """``1536`` -> ``"1.5 KiB"``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+class Display(Protocol):
+    """What the pipeline runner updates while it runs."""
+
+    def update(self, rows: int, nbytes: int) -> None:
+        """Rows acknowledged so far (this run plus earlier ones) and bytes written by this run."""
+
+    def close(self) -> None:
+        """Remove or finish the display."""
+
+
+class NullDisplay:
+    """No display (stdout is not a terminal, or ``--no-progress``)."""
+
+    def update(self, rows: int, nbytes: int) -> None:
+        """Do nothing."""
+
+    def close(self) -> None:
+        """Do nothing."""
+
+
+class _RowsColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        total = f"/{int(task.total):,}" if task.total is not None else ""
+        return Text(f"{int(task.completed):,}{total} rows", style="progress.download")
+
+
+class _BytesColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        return Text(human_bytes(task.fields.get("nbytes", 0)), style="progress.filesize")
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f} rows/s" if speed else "- rows/s", style="progress.data.speed")
+
+
+class RichDisplay:
+    """A rich progress bar: rows (of total), bytes, rows/s, elapsed and ETA."""
+
+    def __init__(
+        self,
+        description: str,
+        total_rows: int | None,
+        done_rows: int = 0,
+        console: Console | None = None,
+    ) -> None:
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            _RowsColumn(),
+            _BytesColumn(),
+            _RateColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+            refresh_per_second=4,
+        )
+        self._task = self._progress.add_task(description, total=total_rows, completed=done_rows, nbytes=0)
+        self._progress.start()
+
+    def update(self, rows: int, nbytes: int) -> None:
+        """Move the bar."""
+        self._progress.update(self._task, completed=rows, nbytes=nbytes)
+
+    def close(self) -> None:
+        """Draw the last state and release the terminal."""
+        self._progress.refresh()
+        self._progress.stop()
+
+
+def make_display(
+    enabled: bool | None, description: str, facts: dict[str, Any], console: Console | None = None
+) -> Display:
+    """A :class:`RichDisplay` when ``enabled`` (None: when stdout is a terminal), else a :class:`NullDisplay`.
+
+    ``facts`` are the source's :meth:`~shardline.Source.progress` (``total_rows``, ``done_rows``).
+    """
+    if enabled is None:
+        enabled = sys.stdout.isatty()
+    if not enabled:
+        return NullDisplay()
+    total = facts.get("total_rows")
+    return RichDisplay(
+        description,
+        int(total) if total is not None else None,
+        int(facts.get("done_rows", 0)),
+        console=console,
+    )
