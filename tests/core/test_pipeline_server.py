@@ -119,7 +119,7 @@ def test_dead_letters_fail_the_run_unless_allowed(stream_server: Any, tmp_path: 
 @pytest.mark.slow
 def test_sigint_stops_cleanly_and_a_second_run_completes_exactly_once(tmp_path: Path) -> None:
     sig, code = signal.SIGINT, 130
-    rows = 30_000
+    rows = 20_000
     write_sample(tmp_path / "data", rows, files=3, row_group_size=5_000, users=30)
     # a slow server (2% of the records fail and are retried, one request in flight) keeps the run going
     with start_server(tmp_path / "store", fault_rate=0.02, fault_seed=7) as server:
