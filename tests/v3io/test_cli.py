@@ -115,3 +115,12 @@ def test_local_urls_need_no_server(tmp_path: Path) -> None:
 def test_serve_rejects_bad_options_with_one_line(tmp_path: Path) -> None:
     bad = _cli("serve", "--data-dir", str(tmp_path), "--fault-rate", "2")
     assert bad.exit_code == 2 and "fault-rate" in bad.output
+
+
+def test_demo_writes_reads_back_and_says_where_data_lives(tmp_path: Path) -> None:
+    result = _cli("demo", "--data-dir", str(tmp_path / "demo"), "--records", "20")
+    assert result.exit_code == 0, result.output
+    assert "20 records read; every partition key stayed on one shard: yes" in result.output
+    assert (tmp_path / "demo" / "bigdata" / "demo" / "events").is_dir()
+    again = _cli("demo", "--data-dir", str(tmp_path / "demo"), "--records", "5")  # re-runs start clean
+    assert again.exit_code == 0 and "5 records read" in again.output
