@@ -11,7 +11,10 @@ rows of ~100-byte JSON into 16-shard streams:
 * ``v3io loop``: the official ``v3io`` client, ``put_records`` with one record per call;
 * ``encode only``: the sink's own Arrow -> request-body work with no I/O (the ceiling);
 * ``server ingest``: the same request bodies, encoded beforehand (not timed), sent 16 at a time
-  with the bare client: how fast this server takes PutRecords at all (the I/O ceiling).
+  with the bare client: how fast this server takes PutRecords at all (the I/O ceiling);
+* ``shardline -> null endpoint``: the sink against a trivial HTTP endpoint that answers every
+  PutRecords with success without reading it (a subprocess too): the sink's own end-to-end rate
+  (encode + HTTP) when the stream costs nothing.
 
 storey and the per-record loop are slow, so they run on a subset of the rows (``--storey-rows``,
 ``--loop-rows``) and are reported in rows/s like the others. Prints a table of rows/s and ratios.
@@ -23,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -127,6 +131,45 @@ def run_server_ingest(server_url: str, stream: str, table: pa.Table) -> dict[str
     return {"seconds": asyncio.run(main())}
 
 
+def null_endpoint_main() -> None:
+    """A stream endpoint that stores nothing: Describe says 16 shards, PutRecords always succeeds."""
+    from aiohttp import web
+
+    async def handle(request: web.BaseRequest) -> web.Response:
+        await request.content.read()
+        function = request.headers.get("X-v3io-function", "")
+        if function == "DescribeStream":
+            body = b'{"ShardCount":%d,"RetentionPeriodHours":24}' % SHARDS
+        elif function == "PutRecords":
+            body = b'{"FailedRecordCount":0,"Records":[]}'
+        else:
+            return web.Response(status=204)
+        return web.Response(body=body, content_type="application/json")
+
+    async def main() -> None:
+        runner = web.ServerRunner(web.Server(handle, client_max_size=16 * 2**20))
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        print(f"listening on http://127.0.0.1:{port}", flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def run_null_endpoint(table: pa.Table) -> dict[str, Any]:
+    proc = subprocess.Popen([sys.executable, __file__, "--null-endpoint"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("listening on "), line
+        return run_shardline(line.split("listening on ", 1)[1].strip() + "/bigdata/null", table)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def run_storey(server_url: str, stream: str, table: pa.Table) -> dict[str, Any]:
     from storey import SyncEmitSource, V3ioDriver, build_flow
     from storey.targets import StreamTarget
@@ -210,6 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, tuple[int, dict[str, Any]]] = {}
     results["encode only"] = (args.rows, run_encode_only(table))
     print(f"  encode only: {results['encode only'][1]['seconds']:.2f} s", flush=True)
+    results["shardline -> null endpoint"] = (args.rows, run_null_endpoint(table))
+    print(
+        f"  shardline -> null endpoint: {results['shardline -> null endpoint'][1]['seconds']:.2f} s",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         server = start_server(Path(tmp) / "data")
         try:
@@ -237,17 +285,27 @@ def main(argv: list[str] | None = None) -> int:
     rate = {name: rows / res["seconds"] for name, (rows, res) in results.items()}
     ours = rate["shardline"]
     print()
-    print(f"| {'writer':<22} | {'rows':>9} | {'rows/s':>11} | {'shardline is':>14} |")
-    print(f"|{'-' * 24}|{'-' * 11}|{'-' * 13}|{'-' * 16}|")
-    for name in ("shardline", "encode only", "server ingest", "storey StreamTarget", "v3io per-record loop"):
+    print(f"| {'writer':<26} | {'rows':>9} | {'rows/s':>11} | {'shardline is':>14} |")
+    print(f"|{'-' * 28}|{'-' * 11}|{'-' * 13}|{'-' * 16}|")
+    names = (
+        "shardline",
+        "encode only",
+        "server ingest",
+        "shardline -> null endpoint",
+        "storey StreamTarget",
+        "v3io per-record loop",
+    )
+    for name in names:
         if name not in rate:
             continue
         rows = results[name][0]
         ratio = "-" if name == "shardline" else (f"{ours / rate[name]:.2f}x" if rate[name] else "-")
-        print(f"| {name:<22} | {rows:>9,} | {rate[name]:>11,.0f} | {ratio:>14} |")
+        print(f"| {name:<26} | {rows:>9,} | {rate[name]:>11,.0f} | {ratio:>14} |")
     print()
     print(f"shardline / encode-only ceiling: {ours / rate['encode only']:.2f} (target >= 0.5)")
     print(f"shardline / server ingest:       {ours / rate['server ingest']:.2f}")
+    null = rate["shardline -> null endpoint"]
+    print(f"shardline -> null endpoint / encode-only ceiling: {null / rate['encode only']:.2f}")
     if "storey StreamTarget" in rate:
         print(f"shardline / storey:              {ours / rate['storey StreamTarget']:.1f}x (target >= 20)")
     if "v3io per-record loop" in rate:
@@ -257,4 +315,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    if sys.argv[1:] == ["--null-endpoint"]:
+        null_endpoint_main()
+    else:
+        raise SystemExit(main())
