@@ -98,17 +98,20 @@ class EngineOptions:
 
 @dataclass
 class _Batch:
+    """One submitted batch: acked when ``remaining`` reaches 0 and every earlier batch was acked."""
+
     seq: int
     enc: EncodedBatch
     remaining: int
     nbytes: int
     records: int
-    data_offsets: Any
     ack: Callable[[], None] | None
 
 
 @dataclass
 class _Seg:
+    """A run of records ``start:end`` of one batch, all of one shard, in write order."""
+
     batch: _Batch
     start: int
     end: int
@@ -119,6 +122,8 @@ class _Seg:
 
 @dataclass
 class _Lane:
+    """The ordering lane of one shard: its queue, whether it is in flight, backoff and AIMD state."""
+
     shard: int
     queue: collections.deque[_Seg] = field(default_factory=collections.deque)
     pending: int = 0
@@ -133,6 +138,8 @@ class _Lane:
 
 @dataclass
 class _Request:
+    """One PutRecords request: pieces of lanes' queues, in body order."""
+
     pieces: list[tuple[_Lane, _Seg]]
     count: int
     body_bytes: int
@@ -252,7 +259,7 @@ class Engine:
         self._bytes += nbytes
         self.metrics.buffered_bytes = self._bytes
         self._seq += 1
-        batch = _Batch(self._seq, enc, enc.num_records, nbytes, enc.num_records + len(dead), None, ack)
+        batch = _Batch(self._seq, enc, enc.num_records, nbytes, enc.num_records + len(dead), ack)
         self.metrics.records_in += batch.records
         self._batches.append(batch)
         for record, reason in dead:
