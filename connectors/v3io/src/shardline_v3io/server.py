@@ -595,7 +595,7 @@ async def start(options: ServerOptions) -> tuple[web.ServerRunner, str, V3ioServ
     await runner.setup()
     site = web.TCPSite(runner, options.host, options.port, backlog=1024, reuse_address=True)
     await site.start()
-    sockets = site._server.sockets if site._server is not None else []
+    sockets = getattr(site._server, "sockets", None) or []
     port = sockets[0].getsockname()[1] if sockets else options.port
     host = options.host if ":" not in options.host else f"[{options.host}]"
     return runner, f"http://{host}:{port}", handler
@@ -664,7 +664,7 @@ def run(options: ServerOptions) -> None:
     Path(options.data_dir).mkdir(parents=True, exist_ok=True)
     _raise_open_file_limit()
     try:
-        import uvloop  # type: ignore[import-not-found]
+        import uvloop
 
         uvloop.install()
     except ImportError:

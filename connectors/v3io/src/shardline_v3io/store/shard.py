@@ -19,8 +19,10 @@ import time
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 
 from shardline_v3io.store.format import (
@@ -128,7 +130,7 @@ class ShardLog:
         size = os.fstat(self.log_fd).st_size
         pos = 0
         count = 0
-        expected: list[np.ndarray] = []
+        expected: list[npt.NDArray[Any]] = []
         while pos + CHUNK_SIZE <= size:
             magic, body_len, crc, n = CHUNK.unpack(os.pread(self.log_fd, CHUNK_SIZE, pos))
             if magic != CHUNK_MAGIC or pos + CHUNK_SIZE + body_len > size or n * RECORD_SIZE > body_len:
@@ -239,7 +241,7 @@ class ShardLog:
         arrival_ns: int,
         keys: Sequence[bytes] | None = None,
         client_infos: Sequence[bytes] | None = None,
-        data_lengths: np.ndarray | None = None,
+        data_lengths: npt.NDArray[np.int64] | None = None,
     ) -> int:
         """Append records as one chunk (one ``writev``); return the sequence number of the first one.
 

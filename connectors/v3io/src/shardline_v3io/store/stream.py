@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 import xxhash
 from shardline.partitioning import jump_hash_array
@@ -340,8 +341,8 @@ class Stream:
             return results, failed
 
     def _key_shards(
-        self, keys: list[Any], count: int, code: np.ndarray
-    ) -> tuple[np.ndarray, list[bytes] | None]:
+        self, keys: list[Any], count: int, code: npt.NDArray[np.int8]
+    ) -> tuple[npt.NDArray[np.int64], list[bytes] | None]:
         """Shard of every record's PartitionKey (-1: none) and the keys as bytes (None if no key).
 
         Each distinct new key is hashed once (xxh64 in C, jump hash vectorised over the batch) and
@@ -568,8 +569,10 @@ class _Columns:
                 i = _first_bad(cis, (blob, _NONE_TYPE))
                 raise StoreError(E.INVALID_ARGUMENT, f"Records[{i}].ClientInfo must be a base64 string")
             if ci_types != {_NONE_TYPE}:
-                filled = [c if c is not None else ("" if encoded else b"") for c in cis]
-                self.cis = _decode_column(filled, "ClientInfo")[0] if encoded else filled
+                if encoded:
+                    self.cis = _decode_column([c if c is not None else "" for c in cis], "ClientInfo")[0]
+                else:
+                    self.cis = [c if c is not None else b"" for c in cis]
                 clen = np.fromiter(map(len, self.cis), dtype=np.int64, count=n)
                 self.code[(clen > MAX_CLIENT_INFO) & (self.code == 0)] = _INVALID
 
@@ -584,7 +587,7 @@ def _column(records: list[dict[str, Any]], name: str, present: set[str]) -> list
         return list(map(operator.methodcaller("get", name), records))
 
 
-def _decode_column(texts: list[str], field: str) -> tuple[list[bytes], np.ndarray]:
+def _decode_column(texts: list[str], field: str) -> tuple[list[bytes], npt.NDArray[np.int64]]:
     """Decode base64 strings, exactly as strictly as ``strict_mode=True`` but twice as fast.
 
     Non-strict decoding skips bad characters; any skipped character or misplaced padding makes the
