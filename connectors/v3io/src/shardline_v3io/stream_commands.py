@@ -198,9 +198,7 @@ def _record_json(shard: int, rec: Any) -> bytes:
         "shard": shard,
         "sequence": rec.sequence_number,
         "partition_key": rec.partition_key,
-        "arrival": dt.datetime.fromtimestamp(
-            rec.arrival_time_sec + rec.arrival_time_nsec / 1e9, dt.UTC
-        )
+        "arrival": dt.datetime.fromtimestamp(rec.arrival_time_sec + rec.arrival_time_nsec / 1e9, dt.UTC)
         .isoformat(timespec="microseconds")
         .replace("+00:00", "Z"),
     }
