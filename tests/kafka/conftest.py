@@ -1,4 +1,4 @@
-"""Fixtures of the Kafka tests: a real Kafka-compatible broker (never a mock) and topic helpers."""
+"""Fixtures of the Kafka tests: topics over `kafka_broker` (a real broker, from shardline_kafka.testing)."""
 
 from __future__ import annotations
 
@@ -8,22 +8,9 @@ from collections.abc import Callable, Iterator
 import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
-from shardline_kafka.broker import BrokerUnavailable, RunningBroker, start_broker
+from shardline_kafka.broker import RunningBroker
 
 _names = itertools.count()
-
-
-@pytest.fixture(scope="session")
-def kafka_broker() -> Iterator[RunningBroker]:
-    """A broker for the whole session: a Kafka container when Docker answers, else Tansu."""
-    try:
-        broker = start_broker()
-    except BrokerUnavailable as exc:
-        pytest.skip(str(exc))
-    try:
-        yield broker
-    finally:
-        broker.stop()
 
 
 @pytest.fixture

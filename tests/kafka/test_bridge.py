@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import collections
 import itertools
+import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +18,15 @@ from pathlib import Path
 import pytest
 from shardline_v3io.testing_server import RunningServer, start_server
 
-from .bridge import KeyedTopic, pipeline_file, produce_keyed_topic, read_stream, run_bridge, start_bridge
+from .bridge import (
+    SHARDLINE,
+    KeyedTopic,
+    pipeline_file,
+    produce_keyed_topic,
+    read_stream,
+    run_bridge,
+    start_bridge,
+)
 from .helpers import committed
 
 pytest.importorskip("shardline.pipeline", reason="`shardline run` needs the pipeline runner")
@@ -196,3 +206,30 @@ def test_two_bridges_in_one_group_split_the_partitions_and_deliver_everything(
     )
     assert len(data) == sum(delivered)
     assert sum(committed(bootstrap, group, keyed_topic.name).values()) == COUNT
+
+
+def test_the_example_bridge_file_runs_as_documented(bootstrap, make_topic, producer, server, tmp_path):
+    topic = make_topic(2)
+    messages = [(b"order-%d" % (i % 9), b'{"n": %d}' % i) for i in range(300)]
+    for key, value in messages:
+        producer.send(topic, key=key, value=value)
+    producer.flush()
+    example = Path(__file__).parents[2] / "examples" / "kafka-bridge.toml"
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP": bootstrap,
+        "KAFKA_TOPIC": topic,
+        "KAFKA_GROUP": _group(),
+        "ORDERS_STREAM": f"{server.url}/bigdata/bridged",
+    }
+    overrides = [
+        "source.stop_at_end=true",
+        "source.consumer.session_timeout_ms=6000",
+        "source.consumer.heartbeat_interval_ms=2000",
+        f"sink.dead_letter={tmp_path / 'dead.jsonl'}",
+    ]
+    args = [SHARDLINE, "run", str(example)] + [x for o in overrides for x in ("--set", o)]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=240, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    got = [(key.encode(), data) for records in read_stream(server.url).values() for data, key in records]
+    assert collections.Counter(got) == collections.Counter(messages)
