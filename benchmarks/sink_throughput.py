@@ -16,8 +16,10 @@ rows of ~100-byte JSON into 16-shard streams:
   PutRecords with success without reading it (a subprocess too): the sink's own end-to-end rate
   (encode + HTTP) when the stream costs nothing.
 
-storey and the per-record loop are slow, so they run on a subset of the rows (``--storey-rows``,
-``--loop-rows``) and are reported in rows/s like the others. Prints a table of rows/s and ratios.
+storey and the per-record loop are slow, so they run once on a subset of the rows
+(``--storey-rows``, ``--loop-rows``) and are reported in rows/s like the others. The four fast
+measurements run ``--repeat`` rounds (default 3) and the best of each counts, so that a burst of
+load from elsewhere on a shared machine does not decide a ratio. Prints a table of rows/s and ratios.
 """
 
 from __future__ import annotations
@@ -147,7 +149,7 @@ def null_endpoint_main() -> None:
         return web.Response(body=body, content_type="application/json")
 
     async def main() -> None:
-        runner = web.ServerRunner(web.Server(handle, client_max_size=16 * 2**20))
+        runner = web.ServerRunner(web.Server(handle))  # handle() reads the body itself: no size cap
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
@@ -242,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--storey-rows", type=int, default=50_000)
     parser.add_argument("--loop-rows", type=int, default=5_000)
     parser.add_argument("--skip", nargs="*", default=[], choices=["storey", "loop"])
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of the fast writers; the best counts")
     args = parser.parse_args(argv)
 
     table = make_rows(args.rows, args.keys)
@@ -251,23 +254,24 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.rows:,} rows, ~{row_bytes} bytes of JSON each, {args.keys:,} keys, {SHARDS} shards")
 
     results: dict[str, tuple[int, dict[str, Any]]] = {}
-    results["encode only"] = (args.rows, run_encode_only(table))
-    print(f"  encode only: {results['encode only'][1]['seconds']:.2f} s", flush=True)
-    results["shardline -> null endpoint"] = (args.rows, run_null_endpoint(table))
-    print(
-        f"  shardline -> null endpoint: {results['shardline -> null endpoint'][1]['seconds']:.2f} s",
-        flush=True,
-    )
+
+    def keep_best(name: str, res: dict[str, Any]) -> None:
+        if name not in results or res["seconds"] < results[name][1]["seconds"]:
+            results[name] = (args.rows, res)
+        print(f"  {name}: {res['seconds']:.2f} s", flush=True)
+
     with tempfile.TemporaryDirectory() as tmp:
         server = start_server(Path(tmp) / "data")
         try:
-            res = run_shardline(f"{server.url}/bigdata/shardline", table)
-            assert count_records(server.url, "shardline") == args.rows
-            results["shardline"] = (args.rows, res)
-            print(f"  shardline: {res['seconds']:.2f} s, {res['requests']} requests", flush=True)
-            res = run_server_ingest(server.url, "ingest", table)
-            results["server ingest"] = (args.rows, res)
-            print(f"  server ingest: {res['seconds']:.2f} s", flush=True)
+            # the machine may be shared: every round measures all four, and the best round counts
+            for round_ in range(args.repeat):
+                print(f"round {round_ + 1} of {args.repeat}", flush=True)
+                keep_best("encode only", run_encode_only(table))
+                keep_best("shardline -> null endpoint", run_null_endpoint(table))
+                stream = f"shardline-{round_}"
+                keep_best("shardline", run_shardline(f"{server.url}/bigdata/{stream}", table))
+                assert count_records(server.url, stream) == args.rows
+                keep_best("server ingest", run_server_ingest(server.url, f"ingest-{round_}", table))
             if "storey" not in args.skip:
                 n = min(args.storey_rows, args.rows)
                 res = run_storey(server.url, "storey", table.slice(0, n))
