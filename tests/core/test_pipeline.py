@@ -197,3 +197,21 @@ def test_exit_codes() -> None:
         "shardline: 1,500 records, 2.0 KiB, 3 requests, 1 retries, 0 dead letters in 2.0 s (750 records/s)"
     )
     assert "--allow-dead-letters" in RunSummary(dead_letters=2, dead_letter_target="d.jsonl").problems()[0]
+
+
+def test_progress_bar_only_when_asked_or_on_a_terminal() -> None:
+    import io
+
+    from rich.console import Console
+    from shardline.progress import NullDisplay, RichDisplay, make_display
+
+    assert isinstance(make_display(False, "parquet", {"total_rows": 10}), NullDisplay)
+    assert isinstance(make_display(None, "parquet", {}), NullDisplay)  # pytest's stdout is not a terminal
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=120)
+    display = make_display(True, "parquet", {"total_rows": 1_000_000, "done_rows": 1000}, console=console)
+    assert isinstance(display, RichDisplay)
+    display.update(250_000, 3 * 2**20)
+    display.close()
+    assert "250,000/1,000,000 rows" in out.getvalue()
+    assert "3.0 MiB" in out.getvalue()

@@ -116,7 +116,7 @@ class SinkConfig(StrictModel):
     dead_letter: str | None = Field(None, min_length=1, description="a .jsonl or .parquet file")
     ordering: str = Field("strict", min_length=1)
     access_key: str | None = Field(None, description="credentials for the transport (use ${ENV})")
-    limits: LimitsOptions = Field(default_factory=LimitsOptions)
+    limits: LimitsOptions = Field(default_factory=lambda: LimitsOptions.model_validate({}))
     transport: dict[str, Any] = Field(default_factory=dict, description="transport-specific options")
 
 
@@ -152,7 +152,7 @@ class CheckpointConfig(StrictModel):
 class _PipelineModel(StrictModel):
     source: dict[str, Any]
     sink: SinkConfig
-    mapping: MappingConfig = Field(default_factory=MappingConfig)
+    mapping: MappingConfig = Field(default_factory=lambda: MappingConfig.model_validate({}))
     checkpoint: CheckpointConfig | None = None
 
 
@@ -165,7 +165,7 @@ class PipelineConfig:
     source_cls: type[Source]
     source_options: SourceOptions
     sink: SinkConfig
-    mapping: MappingConfig = field(default_factory=MappingConfig)
+    mapping: MappingConfig = field(default_factory=lambda: MappingConfig.model_validate({}))
     checkpoint: CheckpointConfig | None = None
 
     def sink_kwargs(self) -> dict[str, Any]:
@@ -384,7 +384,7 @@ def build_pipeline(
     assert model is not None and source_cls is not None and source_options is not None
     return PipelineConfig(
         origin=origin,
-        source_type=str(source_doc["type"]),  # type: ignore[index]
+        source_type=str(source_doc["type"]),
         source_cls=source_cls,
         source_options=source_options,
         sink=model.sink,

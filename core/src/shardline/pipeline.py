@@ -192,7 +192,7 @@ class Runner:
 
             def tick() -> None:
                 nonlocal last_save, saved_state
-                display.update(done_rows + self._acked_rows, sink.metrics.bytes)  # type: ignore[union-attr]
+                display.update(done_rows + self._acked_rows, sink.metrics.bytes)
                 if store is not None and time.monotonic() - last_save >= interval:
                     saved_state = self._save(store, source, saved_state)
                     last_save = time.monotonic()

@@ -16,11 +16,10 @@ from rich.progress import (
     Progress,
     ProgressColumn,
     Task,
-    TaskProgressColumn,
     TextColumn,
-    TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Column
 from rich.text import Text
 
 
@@ -71,7 +70,7 @@ class _RateColumn(ProgressColumn):
 
 
 class RichDisplay:
-    """A rich progress bar: rows (of total), bytes, rows/s, elapsed and ETA."""
+    """A rich progress bar: rows (of total), bytes, rows/s and ETA."""
 
     def __init__(
         self,
@@ -82,12 +81,10 @@ class RichDisplay:
     ) -> None:
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            TaskProgressColumn(),
-            _RowsColumn(),
-            _BytesColumn(),
-            _RateColumn(),
-            TimeElapsedColumn(),
+            BarColumn(bar_width=20),
+            _RowsColumn(table_column=Column(no_wrap=True)),
+            _BytesColumn(table_column=Column(no_wrap=True)),
+            _RateColumn(table_column=Column(no_wrap=True)),
             TextColumn("ETA"),
             TimeRemainingColumn(),
             console=console,
