@@ -1,15 +1,37 @@
 """The plugin contract: pluggy hook specifications for the project name ``shardline``.
 
-A plugin is a module (or object) with functions decorated by :data:`hookimpl`, published through
-the entry-point group ``shardline``. Built-in features register through these very hooks.
+These docstrings are the plugin author's documentation.
 
-Registration hooks are called once at start-up, each with a ``register`` callback::
+A plugin is a module (or any object) with functions decorated by :data:`hookimpl`, published
+through the entry-point group ``shardline`` of its distribution::
+
+    # pyproject.toml
+    [project.entry-points.shardline]
+    http-poll = "shardline_http_poll"
+
+    # shardline_http_poll.py
+    import shardline
+
+    class HttpPollSource(shardline.Source):
+        ...
 
     @shardline.hookimpl
     def shardline_register_sources(register):
         register("http-poll", HttpPollSource)
 
-Observer hooks are called by the engine as things happen; they must be quick and must not raise.
+``shardline plugins`` lists every plugin found and what it registered; a plugin that fails to
+import or registers something invalid is listed with the reason and does not stop the others.
+Built-in features register through these very hooks (``shardline.builtins``). Applications and
+tests can register a plugin in-process with :func:`shardline.register_plugin`.
+
+Registration hooks (``shardline_register_*``) are called once per process, the first time a
+registry is needed, each with a ``register(name, value)`` callback. Names are unique per registry:
+the first registration wins (built-ins first, then entry points by distribution name) and later
+ones are reported as errors naming both plugins.
+
+Observer hooks (``shardline_on_*``) are called by the sink engine as things happen, from its
+thread. They must be quick and must not block; an observer that raises is ignored (and does not
+keep other observers from being called). An implementation may declare only the arguments it uses.
 """
 
 from __future__ import annotations
@@ -29,9 +51,20 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 def shardline_register_sources(register: Callable[[str, type[Any]], None]) -> None:
     """Register source classes by type name.
 
-    Call ``register(name, cls)`` once per source. ``name`` is what a pipeline config writes as
-    ``[source] type = "<name>"``; ``cls`` is a subclass of :class:`shardline.Source` whose
-    ``Options`` pydantic model validates the rest of the ``[source]`` table.
+    Call ``register(name, cls)`` once per source. ``name`` (letters, digits, ``-``, ``_``, ``.``)
+    is what a pipeline writes as ``[source] type = "<name>"``. ``cls`` must be a subclass of
+    :class:`shardline.Source` whose ``Options`` attribute is a :class:`shardline.SourceOptions`
+    subclass (a pydantic model that forbids unknown keys): it validates the rest of the
+    ``[source]`` table, and its field constraints become the error messages users see.
+
+    The pipeline calls ``cls(options, checkpoint=state_or_None)``, then iterates
+    ``batches()`` (yielding ``(pyarrow.RecordBatch, token)``) in a reader thread, calls
+    ``ack(token)`` from the sink's thread, in yield order, once every record of that batch is
+    written or dead-lettered, saves ``checkpoint()`` (a small JSON-serialisable dict covering
+    only acknowledged batches) from time to time, calls ``stop()`` from the main thread on
+    SIGINT/SIGTERM and ``close()`` at the end. ``resume_identity(options)`` says which options a
+    checkpoint depends on; ``progress()`` may give ``total_rows``/``done_rows`` for the progress
+    bar. Check a source over fixed data with :func:`shardline.testing.check_source`.
     """
 
 
@@ -39,9 +72,12 @@ def shardline_register_sources(register: Callable[[str, type[Any]], None]) -> No
 def shardline_register_transports(register: Callable[[str, Any], None]) -> None:
     """Register transport factories by URL scheme.
 
-    Call ``register(scheme, factory)`` where ``scheme`` is e.g. ``"http"``, ``"v3io"``,
-    ``"kinesis"`` or ``"local"`` and ``factory(url: str, **options) -> Transport`` builds a
-    :class:`shardline.Transport` for a stream URL of that scheme.
+    Call ``register(scheme, factory)`` where ``scheme`` is a lower-case URL scheme such as
+    ``"http"``, ``"v3io"``, ``"kinesis"`` or ``"local"``, and ``factory(url: str, **options)``
+    returns a :class:`shardline.Transport` for a stream URL of that scheme. ``options`` come from
+    the pipeline's ``[sink.transport]`` table (plus ``access_key`` from ``[sink]``); raise
+    :class:`shardline.ConfigError` for an unknown option or a malformed URL. The factory is called
+    when a sink opens; import heavy client libraries inside it, not at module level.
     """
 
 
@@ -49,8 +85,10 @@ def shardline_register_transports(register: Callable[[str, Any], None]) -> None:
 def shardline_register_codecs(register: Callable[[str, Any], None]) -> None:
     """Register Data codecs by name.
 
-    Call ``register(name, codec)`` where ``codec(batch: pyarrow.RecordBatch, options) ->
-    list[bytes]`` (or a pyarrow binary array) turns every row of the batch into a record's Data.
+    Call ``register(name, codec)`` where ``codec(batch: pyarrow.RecordBatch, mapping:
+    shardline.RecordMapping)`` returns one Data value per row: a pyarrow binary array or a
+    sequence of ``bytes``, in row order. ``name`` is what ``[mapping] data = "<name>"`` selects.
+    Work column-at-a-time (pyarrow compute, numpy) rather than looping over rows in Python.
     Built-ins: ``json``, ``raw``, ``arrow``, ``template``.
     """
 
@@ -59,8 +97,11 @@ def shardline_register_codecs(register: Callable[[str, Any], None]) -> None:
 def shardline_register_partitioners(register: Callable[[str, Any], None]) -> None:
     """Register partitioners (partition key -> shard strategies) by name.
 
-    Call ``register(name, partitioner)``. Built-ins: ``hash``, ``modulo``, ``server``,
-    ``column``, ``round-robin``.
+    Call ``register(name, partitioner)`` with a :class:`shardline.Partitioner`, or a plain
+    ``per_key(keys, hashes, shard_count) -> numpy int64 array`` function that maps each
+    *distinct* key of a batch (with its xxh64 hash) to a shard in ``[0, shard_count)``. ``name``
+    is what ``[mapping] partitioner = "<name>"`` selects. Built-ins: ``hash``, ``modulo``,
+    ``server``, ``column``, ``round-robin``.
     """
 
 
@@ -68,26 +109,39 @@ def shardline_register_partitioners(register: Callable[[str, Any], None]) -> Non
 def shardline_register_commands(cli: Any) -> None:
     """Add sub-commands to the ``shardline`` command.
 
-    ``cli`` is the root :class:`click.Group`; decorate new commands with ``@cli.command()``.
-    The v3io connector adds ``serve`` and ``stream`` this way.
+    ``cli`` is the root :class:`click.Group`; add commands with ``cli.add_command(cmd)`` or
+    decorate them with ``@cli.command()``. Raise :class:`shardline.ShardlineError` subclasses
+    for user errors: the CLI prints them as one line and exits 1. The core adds ``plugins``,
+    ``validate`` and ``run``; the v3io connector adds ``serve`` this way.
     """
 
 
 @hookspec
 def shardline_on_batch_acked(stream: str, records: int, nbytes: int) -> None:
-    """Called after every record of a source batch was written or dead-lettered and its token acked."""
+    """Called after every record of a written batch was written or dead-lettered.
+
+    ``stream`` is the stream URL, ``records`` the records of the batch, ``nbytes`` their Data bytes.
+    """
 
 
 @hookspec
 def shardline_on_shard_growth(stream: str, old_count: int, new_count: int) -> None:
-    """Called after the sink swapped its shard map because the stream grew."""
+    """Called after the sink swapped its shard map because the stream grew from ``old_count`` shards."""
 
 
 @hookspec
 def shardline_on_dead_letter(stream: str, record: dict[str, Any], reason: str) -> None:
-    """Called for each record sent to the dead-letter target, with the reason it could not be written."""
+    """Called for each record sent to the dead-letter target.
+
+    ``record`` is the dead-letter entry (as written to the ``.jsonl`` file), ``reason`` why the
+    record can never be written (too large, invalid, retry deadline passed, ...).
+    """
 
 
 @hookspec
 def shardline_on_retry(stream: str, shard_id: int | None, records: int, error: str, attempt: int) -> None:
-    """Called each time the sink retries failed records of a request."""
+    """Called each time the sink retries failed records of a request.
+
+    ``shard_id`` is the shard of the retried records (when known), ``records`` how many records
+    are retried, ``error`` the error (name or message), ``attempt`` how many times they were tried.
+    """
