@@ -109,6 +109,8 @@ def test_a_second_run_after_a_complete_one_sends_nothing(events: Path, tmp_path:
     summary = run_pipeline(_config(events, tmp_path), sink_factory=again)
     assert again.batches == []
     assert summary.records == 0
+    assert summary.resumed_rows == ROWS
+    assert summary.line().endswith(f"(resumed after {ROWS:,} rows acknowledged earlier)")
 
 
 def test_the_checkpoint_never_covers_unacknowledged_batches(events: Path, tmp_path: Path) -> None:

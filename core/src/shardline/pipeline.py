@@ -57,6 +57,7 @@ class RunSummary:
     batches_acked: int = 0
     rows_acked: int = 0
     stopped_by: str | None = None
+    resumed_rows: int = 0
     checkpoint: str | None = None
     checkpoint_writes: int = 0
     dead_letter_target: str | None = None
@@ -80,6 +81,8 @@ class RunSummary:
     def line(self) -> str:
         """One line: records, bytes, requests, retries, dead letters, seconds, records/s."""
         stopped = f" (stopped by {self.stopped_by})" if self.stopped_by else ""
+        if self.resumed_rows:
+            stopped += f" (resumed after {self.resumed_rows:,} rows acknowledged earlier)"
         return (
             f"shardline: {self.records:,} records, {human_bytes(self.bytes)}, {self.requests:,} requests, "
             f"{self.retries:,} retries, {self.dead_letters:,} dead letters in {self.seconds:.1f} s "
@@ -178,6 +181,7 @@ class Runner:
         started = time.monotonic()
         sink = None
         display: Display | None = None
+        done_rows = 0
         try:
             sink = self._open_sink()
             display = make_display(self.progress, config.source_type, _safe_progress(source))
@@ -234,6 +238,7 @@ class Runner:
             batches_acked=self._acked_batches,
             rows_acked=self._acked_rows,
             stopped_by=self._stop.signal_name,
+            resumed_rows=done_rows if state else 0,
             checkpoint=str(store.path) if store is not None else None,
             checkpoint_writes=store.writes if store is not None else 0,
             dead_letter_target=config.sink.dead_letter,
