@@ -32,7 +32,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,22 +61,44 @@ def make_rows(n: int, keys: int, seed: int = 1) -> pa.Table:
     )
 
 
-def timed(fn: Callable[[], Any]) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds used so far by process ``pid`` (Linux /proc; 0 when None)."""
+    if pid is None:
+        return 0.0
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_shardline(url: str, table: pa.Table) -> dict[str, Any]:
+class Clock:
+    """Wall time, this process's CPU time and a server's CPU time over a block."""
+
+    def __init__(self, server_pid: int | None = None) -> None:
+        self.server_pid = server_pid
+
+    def __enter__(self) -> Clock:
+        self._wall = time.perf_counter()
+        self._cpu = time.process_time()
+        self._server = cpu_seconds(self.server_pid)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.result = {
+            "seconds": time.perf_counter() - self._wall,
+            "client_cpu": time.process_time() - self._cpu,
+            "server_cpu": cpu_seconds(self.server_pid) - self._server,
+        }
+
+
+def run_shardline(url: str, table: pa.Table, server_pid: int | None) -> dict[str, Any]:
     with StreamSink(url, partition_key="customer", create={"shards": SHARDS}) as sink:
-        t0 = time.perf_counter()
-        for batch in table.to_batches(max_chunksize=CHUNK):
-            sink.write(batch)
-        sink.flush()
-        elapsed = time.perf_counter() - t0
+        with Clock(server_pid) as clock:
+            for batch in table.to_batches(max_chunksize=CHUNK):
+                sink.write(batch)
+            sink.flush()
         metrics = sink.metrics.snapshot()
     assert metrics["records"] == table.num_rows, metrics
-    return {"seconds": elapsed, "requests": metrics["requests"], "retries": metrics["retries"]}
+    return {**clock.result, "requests": metrics["requests"], "retries": metrics["retries"]}
 
 
 def run_encode_only(table: pa.Table) -> dict[str, Any]:
@@ -85,7 +106,8 @@ def run_encode_only(table: pa.Table) -> dict[str, Any]:
     opts = EngineOptions()
     bodies = 0
     nbytes = 0
-    t0 = time.perf_counter()
+    clock = Clock()
+    clock.__enter__()
     for batch in table.to_batches(max_chunksize=CHUNK):
         enc = place(map_columns(batch, mapping), SHARDS, "hash")
         for start, end in enc.shard_bounds.values():
@@ -96,7 +118,8 @@ def run_encode_only(table: pa.Table) -> dict[str, Any]:
                 bodies += 1
                 nbytes += len(body)
                 i = j
-    return {"seconds": time.perf_counter() - t0, "requests": bodies, "bytes": nbytes}
+    clock.__exit__()
+    return {**clock.result, "requests": bodies, "bytes": nbytes}
 
 
 def _bodies(batch: pa.RecordBatch, mapping: RecordMapping) -> list[bytes]:
@@ -109,13 +132,14 @@ def _bodies(batch: pa.RecordBatch, mapping: RecordMapping) -> list[bytes]:
     return out
 
 
-def run_server_ingest(server_url: str, stream: str, table: pa.Table) -> dict[str, Any]:
+def run_server_ingest(server_url: str, stream: str, table: pa.Table, server_pid: int) -> dict[str, Any]:
     from shardline_v3io.client import V3ioClient
 
     mapping = RecordMapping(partition_key="customer")
 
-    async def main() -> float:
-        sending = 0.0
+    totals = {"seconds": 0.0, "client_cpu": 0.0, "server_cpu": 0.0}
+
+    async def main() -> None:
         async with V3ioClient(server_url) as client:
             await client.create_stream("bigdata", stream, SHARDS)
             for batch in table.to_batches(max_chunksize=CHUNK):
@@ -125,12 +149,13 @@ def run_server_ingest(server_url: str, stream: str, table: pa.Table) -> dict[str
                     while queue:
                         await client.put_records_body("bigdata", stream, queue.pop())
 
-                t0 = time.perf_counter()
-                await asyncio.gather(*(worker() for _ in range(16)))
-                sending += time.perf_counter() - t0
-        return sending
+                with Clock(server_pid) as clock:
+                    await asyncio.gather(*(worker() for _ in range(16)))
+                for k, v in clock.result.items():
+                    totals[k] += v
 
-    return {"seconds": asyncio.run(main())}
+    asyncio.run(main())
+    return totals
 
 
 def null_endpoint_main() -> None:
@@ -166,13 +191,13 @@ def run_null_endpoint(table: pa.Table) -> dict[str, Any]:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert line.startswith("listening on "), line
-        return run_shardline(line.split("listening on ", 1)[1].strip() + "/bigdata/null", table)
+        return run_shardline(line.split("listening on ", 1)[1].strip() + "/bigdata/null", table, proc.pid)
     finally:
         proc.kill()
         proc.wait()
 
 
-def run_storey(server_url: str, stream: str, table: pa.Table) -> dict[str, Any]:
+def run_storey(server_url: str, stream: str, table: pa.Table, server_pid: int) -> dict[str, Any]:
     from storey import SyncEmitSource, V3ioDriver, build_flow
     from storey.targets import StreamTarget
 
@@ -186,33 +211,32 @@ def run_storey(server_url: str, stream: str, table: pa.Table) -> dict[str, Any]:
             StreamTarget(driver, f"bigdata/{stream}", sharding_func="customer", shards=SHARDS),
         ]
     ).run()
-    t0 = time.perf_counter()
-    for row in rows:
-        flow.emit(row, key=row["customer"])
-    flow.terminate()
-    flow.await_termination()
-    return {"seconds": time.perf_counter() - t0}
+    with Clock(server_pid) as clock:
+        for row in rows:
+            flow.emit(row, key=row["customer"])
+        flow.terminate()
+        flow.await_termination()
+    return clock.result
 
 
-def run_v3io_loop(server_url: str, stream: str, table: pa.Table) -> dict[str, Any]:
+def run_v3io_loop(server_url: str, stream: str, table: pa.Table, server_pid: int) -> dict[str, Any]:
     import v3io.dataplane
 
     rows = table.to_pylist()
     client = v3io.dataplane.Client(endpoint=server_url, access_key="bench")
     client.stream.create(container="bigdata", stream_path=stream, shard_count=SHARDS)
-    t0 = time.perf_counter()
-    for row in rows:
-        row["ts"] = row["ts"].isoformat()
-        data = json.dumps(row)
-        resp = client.stream.put_records(
-            container="bigdata",
-            stream_path=stream,
-            records=[{"data": data, "partition_key": row["customer"]}],
-        )
-        assert resp.output.failed_record_count == 0
-    elapsed = time.perf_counter() - t0
+    with Clock(server_pid) as clock:
+        for row in rows:
+            row["ts"] = row["ts"].isoformat()
+            data = json.dumps(row)
+            resp = client.stream.put_records(
+                container="bigdata",
+                stream_path=stream,
+                records=[{"data": data, "partition_key": row["customer"]}],
+            )
+            assert resp.output.failed_record_count == 0
     client.close()
-    return {"seconds": elapsed}
+    return clock.result
 
 
 def count_records(server_url: str, stream: str) -> int:
@@ -269,18 +293,20 @@ def main(argv: list[str] | None = None) -> int:
                 keep_best("encode only", run_encode_only(table))
                 keep_best("shardline -> null endpoint", run_null_endpoint(table))
                 stream = f"shardline-{round_}"
-                keep_best("shardline", run_shardline(f"{server.url}/bigdata/{stream}", table))
+                keep_best("shardline", run_shardline(f"{server.url}/bigdata/{stream}", table, server.pid))
                 assert count_records(server.url, stream) == args.rows
-                keep_best("server ingest", run_server_ingest(server.url, f"ingest-{round_}", table))
+                keep_best(
+                    "server ingest", run_server_ingest(server.url, f"ingest-{round_}", table, server.pid)
+                )
             if "storey" not in args.skip:
                 n = min(args.storey_rows, args.rows)
-                res = run_storey(server.url, "storey", table.slice(0, n))
+                res = run_storey(server.url, "storey", table.slice(0, n), server.pid)
                 assert count_records(server.url, "storey") == n
                 results["storey StreamTarget"] = (n, res)
                 print(f"  storey: {res['seconds']:.2f} s for {n:,} rows", flush=True)
             if "loop" not in args.skip:
                 n = min(args.loop_rows, args.rows)
-                res = run_v3io_loop(server.url, "loop", table.slice(0, n))
+                res = run_v3io_loop(server.url, "loop", table.slice(0, n), server.pid)
                 results["v3io per-record loop"] = (n, res)
                 print(f"  v3io loop: {res['seconds']:.2f} s for {n:,} rows", flush=True)
         finally:
@@ -289,8 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     rate = {name: rows / res["seconds"] for name, (rows, res) in results.items()}
     ours = rate["shardline"]
     print()
-    print(f"| {'writer':<26} | {'rows':>9} | {'rows/s':>11} | {'shardline is':>14} |")
-    print(f"|{'-' * 28}|{'-' * 11}|{'-' * 13}|{'-' * 16}|")
+    print("| writer | rows | rows/s | shardline is | client CPU us/row | server CPU us/row |")
+    print("|---|---:|---:|---:|---:|---:|")
     names = (
         "shardline",
         "encode only",
@@ -302,14 +328,18 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         if name not in rate:
             continue
-        rows = results[name][0]
-        ratio = "-" if name == "shardline" else (f"{ours / rate[name]:.2f}x" if rate[name] else "-")
-        print(f"| {name:<26} | {rows:>9,} | {rate[name]:>11,.0f} | {ratio:>14} |")
+        rows, res = results[name]
+        ratio = "-" if name == "shardline" else f"{ours / rate[name]:.2f}x"
+        client = res["client_cpu"] / rows * 1e6
+        server = res["server_cpu"] / rows * 1e6
+        print(f"| {name} | {rows:,} | {rate[name]:,.0f} | {ratio} | {client:.1f} | {server:.1f} |")
     print()
     print(f"shardline / encode-only ceiling: {ours / rate['encode only']:.2f} (target >= 0.5)")
     print(f"shardline / server ingest:       {ours / rate['server ingest']:.2f}")
     null = rate["shardline -> null endpoint"]
     print(f"shardline -> null endpoint / encode-only ceiling: {null / rate['encode only']:.2f}")
+    cpu = {name: res["client_cpu"] / rows for name, (rows, res) in results.items()}
+    print(f"encode CPU / sink client CPU per row: {cpu['encode only'] / cpu['shardline']:.2f}")
     if "storey StreamTarget" in rate:
         print(f"shardline / storey:              {ours / rate['storey StreamTarget']:.1f}x (target >= 20)")
     if "v3io per-record loop" in rate:
