@@ -378,6 +378,7 @@ def build_pipeline(
 
     if model is not None:
         errors.extend(_check_names(model.mapping, ctx))
+        errors.extend(_check_stream(model.sink.stream, ctx))
 
     if errors:
         raise ConfigError("; ".join(errors))
@@ -391,6 +392,21 @@ def build_pipeline(
         mapping=model.mapping,
         checkpoint=model.checkpoint,
     )
+
+
+def _check_stream(stream: str, ctx: _ErrorContext) -> list[str]:
+    from shardline.plugins import registered
+
+    scheme, sep, rest = stream.partition("://")
+    if not sep or not scheme or not rest:
+        expected = "expected a stream URL like http://HOST:PORT/CONTAINER/STREAM, v3io:///… or local://DIR/…"
+        return [ctx.line(("sink", "stream"), expected, stream)]
+    schemes = sorted(registered("transports"))
+    if scheme.lower() not in schemes:
+        known = ", ".join(schemes) or "none"
+        expected = f"no transport for {scheme + '://'!r} (known: {known}; see `shardline plugins`)"
+        return [ctx.line(("sink", "stream"), expected)]
+    return []
 
 
 def _check_names(mapping: MappingConfig, ctx: _ErrorContext) -> list[str]:
