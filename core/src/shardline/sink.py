@@ -339,7 +339,39 @@ class StreamSink:
     constructor: a missing stream raises :class:`~shardline.StreamNotFoundError` there.
     """
 
-    def __init__(self, stream: str | Transport, **options: Any) -> None:
+    def __init__(
+        self,
+        stream: str | Transport,
+        *,
+        partition_key: str | None = None,
+        data: str = "json",
+        data_column: str | None = None,
+        client_info: str | None = None,
+        shard_id: str | None = None,
+        partitioner: str = "hash",
+        create: dict[str, int] | None = None,
+        dead_letter: str | os.PathLike[str] | None = None,
+        max_in_flight_bytes: int = 64 * 2**20,
+        max_in_flight_requests: int = 16,
+        linger_ms: float = 5.0,
+        retry_deadline_s: float = 300.0,
+        ordering: str = "strict",
+        shard_refresh_s: float = 30.0,
+        transport_options: dict[str, Any] | None = None,
+        data_template: str | None = None,
+        columns: list[str] | None = None,
+        backoff_base_s: float = 0.05,
+        backoff_max_s: float = 5.0,
+    ) -> None:
+        options = {
+            "partition_key": partition_key, "data": data, "data_column": data_column,
+            "client_info": client_info, "shard_id": shard_id, "partitioner": partitioner, "create": create,
+            "dead_letter": dead_letter, "max_in_flight_bytes": max_in_flight_bytes,
+            "max_in_flight_requests": max_in_flight_requests, "linger_ms": linger_ms,
+            "retry_deadline_s": retry_deadline_s, "ordering": ordering, "shard_refresh_s": shard_refresh_s,
+            "transport_options": transport_options, "data_template": data_template, "columns": columns,
+            "backoff_base_s": backoff_base_s, "backoff_max_s": backoff_max_s,
+        }  # fmt: skip
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="shardline-sink", daemon=True)
         self._thread.start()
