@@ -75,6 +75,12 @@ class KafkaSource(Source):
         self._records = 0
         self._dead_letters = 0
 
+    @classmethod
+    def resume_identity(cls, options: SourceOptions) -> dict[str, Any]:
+        """What identifies this source's progress: the group and what it reads (not tuning options)."""
+        assert isinstance(options, KafkaSourceOptions)
+        return {"group_id": options.group_id, "topics": options.topics, "pattern": options.pattern}
+
     # -- wiring the pipeline may use -------------------------------------------------------------
 
     def set_flush(self, flush: Callable[[], None] | None) -> None:
@@ -428,8 +434,11 @@ class _Rebalance(AsyncConsumerRebalanceListener):
             )
             flusher.start()
         deadline = time.monotonic() + source.opts.revoke_timeout_s
-        while source._tracker.unacked(revoked) and time.monotonic() < deadline:
-            await consumer._net.sleep(0.01)  # yields the IO loop (heartbeats) while the sink acks
+        sleep = getattr(getattr(consumer, "_net", None), "sleep", None)  # kafka-python 3's IO loop
+        if sleep is None:  # another kafka-python layout: wait on the tracker (blocks the IO loop)
+            source._tracker.wait_acked(revoked, source.opts.revoke_timeout_s)
+        while sleep is not None and source._tracker.unacked(revoked) and time.monotonic() < deadline:
+            await sleep(0.01)  # yields the IO loop (heartbeats) while the sink acks
         if source._tracker.unacked(revoked):
             log.warning(
                 "rebalance: %d batch(es) of revoked partitions not acknowledged within %.0f s; "
