@@ -264,3 +264,34 @@ def test_unparsable_values_go_to_the_sources_dead_letter_file_with_their_offsets
     ]
     assert lines[0]["stream"] == f"kafka:{topic}[0]" and lines[0]["partition_key"] == "k2"
     assert lines[0]["data_encoding"] == "base64" and "invalid JSON" in lines[0]["error"]
+
+
+def test_stop_at_end_keeps_going_when_a_finished_member_leaves_the_group(bootstrap, make_topic, producer):
+    topic = make_topic(4)
+    produce(producer, topic, [(b"k%d" % i, b"%d" % i) for i in range(800)])
+    group = new_group()
+    slow = make_source(bootstrap, topics=[topic], group_id=group, stop_at_end=True, max_batch_records=10)
+    fast = make_source(bootstrap, topics=[topic], group_id=group, stop_at_end=True)
+    seen: dict[str, list] = {"slow": [], "fast": []}
+    pace = threading.Event()  # never set: waiting on it paces the slow member
+
+    def run(name, source, delay):
+        try:
+            for batch, token in source.batches():
+                seen[name] += batch.column("offset").to_pylist()
+                source.ack(token)
+                pace.wait(delay)
+        finally:
+            source.close()  # leaving the group makes the other member rebalance
+
+    threads = [
+        threading.Thread(target=run, args=("slow", slow, 0.05)),
+        threading.Thread(target=run, args=("fast", fast, 0)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert seen["fast"], "both members should have had partitions"
+    assert len(seen["slow"]) + len(seen["fast"]) >= 800
+    assert sum(committed(bootstrap, group, topic).values()) == 800  # nothing left behind
