@@ -8,7 +8,7 @@ import orjson
 import pyarrow as pa
 import pytest
 from shardline import ConfigError
-from shardline_kafka import KafkaSourceOptions
+from shardline_kafka import KafkaSource, KafkaSourceOptions
 
 from .helpers import committed, drain, make_source, new_group, produce
 
@@ -295,3 +295,14 @@ def test_stop_at_end_keeps_going_when_a_finished_member_leaves_the_group(bootstr
     assert seen["fast"], "both members should have had partitions"
     assert len(seen["slow"]) + len(seen["fast"]) >= 800
     assert sum(committed(bootstrap, group, topic).values()) == 800  # nothing left behind
+
+
+def test_an_unreachable_broker_is_a_config_error_naming_it():
+    source = KafkaSource(
+        KafkaSourceOptions(
+            bootstrap_servers="127.0.0.1:1", topics=["t"], consumer={"bootstrap_timeout_ms": 1500}
+        )
+    )
+    with pytest.raises(ConfigError, match=r"127\.0\.0\.1:1.*bootstrap_servers"):
+        next(source.batches())
+    source.close()
