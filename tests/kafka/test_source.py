@@ -306,3 +306,20 @@ def test_an_unreachable_broker_is_a_config_error_naming_it():
     with pytest.raises(ConfigError, match=r"127\.0\.0\.1:1.*bootstrap_servers"):
         next(source.batches())
     source.close()
+
+
+def test_metadata_columns_choose_what_batches_carry(bootstrap, make_topic, producer):
+    topic = make_topic(1)
+    produce(producer, topic, [(b"k", b'{"a": 1, "offset": "mine"}')])
+    raw = make_source(bootstrap, topics=[topic], stop_at_end=True, metadata_columns=["key"])
+    parsed = make_source(
+        bootstrap, topics=[topic], stop_at_end=True, value_format="json", metadata_columns=["offset"]
+    )
+    try:
+        raw_table, parsed_table = drain(raw), drain(parsed)
+    finally:
+        raw.close()
+        parsed.close()
+    assert raw_table.schema.names == ["key", "value"]
+    assert parsed_table.schema.names == ["a", "offset", "kafka_offset"]  # the JSON field keeps its name
+    assert parsed_table.to_pylist() == [{"a": 1, "offset": "mine", "kafka_offset": 0}]

@@ -21,8 +21,13 @@ DeadLetterFn = Callable[[list[dict[str, Any]], str], None]
 """``dead_letter(rows, reason)``: durably record rows that cannot become stream records."""
 
 
-def parse_json_values(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, list[dict[str, Any]]]:
-    """Split ``batch`` (raw schema) into a parsed batch and the rows whose value is not a JSON object."""
+def parse_json_values(
+    batch: pa.RecordBatch, metadata: tuple[str, ...] = METADATA_COLUMNS
+) -> tuple[pa.RecordBatch, list[dict[str, Any]]]:
+    """Split ``batch`` (raw schema) into a parsed batch and the rows whose value is not a JSON object.
+
+    The parsed batch holds the JSON fields, then the ``metadata`` columns.
+    """
     values = batch.column("value").to_pylist()
     good: list[dict[str, Any]] = []
     keep: list[bool] = []
@@ -46,7 +51,7 @@ def parse_json_values(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, list[dict[
     fields = _columns(good)
     arrays = list(fields.values())
     names = list(fields)
-    for name in METADATA_COLUMNS:
+    for name in metadata:
         names.append(f"kafka_{name}" if name in fields else name)
         arrays.append(meta.column(name))
     return pa.RecordBatch.from_arrays(arrays, names=names), bad

@@ -45,6 +45,10 @@ class KafkaSourceOptions(SourceOptions):
     )
     stop_at_end: bool = Field(default=False, description="stop at the end offsets seen at start")
     value_format: Literal["raw", "json"] = "raw"
+    metadata_columns: list[Literal["key", "topic", "partition", "offset", "timestamp", "headers"]] = Field(
+        default_factory=lambda: ["key", "topic", "partition", "offset", "timestamp", "headers"],
+        description="the Kafka metadata columns each batch carries besides the value (or its JSON fields)",
+    )
     dead_letter: str | None = Field(
         default=None,
         description='a .jsonl file for values that value_format = "json" cannot parse (with their offsets)',

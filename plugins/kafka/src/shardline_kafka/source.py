@@ -27,7 +27,7 @@ from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.structs import MemberState, OffsetAndMetadata
 from shardline import ConfigError, Source, SourceOptions
 
-from shardline_kafka.arrow import records_to_batch
+from shardline_kafka.arrow import METADATA_COLUMNS, records_to_batch
 from shardline_kafka.json_values import DeadLetterFn, dead_letter_entries, parse_json_values
 from shardline_kafka.offsets import KafkaAckToken, OffsetTracker
 from shardline_kafka.options import KafkaSourceOptions, start_timestamp_ms
@@ -275,11 +275,14 @@ class KafkaSource(Source):
                 if hw is not None:
                     self._highwater[tp] = hw
         self._records += batch.num_rows
+        metadata = tuple(self.opts.metadata_columns)
         if self.opts.value_format == "json":
-            batch, bad = parse_json_values(batch)
+            batch, bad = parse_json_values(batch, metadata)
             if bad:
                 self._dead_letters += len(bad)
                 self._report_bad(bad)
+        elif len(metadata) < len(METADATA_COLUMNS):
+            batch = batch.select([n for n in batch.schema.names if n == "value" or n in metadata])
         return batch, self._tracker.register(ends)
 
     def _from_start_time(self, tp: TopicPartition, records: list[Any]) -> list[Any]:
