@@ -323,3 +323,26 @@ def test_metadata_columns_choose_what_batches_carry(bootstrap, make_topic, produ
     assert raw_table.schema.names == ["key", "value"]
     assert parsed_table.schema.names == ["a", "offset", "kafka_offset"]  # the JSON field keeps its name
     assert parsed_table.to_pylist() == [{"a": 1, "offset": "mine", "kafka_offset": 0}]
+
+
+def test_security_options_reach_kafka_python_and_secrets_stay_out_of_reprs():
+    options = KafkaSourceOptions(
+        bootstrap_servers=["b1:9093", "b2:9093"],
+        topics=["t"],
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_plain_username="bridge",
+        sasl_plain_password="s3cret",
+        ssl_cafile="/etc/ca.pem",
+        consumer={"fetch_max_wait_ms": 100},
+    )
+    config = options.consumer_config()
+    assert config["security_protocol"] == "SASL_SSL" and config["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert config["sasl_plain_username"] == "bridge" and config["sasl_plain_password"] == "s3cret"
+    assert config["ssl_cafile"] == "/etc/ca.pem" and config["fetch_max_wait_ms"] == 100
+    assert config["enable_auto_commit"] is False
+    assert "s3cret" not in repr(options) and "s3cret" not in str(KafkaSource.resume_identity(options))
+    with pytest.raises(ValueError, match="SASL_PLAINTEXT or SASL_SSL"):
+        KafkaSourceOptions(bootstrap_servers="b:1", topics=["t"], sasl_mechanism="PLAIN")
+    with pytest.raises(ValueError, match="enable_auto_commit cannot be set here"):
+        KafkaSourceOptions(bootstrap_servers="b:1", topics=["t"], consumer={"enable_auto_commit": True})

@@ -115,7 +115,11 @@ class KafkaSourceOptions(SourceOptions):
             raise ValueError(f"consumer: unknown kafka-python setting(s) {', '.join(unknown)}")
         reserved = sorted(set(value) & _RESERVED)
         if reserved:
-            raise ValueError(f"consumer: set {', '.join(reserved)} as a source option, not under consumer")
+            raise ValueError(
+                f"consumer: {', '.join(reserved)} cannot be set here: use the source options "
+                f"bootstrap_servers, group_id, client_id and reset; auto-commit is always off "
+                f"(offsets are committed after the sink acknowledges)"
+            )
         return value
 
     @model_validator(mode="after")
