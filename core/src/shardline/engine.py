@@ -26,8 +26,9 @@ Per-record failures and per-key order (``ordering``):
     Records are packed freely and a shard may be in several requests at once; retries may reorder.
 
 Failed records are retried (only they, in their original order) with capped exponential backoff
-and full jitter, per shard; a shard that keeps failing gets smaller requests (AIMD on the records a
-request may carry for it). Records that fail permanently, or still fail ``retry_deadline_s`` after
+and full jitter, per shard; a shard that refuses most of the records of a request gets smaller
+requests (AIMD on the records a request may carry for it: halved, down to 10, and grown again by a
+quarter after each clean response). Records that fail permanently, or still fail ``retry_deadline_s`` after
 their first failure, are dead-lettered.
 """
 
@@ -72,6 +73,8 @@ _PERMANENT_ERRORS = (
     "ValidationException",
 )
 _SHARD_RANGE_ERROR = "ShardIDOutOfRange"
+_MIN_ALLOWANCE = 10
+"""AIMD floor: a shard that keeps refusing most records still gets requests of up to this many."""
 
 
 def is_permanent(message: str) -> bool:
@@ -640,7 +643,8 @@ class Engine:
                 exponent = min(lane.fail_streak - 1, 30)
                 base = min(self.options.backoff_max_s, self.options.backoff_base_s * 2**exponent)
                 lane.not_before = now + base * random.uniform(0.5, 1.0)
-                lane.allowance = max(1, lane.allowance // 2)
+                if n_retry * 2 >= n_lane:  # most of what the shard got was refused: send it less at once
+                    lane.allowance = max(_MIN_ALLOWANCE, lane.allowance // 2)
                 self.metrics.retries += n_retry
                 call_observers(
                     "shardline_on_retry",
