@@ -78,9 +78,11 @@ def _wait_for_checkpoint(path: Path, proc: subprocess.Popen[str], at_least: int,
     raise AssertionError(f"checkpoint {path} did not reach {at_least} rows within {timeout}s")
 
 
-def test_backfill_delivers_every_row_once_in_per_key_order(stream_server: Any, tmp_path: Path) -> None:
+def test_backfill_delivers_every_row_once_in_per_key_order(
+    stream_server_session: Any, tmp_path: Path
+) -> None:
     write_sample(tmp_path / "data", 20_000, files=2, row_group_size=3_000, users=20)
-    stream = f"{stream_server.url}/bigdata/events"
+    stream = f"{stream_server_session.url}/bigdata/pipeline-events"
     summary = run_pipeline(_pipeline(tmp_path, tmp_path / "data", stream))
     assert summary.records == summary.rows_acked == 20_000
     assert summary.exit_code == 0 and summary.dead_letters == 0
@@ -90,7 +92,7 @@ def test_backfill_delivers_every_row_once_in_per_key_order(stream_server: Any, t
     assert all(s == sorted(s) for s in per_user.values())
 
 
-def test_dead_letters_fail_the_run_unless_allowed(stream_server: Any, tmp_path: Path) -> None:
+def test_dead_letters_fail_the_run_unless_allowed(stream_server_session: Any, tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
     table = pa.table(
@@ -101,7 +103,7 @@ def test_dead_letters_fail_the_run_unless_allowed(stream_server: Any, tmp_path: 
         }  # row 1 > 1 MB
     )
     pq.write_table(table, data / "part.parquet")
-    stream = f"{stream_server.url}/bigdata/dlq"
+    stream = f"{stream_server_session.url}/bigdata/pipeline-dlq"
     config = _pipeline(tmp_path, data, stream)
     proc = subprocess.run([SHARDLINE, "run", str(config)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stderr
@@ -143,20 +145,24 @@ def test_sigint_stops_cleanly_and_a_second_run_completes_exactly_once(tmp_path: 
         seqs, _ = _rows(stream)
         assert sorted(seqs) == list(range(stopped_at))  # flushed and acked: the checkpoint covers all sent
 
+    # the same store behind a server without faults, on another port; limits are not part of the
+    # checkpoint's identity either
+    with start_server(tmp_path / "store") as server:
+        stream = f"{server.url}/bigdata/events"
         faster = ["sink.limits.max_in_flight_requests=16", "sink.limits.max_in_flight_bytes=16MiB"]
-        summary = run_pipeline(config, faster)  # limits are not part of the checkpoint's identity
+        summary = run_pipeline(config, [f"sink.stream={stream}", *faster])
         assert summary.records == rows - stopped_at
         seqs, per_user = _rows(stream)
-        assert sorted(seqs) == list(range(rows))  # every row exactly once
-        assert all(s == sorted(s) for s in per_user.values())
+    assert sorted(seqs) == list(range(rows))  # every row exactly once
+    assert all(s == sorted(s) for s in per_user.values())
 
 
-def test_run_prints_a_summary_and_validate_accepts_the_file(stream_server: Any, tmp_path: Path) -> None:
+def test_run_prints_a_one_line_summary_and_no_progress_bar_when_piped(
+    stream_server_session: Any, tmp_path: Path
+) -> None:
     write_sample(tmp_path / "data", 3_000, files=1)
-    config = _pipeline(tmp_path, tmp_path / "data", f"{stream_server.url}/bigdata/cli")
+    config = _pipeline(tmp_path, tmp_path / "data", f"{stream_server_session.url}/bigdata/pipeline-cli")
     env = {**os.environ, "COLUMNS": "200"}
-    check = subprocess.run([SHARDLINE, "validate", str(config)], capture_output=True, text=True, env=env)
-    assert check.returncode == 0 and "ok: parquet source" in check.stdout
     proc = subprocess.run(
         [SHARDLINE, "run", str(config)], capture_output=True, text=True, env=env, timeout=300
     )

@@ -90,16 +90,17 @@ interval_s = 0.1
         assert 0 < killed_at < rows
 
         first = _stream_rows(stream)
-        first_seqs = Counter(seq for _shard, _user, seq in first)
-        assert max(first_seqs.values()) == 1  # one run alone writes each row once
-        assert set(range(killed_at)) <= set(first_seqs)  # everything the checkpoint covers was written
-        beyond = sorted(s for s in first_seqs if s >= killed_at)  # written, but not in the checkpoint
+    first_seqs = Counter(seq for _shard, _user, seq in first)
+    assert max(first_seqs.values()) == 1  # one run alone writes each row once
+    assert set(range(killed_at)) <= set(first_seqs)  # everything the checkpoint covers was written
+    beyond = sorted(s for s in first_seqs if s >= killed_at)  # written, but not in the checkpoint
 
-        summary = run_pipeline(
-            config, ["sink.limits.max_in_flight_requests=16", "sink.limits.max_in_flight_bytes=16MiB"]
-        )
+    # the same store behind a server without faults (on another port: the checkpoint still applies)
+    with start_server(tmp_path / "store") as server:
+        stream = f"{server.url}/bigdata/backfill"
+        faster = ["sink.limits.max_in_flight_requests=16", "sink.limits.max_in_flight_bytes=16MiB"]
+        summary = run_pipeline(config, [f"sink.stream={stream}", *faster])
         assert summary.rows_read == rows - killed_at  # resumed exactly at the checkpoint
-
         final = _stream_rows(stream)
     counts = Counter(seq for _shard, _user, seq in final)
     assert set(counts) == set(range(rows))  # every row is in the stream: no gap
@@ -120,9 +121,9 @@ interval_s = 0.1
     print(f"killed at {killed_at:,} acknowledged rows; {len(duplicates):,} rows written twice")
 
 
-def test_the_example_backfill_runs_as_the_readme_says(stream_server: Any, tmp_path: Path) -> None:
+def test_the_example_backfill_runs_as_the_readme_says(stream_server_session: Any, tmp_path: Path) -> None:
     write_sample(tmp_path / "data" / "events", 10_000, files=2, row_group_size=2_000)
-    env = {**os.environ, "EVENTS_STREAM": f"{stream_server.url}/bigdata/events"}
+    env = {**os.environ, "EVENTS_STREAM": f"{stream_server_session.url}/bigdata/readme-events"}
     proc = subprocess.run(
         [SHARDLINE, "run", str(REPO / "examples" / "backfill.toml")],
         cwd=tmp_path,

@@ -110,10 +110,10 @@ def test_the_installed_plugin_is_listed_by_shardline_plugins(installed: Path) ->
 
 
 def test_a_pipeline_runs_with_the_plugin_and_resumes_from_its_cursor(
-    installed: Path, endpoint: tuple[str, _Events], stream_server: Any, tmp_path: Path
+    installed: Path, endpoint: tuple[str, _Events], stream_server_session: Any, tmp_path: Path
 ) -> None:
     url, events = endpoint
-    stream = f"{stream_server.url}/bigdata/polled"
+    stream = f"{stream_server_session.url}/bigdata/plugin-http-poll"
     config = tmp_path / "poll.toml"
     config.write_text(
         f"""
