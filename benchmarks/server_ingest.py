@@ -101,11 +101,17 @@ async def load(url: str, bodies: list[bytes], seconds: float, clients: int, chec
     return sent / elapsed, failed
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far (Linux /proc)."""
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds a process has used so far (Linux /proc)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    return sum(cpu_split(pid))
 
 
 def start_null_server() -> tuple[subprocess.Popen[str], str]:
@@ -159,9 +165,11 @@ def main() -> None:
         server = start_server(data_dir, fsync=args.fsync)
         try:
             asyncio.run(create_stream(server.url))
-            cpu0 = cpu_seconds(server.pid)
+            user0, sys0 = cpu_split(server.pid)
             rate, failed = asyncio.run(load(server.url, bodies, args.seconds, args.clients, check=True))
-            serve_cpu = cpu_seconds(server.pid) - cpu0
+            user1, sys1 = cpu_split(server.pid)
+            serve_cpu = (user1 - user0) + (sys1 - sys0)
+            serve_split = (user1 - user0, sys1 - sys0)
         finally:
             server.stop()
         size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(data_dir) for f in fs)
@@ -177,6 +185,7 @@ def main() -> None:
         f"  (failed: {failed}, on disk: {size / 1e6:.1f} MB)"
     )
     print(f"ratio serve/null  : {rate / null_rate:12.2f}               {serve_per_cpu / null_per_cpu:12.2f}")
+    print(f"server CPU: user {serve_split[0]:.2f}s, system {serve_split[1]:.2f}s over {args.seconds:.0f}s")
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} (other work skews the wall rates)")
 
 

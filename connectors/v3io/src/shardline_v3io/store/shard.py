@@ -51,6 +51,53 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
+def frame_headers(
+    dlen: npt.NDArray[np.int64],
+    klen: npt.NDArray[np.int64] | None = None,
+    clen: npt.NDArray[np.int64] | None = None,
+    group_starts: npt.NDArray[np.int64] | None = None,
+) -> tuple[npt.NDArray[Any], npt.NDArray[np.int64]]:
+    """Record headers of one or more chunks at once, and each record's index offset in its chunk.
+
+    The records of chunk ``g`` are ``group_starts[g]`` up to the next start (one chunk when None).
+    ``seq`` holds the rank in the chunk (add the chunk's first sequence) and the index offsets are
+    relative to the chunk's file offset (add it); ``arrival`` is left to the caller.
+    """
+    total = len(dlen)
+    starts = group_starts if group_starts is not None else np.zeros(1, dtype=np.int64)
+    counts = np.diff(np.append(starts, total))
+    group_of = np.repeat(np.arange(len(starts)), counts)
+    rank = np.arange(total, dtype=np.int64) - starts[group_of]
+    sizes = dlen
+    if klen is not None:
+        sizes = sizes + klen
+    if clen is not None:
+        sizes = sizes + clen
+    before = np.cumsum(sizes) - sizes  # payload bytes before each record, over all chunks
+    in_chunk = before - before[starts][group_of]
+    headers = np.zeros(total, dtype=RECORD_DTYPE)
+    headers["seq"] = rank
+    headers["dlen"] = dlen
+    if klen is not None:
+        headers["klen"] = klen
+    if clen is not None:
+        headers["clen"] = clen
+    headers["delta"] = counts[group_of] * RECORD_SIZE + in_chunk - rank * RECORD_SIZE
+    return headers, CHUNK_SIZE + rank * RECORD_SIZE
+
+
+def join_payloads(
+    datas: Sequence[bytes], keys: Sequence[bytes] | None, client_infos: Sequence[bytes] | None
+) -> bytes:
+    """The payload area of a chunk: ``key | client info | data`` of every record, in order."""
+    if keys is None and client_infos is None:
+        return b"".join(datas)
+    n = len(datas)
+    ks = keys if keys is not None else [b""] * n
+    cs = client_infos if client_infos is not None else [b""] * n
+    return b"".join([b for triple in zip(ks, cs, datas, strict=True) for b in triple])
+
+
 class ShardLog:
     """The durable log of one shard (see :mod:`shardline_v3io.store.format` for the files)."""
 
@@ -246,49 +293,47 @@ class ShardLog:
         """Append records as one chunk (one ``writev``); return the sequence number of the first one.
 
         ``keys`` / ``client_infos`` are parallel to ``datas`` (``b""`` = none) or None when no
-        record has one; ``data_lengths`` may pass ``len`` of every data, already computed. The call
-        returns only after the chunk was handed to the kernel, so the records survive the death of
-        the process (and of the machine with ``fsync=True``). Index entries are buffered (up to
-        64 kB) and written before any read; after a crash, recovery rebuilds them from the log.
+        record has one; ``data_lengths`` may pass ``len`` of every data, already computed.
         """
         n = len(datas)
         if n == 0:
             return self.next_seq
-        if self.log_size and (
-            self.log_size >= self.segment_bytes or arrival_ns - self.active_created_ns >= self.roll_ns
-        ):
-            self._roll()
-        first_seq = self.next_seq
-        start = self.log_size
-        headers = np.zeros(n, dtype=RECORD_DTYPE)
-        positions = np.arange(n, dtype=np.int64)
-        headers["seq"] = positions + first_seq
-        headers["arrival"] = arrival_ns
         dlen = (
             data_lengths
             if data_lengths is not None
             else np.fromiter(map(len, datas), dtype=np.int64, count=n)
         )
-        headers["dlen"] = dlen
-        sizes = dlen
-        if keys is not None:
-            klen = np.fromiter(map(len, keys), dtype=np.int64, count=n)
-            headers["klen"] = klen
-            sizes = sizes + klen
-        if client_infos is not None:
-            clen = np.fromiter(map(len, client_infos), dtype=np.int64, count=n)
-            headers["clen"] = clen
-            sizes = sizes + clen
-        # payload i starts after all headers and the payloads before it; delta is relative to header i
-        ends = np.cumsum(sizes)
-        headers["delta"] = n * RECORD_SIZE + (ends - sizes) - positions * RECORD_SIZE
-        if keys is None and client_infos is None:
-            payload = b"".join(datas)
-        else:
-            ks = keys if keys is not None else [b""] * n
-            cs = client_infos if client_infos is not None else [b""] * n
-            payload = b"".join([b for triple in zip(ks, cs, datas, strict=True) for b in triple])
-        table = headers.tobytes()
+        klen = np.fromiter(map(len, keys), dtype=np.int64, count=n) if keys is not None else None
+        clen = (
+            np.fromiter(map(len, client_infos), dtype=np.int64, count=n) if client_infos is not None else None
+        )
+        headers, rel_index = frame_headers(dlen, klen, clen)
+        first_seq, start = self.reserve(arrival_ns)
+        headers["seq"] += np.uint64(first_seq)
+        headers["arrival"] = arrival_ns
+        self.commit_chunk(
+            headers.tobytes(), join_payloads(datas, keys, client_infos), n, rel_index + start, arrival_ns
+        )
+        return first_seq
+
+    def reserve(self, arrival_ns: int) -> tuple[int, int]:
+        """Roll the segment if it is due; return (first sequence, file offset) of the next chunk."""
+        if self.log_size and (
+            self.log_size >= self.segment_bytes or arrival_ns - self.active_created_ns >= self.roll_ns
+        ):
+            self._roll()
+        return self.next_seq, self.log_size
+
+    def commit_chunk(
+        self, table: bytes, payload: bytes, n: int, index: npt.NDArray[np.int64], arrival_ns: int
+    ) -> None:
+        """Write one chunk framed by :func:`frame_headers` at the offset :meth:`reserve` returned.
+
+        Returns only after the chunk was handed to the kernel (one ``writev``), so its records
+        survive the death of the process (and of the machine with ``fsync=True``). Index entries are
+        buffered (up to 64 kB) and written before any read; after a crash, recovery rebuilds them.
+        """
+        start = self.log_size
         body_len = len(table) + len(payload)
         crc = zlib.crc32(payload, zlib.crc32(table))
         head = CHUNK.pack(CHUNK_MAGIC, body_len, crc, n)
@@ -303,14 +348,13 @@ class ShardLog:
             with contextlib.suppress(OSError):
                 os.ftruncate(self.log_fd, start)
             raise
-        self._pending_index.append(((positions * RECORD_SIZE) + (start + CHUNK_SIZE)).astype("<u8").tobytes())
+        self._pending_index.append(index.astype("<u8").tobytes())
         self._pending_bytes += 8 * n
         self.log_size = start + CHUNK_SIZE + body_len
-        self.next_seq = first_seq + n
+        self.next_seq += n
         self.last_arrival_ns = arrival_ns
         if self.fsync or self._pending_bytes >= 65536:
             self.flush_index()
-        return first_seq
 
     def flush_index(self) -> None:
         """Write the buffered index entries (and fsync them with ``fsync=True``)."""
