@@ -204,3 +204,14 @@ def test_batch_size_is_not_part_of_the_resume_identity() -> None:
     b = ParquetSource.resume_identity(ParquetOptions(path="x", batch_size=2))
     c = ParquetSource.resume_identity(ParquetOptions(path="x", filter="seq > 1"))
     assert a == b != c
+
+
+def test_filtered_rows_are_regrouped_into_full_batches(events: Path) -> None:
+    source = ParquetSource(ParquetOptions(path=str(events), batch_size=200, filter="amount >= 50"))
+    per_row_group: dict[tuple[int, int], list[int]] = {}
+    for batch, token in source.batches():
+        per_row_group.setdefault((token.file_index, token.row_group), []).append(batch.num_rows)
+        source.ack(token)
+    for sizes in per_row_group.values():
+        assert all(n == 200 for n in sizes[:-1])  # only a row group's last batch may be short
+        assert 0 < sizes[-1] <= 200

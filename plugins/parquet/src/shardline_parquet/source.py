@@ -197,33 +197,15 @@ class ParquetSource(Source):
     def _row_group(
         self, file_index: int, row_group: int, fragment: ds.ParquetFileFragment, skip: int
     ) -> Iterator[tuple[pa.RecordBatch, ParquetAckToken]]:
-        scanned = fragment.to_batches(
-            columns=self.options.columns,
-            filter=self._filter,
-            batch_size=self.options.batch_size,
-            batch_readahead=0,
-            fragment_readahead=0,
-            use_threads=True,
-        )
-        offset = 0
-        pending: pa.RecordBatch | None = None
-        for batch in scanned:
-            if skip:
-                if batch.num_rows <= skip:
-                    skip -= batch.num_rows
-                    offset += batch.num_rows
-                    continue
-                batch = batch.slice(skip)
-                offset += skip
-                skip = 0
-            if batch.num_rows == 0:
-                continue
+        offset = skip  # filtered rows of this row group consumed so far (skipped or yielded)
+        pending: pa.RecordBatch | None = None  # one batch of lookahead, to mark the row group's last
+        for batch in self._sized(self._scan(fragment, skip)):
             if pending is not None:
                 offset += pending.num_rows
-                yield (
-                    pending,
-                    ParquetAckToken(file_index, row_group, offset, pending.num_rows, pending.nbytes, False),
+                token = ParquetAckToken(
+                    file_index, row_group, offset, pending.num_rows, pending.nbytes, False
                 )
+                yield pending, token
                 if self.stopping:
                     return
             pending = batch
@@ -233,6 +215,46 @@ class ParquetSource(Source):
                 pending,
                 ParquetAckToken(file_index, row_group, offset, pending.num_rows, pending.nbytes, True),
             )
+
+    def _scan(self, fragment: ds.ParquetFileFragment, skip: int) -> Iterator[pa.RecordBatch]:
+        """The filtered, projected, non-empty batches of one row group, after its first ``skip`` rows."""
+        scanned = fragment.to_batches(
+            columns=self.options.columns,
+            filter=self._filter,
+            batch_size=self.options.batch_size,
+            batch_readahead=0,
+            fragment_readahead=0,
+            use_threads=True,
+        )
+        for batch in scanned:
+            if skip:
+                if batch.num_rows <= skip:
+                    skip -= batch.num_rows
+                    continue
+                batch = batch.slice(skip)
+                skip = 0
+            if batch.num_rows:
+                yield batch
+
+    def _sized(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """Re-cut batches to ``batch_size`` rows (a filter leaves small ones), keeping row order."""
+        size = self.options.batch_size
+        held: list[pa.RecordBatch] = []
+        held_rows = 0
+        for batch in batches:
+            if not held and batch.num_rows == size:
+                yield batch  # the common case without a filter: no copy
+                continue
+            held.append(batch)
+            held_rows += batch.num_rows
+            while held_rows >= size:
+                table = pa.Table.from_batches(held)
+                yield table.slice(0, size).combine_chunks().to_batches()[0]
+                rest = table.slice(size)
+                held = rest.combine_chunks().to_batches() if rest.num_rows else []
+                held_rows = rest.num_rows
+        if held_rows:
+            yield pa.Table.from_batches(held).combine_chunks().to_batches()[0]
 
     def _check_columns(self, fragment: ds.ParquetFileFragment, path: str) -> None:
         if self._schema_checked or not self.options.columns:
