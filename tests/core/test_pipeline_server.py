@@ -171,3 +171,13 @@ def test_run_prints_a_one_line_summary_and_no_progress_bar_when_piped(
     assert line.startswith("shardline: 3,000 records, ")
     assert " 0 retries, 0 dead letters in " in line and line.endswith("records/s)")
     assert "\x1b[" not in proc.stdout  # no progress bar when stdout is not a terminal
+
+
+def test_backfill_into_a_local_store_without_a_server(tmp_path: Path) -> None:
+    write_sample(tmp_path / "data", 5_000, files=1)
+    config = _pipeline(tmp_path, tmp_path / "data", f"local://{tmp_path / 'store'}/bigdata/local-events")
+    summary = run_pipeline(config)
+    assert summary.records == summary.rows_acked == 5_000 and summary.exit_code == 0
+    assert (tmp_path / "store" / "shardline-store.json").exists()
+    again = run_pipeline(config)
+    assert again.records == 0 and again.resumed_rows == 5_000
