@@ -113,6 +113,9 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         {"shardline_raises_plugin": RAISES_AND_TYPO},
     )
     _write_dist(site, "shardline-zzz-again", {"good": "shardline_good_plugin"}, {})  # same entry-point name
+    _write_dist(
+        site, "shardline-empty", {"empty": "shardline_empty_plugin"}, {"shardline_empty_plugin": "X = 1\n"}
+    )
     monkeypatch.syspath_prepend(str(site))
     plugins.reset_plugins()
     yield site
@@ -179,6 +182,11 @@ def test_hook_that_raises_and_misspelt_hook_are_reported(site: Path) -> None:
     problems = _info("raises").problems
     assert any("failed in shardline_register_codecs" in p and "codec table missing" in p for p in problems)
     assert any("unknown hook 'shardline_register_source'" in p for p in problems)
+
+
+def test_an_entry_point_naming_a_module_without_hooks_is_reported(site: Path) -> None:
+    problems = _info("empty").problems
+    assert any("implements no shardline hook" in p and "shardline_empty_plugin" in p for p in problems)
 
 
 def test_lookup_of_a_missing_name_lists_known_ones_and_broken_plugins(site: Path) -> None:

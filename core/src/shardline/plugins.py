@@ -118,6 +118,11 @@ def _register_one(state: _State, plugin: Any, name: str, module: str, dist: str 
         f"{who} implements unknown hook {hook!r} (misspelt? see shardline.hookspecs)"
         for hook in _unknown_hooks(manager, name)
     ]
+    if not manager.get_hookcallers(plugin):
+        problems.append(
+            f"{who} implements no shardline hook: does its entry point ({module}) name the module "
+            "holding the @shardline.hookimpl functions?"
+        )
     state.infos.append(PluginInfo(name, module, dist))
     if problems:
         state.load_problems[name] = problems
