@@ -117,10 +117,21 @@ def test_serve_rejects_bad_options_with_one_line(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "fault-rate" in bad.output
 
 
-def test_demo_writes_reads_back_and_says_where_data_lives(tmp_path: Path) -> None:
-    result = _cli("demo", "--data-dir", str(tmp_path / "demo"), "--records", "20")
+def test_demo_backfills_sample_parquet_and_reads_it_back(tmp_path: Path) -> None:
+    config = Path(__file__).resolve().parents[2] / "examples" / "backfill.toml"
+    args = ("demo", "--data-dir", str(tmp_path / "demo"), "--config", str(config), "--shards", "4")
+    result = _cli(*args, "--rows", "3000")
     assert result.exit_code == 0, result.output
-    assert "20 records read; every partition key stayed on one shard: yes" in result.output
-    assert (tmp_path / "demo" / "bigdata" / "demo" / "events").is_dir()
-    again = _cli("demo", "--data-dir", str(tmp_path / "demo"), "--records", "5")  # re-runs start clean
-    assert again.exit_code == 0 and "5 records read" in again.output
+    assert "read back 3,000 of 3,000 records: 0 duplicates, 0 users out of order" in result.output
+    assert (tmp_path / "demo" / "server" / "bigdata" / "demo" / "events").is_dir()
+    again = _cli(*args, "--rows", "500")  # re-runs start from a fresh stream and checkpoint
+    assert again.exit_code == 0, again.output
+    assert "read back 500 of 500 records" in again.output
+
+
+def test_demo_without_its_pipeline_file_says_what_to_do(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["demo", "--data-dir", str(tmp_path), "--config", str(tmp_path / "nope.toml")]
+    )
+    assert result.exit_code == 1
+    assert "no such pipeline file" in result.output

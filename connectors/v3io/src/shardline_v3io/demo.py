@@ -1,56 +1,82 @@
-"""``shardline demo``: the embedded server end to end on one laptop, no account needed.
+"""``shardline demo``: the main job end to end on one laptop, no account needed.
 
-Starts the server in-process on a free port (data under ``.shardline/demo``), creates a stream,
-puts records with partition keys over the v3io Web API, reads every shard back and prints what was
-read and where the data lives.
+1. writes sample Parquet events (``shardline_parquet.write_sample``) under the demo directory;
+2. starts the embedded v3io-compatible stream server on a free port (a subprocess, so the server
+   and the pipeline each get a core), data under ``DATA_DIR/server``;
+3. runs the backfill pipeline ``examples/backfill.toml`` into it through the sink engine;
+4. reads the stream back over the v3io Web API and checks that every row arrived once, that each
+   user's events are in order and that each user stayed on one shard; prints a sample and where
+   the data lives.
 """
 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
 import orjson
 from rich.console import Console
 from rich.table import Table
-from shardline.transport import PutRecord
+from shardline.errors import ConfigError
 
 from shardline_v3io.client import V3ioClient
 
 CONTAINER = "bigdata"
 STREAM = "demo/events"
-USERS = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi")
+SAMPLE_PER_SHARD = 2
 
 
-async def _run_demo(url: str, shards: int, count: int, console: Console) -> list[tuple[int, object]]:
+@dataclass
+class ReadBack:
+    """What reading the whole stream back found (counts only, plus a small sample)."""
+
+    records: int = 0
+    duplicates: int = 0
+    out_of_order_users: set[str] = field(default_factory=set)
+    shards_of_user: dict[str, set[int]] = field(default_factory=dict)
+    sample: list[tuple[int, int, str, bytes]] = field(default_factory=list)
+
+
+async def _read_back(url: str, shards: int, rows: int) -> ReadBack:
+    """Read every shard page by page; memory holds one page, per-user counters and a bit per row."""
+    found = ReadBack()
+    last_seq_of_user: dict[str, int] = {}
+    seen = bytearray((rows + 7) // 8)
     client = V3ioClient(url)
     try:
-        await client.delete_stream(CONTAINER, STREAM)
-        await client.create_stream(CONTAINER, STREAM, shards, retention_hours=24)
-        records = [
-            PutRecord(
-                data=orjson.dumps(
-                    {"event": i, "user": USERS[i % len(USERS)], "action": ("view", "click", "buy")[i % 3]}
-                ),
-                partition_key=USERS[i % len(USERS)],
-            )
-            for i in range(count)
-        ]
-        results = await client.put_records(CONTAINER, STREAM, records)
-        failed = [r for r in results if not r.ok]
-        console.print(f"put {len(results) - len(failed)} records with partition keys ({len(failed)} failed)")
-        read: list[tuple[int, object]] = []
         for shard in range(shards):
             location = await client.seek(CONTAINER, STREAM, shard, "EARLIEST")
             while True:
                 page = await client.get_records(CONTAINER, STREAM, shard, location, limit=1000)
-                read.extend((shard, rec) for rec in page.records)
+                for rec in page.records:
+                    row = orjson.loads(rec.data)
+                    user, seq = str(row["user_id"]), int(row["seq"])
+                    found.records += 1
+                    if seen[seq >> 3] & (1 << (seq & 7)):
+                        found.duplicates += 1
+                    seen[seq >> 3] |= 1 << (seq & 7)
+                    if seq < last_seq_of_user.get(user, -1):
+                        found.out_of_order_users.add(user)
+                    last_seq_of_user[user] = seq
+                    found.shards_of_user.setdefault(user, set()).add(shard)
+                    if sum(1 for s in found.sample if s[0] == shard) < SAMPLE_PER_SHARD:
+                        found.sample.append((shard, rec.sequence_number, rec.partition_key or "", rec.data))
                 location = page.next_location
-                if page.records_behind_latest == 0:
+                if not page.records or page.records_behind_latest == 0:
                     break
-        return read
+    finally:
+        await client.close()
+    return found
+
+
+async def _reset_stream(url: str) -> None:
+    client = V3ioClient(url)
+    try:
+        await client.delete_stream(CONTAINER, STREAM)
     finally:
         await client.close()
 
@@ -61,42 +87,85 @@ async def _run_demo(url: str, shards: int, count: int, console: Console) -> list
     default=".shardline/demo",
     show_default=True,
     type=click.Path(file_okay=False),
-    help="Where the demo server stores its streams.",
+    help="Where the demo keeps its sample Parquet, its server's streams and its checkpoint.",
 )
-@click.option("--shards", default=4, show_default=True, type=click.IntRange(1, 64))
-@click.option("--records", "count", default=12, show_default=True, type=click.IntRange(1, 1000))
-def demo_command(data_dir: str, shards: int, count: int) -> None:
-    """Start the local stream server, write records with partition keys, read them back."""
-    from shardline_v3io.testing_server import start_server_thread
-
-    console = Console()
-    started = time.perf_counter()
-    server = start_server_thread(Path(data_dir))
+@click.option(
+    "--config",
+    "config_path",
+    default="examples/backfill.toml",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="The backfill pipeline to run against the embedded server.",
+)
+@click.option("--rows", default=200_000, show_default=True, type=click.IntRange(1, 100_000_000))
+@click.option("--shards", default=8, show_default=True, type=click.IntRange(1, 1024))
+def demo_command(data_dir: str, config_path: str, rows: int, shards: int) -> None:
+    """Backfill sample Parquet into a stream on the embedded server, then read it back and check it."""
     try:
-        console.print(f"[bold]shardline demo[/bold]: embedded v3io-compatible stream server on {server.url}")
-        console.print(f"stream {CONTAINER}/{STREAM}: {shards} shards")
-        read = asyncio.run(_run_demo(server.url, shards, count, console))
-    finally:
-        server.stop()
-    table = Table(title=f"read back from {CONTAINER}/{STREAM}")
+        from shardline.pipeline import run_pipeline
+        from shardline_parquet import write_sample
+    except ImportError as exc:  # the demo needs the Parquet plugin
+        raise ConfigError(f"the demo needs shardline-parquet ({exc}); pip install shardline-parquet") from exc
+    from shardline_v3io.testing_server import start_server
+
+    if not Path(config_path).is_file():
+        raise ConfigError(
+            f"{config_path}: no such pipeline file; run the demo from the shardline repository root "
+            f"or pass --config PIPELINE.toml"
+        )
+    console = Console()
+    base = Path(data_dir)
+    sample_dir, server_dir, state_dir = base / "sample", base / "server", base / "state"
+    shutil.rmtree(sample_dir, ignore_errors=True)
+    shutil.rmtree(state_dir, ignore_errors=True)  # a finished checkpoint would make the run a no-op
+    state_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    files = write_sample(sample_dir, rows)
+    console.print(
+        f"[bold]shardline demo[/bold]: wrote {rows:,} sample events into {len(files)} Parquet files"
+    )
+    with start_server(server_dir) as server:
+        url = f"{server.url}/{CONTAINER}/{STREAM}"
+        console.print(
+            f"embedded v3io-compatible stream server on {server.url}; pipeline {config_path} -> {url}"
+        )
+        asyncio.run(_reset_stream(server.url))
+        summary = run_pipeline(
+            config_path,
+            [
+                f"source.path={sample_dir}",
+                f"sink.stream={url}",
+                f"sink.create.shards={shards}",
+                f"sink.dead_letter={state_dir / 'dead.jsonl'}",
+                f"checkpoint.path={state_dir / 'events.ckpt'}",
+            ],
+            progress=None,
+        )
+        console.print(summary.line())
+        found = asyncio.run(_read_back(server.url, shards, rows))
+    table = Table(title=f"a few records read back from {CONTAINER}/{STREAM}")
     for col in ("shard", "sequence", "partition key", "data"):
         table.add_column(col)
-    for shard, rec in read:
-        table.add_row(str(shard), str(rec.sequence_number), rec.partition_key or "", rec.data.decode())  # type: ignore[attr-defined]
+    for shard, seq, key, data in sorted(found.sample):
+        table.add_row(str(shard), str(seq), key, data.decode(errors="replace"))
     console.print(table)
-    keys_on: dict[str, set[int]] = {}
-    for shard, rec in read:
-        keys_on.setdefault(rec.partition_key or "", set()).add(shard)  # type: ignore[attr-defined]
-    same = all(len(s) == 1 for s in keys_on.values())
-    console.print(
-        f"{len(read)} records read; every partition key stayed on one shard: {'yes' if same else 'NO'}; "
-        f"{time.perf_counter() - started:.1f}s"
+    moved = sum(1 for s in found.shards_of_user.values() if len(s) > 1)
+    ok = (
+        found.records == rows
+        and found.duplicates == 0
+        and not found.out_of_order_users
+        and moved == 0
+        and summary.exit_code == 0
     )
-    where = Path(data_dir).resolve() / CONTAINER / STREAM
-    console.print(f"data lives in {where} (per-shard segment files under .shardline-shards/)")
     console.print(
-        f"serve it yourself:  shardline serve --data-dir {data_dir}\n"
-        f"then read it:       shardline stream get http://127.0.0.1:8081/{CONTAINER}/{STREAM}"
+        f"read back {found.records:,} of {rows:,} records: {found.duplicates} duplicates, "
+        f"{len(found.out_of_order_users)} users out of order, {moved} users on more than one shard; "
+        f"{time.perf_counter() - started:.1f}s in all"
     )
-    if len(read) != count or not same:
-        raise click.ClickException("the demo did not read back what it wrote")
+    console.print(
+        f"data lives in {server_dir.resolve()}; see it with:\n"
+        f"  shardline serve --data-dir {server_dir}\n"
+        f"  shardline stream get http://127.0.0.1:8081/{CONTAINER}/{STREAM} --shard 0 --limit 5"
+    )
+    if not ok:
+        raise click.ClickException("the demo did not read back exactly what it wrote")
