@@ -44,6 +44,7 @@ class FakeSink:
         self.on_write = on_write
         self.kwargs: dict[str, Any] = {}
         self.closed = False
+        self.flushes = 0
 
     def __call__(self, stream: str, **kwargs: Any) -> FakeSink:  # the sink factory
         self.kwargs = kwargs
@@ -59,6 +60,9 @@ class FakeSink:
             thread.join()
         if self.on_write is not None:
             self.on_write(len(self.batches))
+
+    def flush(self, timeout: float | None = None) -> None:
+        self.flushes += 1
 
     def close(self) -> None:
         self.closed = True
@@ -217,3 +221,22 @@ def test_progress_bar_only_when_asked_or_on_a_terminal() -> None:
     display.close()
     assert "250,000/1,000,000 rows" in out.getvalue()
     assert "3.0 MiB" in out.getvalue()
+
+
+def test_the_source_is_handed_the_sinks_flush(
+    events: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shardline_parquet.source import ParquetSource
+
+    original = ParquetSource.batches
+
+    def batches_that_flush(self: ParquetSource) -> Any:  # as Kafka does before giving partitions up
+        for item in original(self):
+            yield item
+            assert self._flush is not None
+            self._flush()
+
+    monkeypatch.setattr(ParquetSource, "batches", batches_that_flush)
+    sink = FakeSink()
+    run_pipeline(_config(events, tmp_path), sink_factory=sink)
+    assert sink.flushes == len(sink.batches) > 0

@@ -184,6 +184,7 @@ class Runner:
         done_rows = 0
         try:
             sink = self._open_sink()
+            source.set_flush(sink.flush)
             display = make_display(self.progress, config.source_type, _safe_progress(source))
             done_rows = int(_safe_progress(source).get("done_rows", 0))
             reader = threading.Thread(

@@ -10,7 +10,7 @@ returns a small JSON-serialisable dict from which a new instance resumes.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import pyarrow as pa
@@ -18,6 +18,9 @@ from pydantic import BaseModel, ConfigDict
 
 AckToken = Any
 """Opaque, source-defined token that identifies a yielded batch (e.g. partition offsets)."""
+
+DeadLetterFn = Callable[[list[dict[str, Any]], str], None]
+"""``dead_letter(rows, reason)``: durably record source rows that cannot become stream records."""
 
 
 class SourceOptions(BaseModel):
@@ -39,6 +42,8 @@ class Source(abc.ABC):
         self.options = options
         self.resume_from = checkpoint
         self._stopping = False
+        self._flush: Callable[[], None] | None = None
+        self._dead_letter: DeadLetterFn | None = None
 
     @abc.abstractmethod
     def batches(self) -> Iterator[tuple[pa.RecordBatch, AckToken]]:
@@ -55,6 +60,25 @@ class Source(abc.ABC):
     def stop(self) -> None:
         """Ask :meth:`batches` to return soon (called from another thread on SIGINT/SIGTERM)."""
         self._stopping = True
+
+    def set_flush(self, flush: Callable[[], None] | None) -> None:
+        """Receive a function that makes the sink deliver, and ack, everything written so far.
+
+        The pipeline calls this once, before :meth:`batches`. A source that must hand work over
+        (Kafka, when partitions are revoked in a rebalance) calls it from its own threads, never
+        while it is inside a ``write`` of the sink; most sources ignore it.
+        """
+        self._flush = flush
+
+    def set_dead_letter(self, dead_letter: DeadLetterFn | None) -> None:
+        """Receive the pipeline's dead-letter function for rows the source cannot turn into a batch.
+
+        ``dead_letter(rows, reason)`` writes each row (a dict; ``value``/``data``, ``key``, ``error``
+        and any position such as ``offset`` are kept) to the sink's dead-letter target and counts it
+        in the run's dead letters; it has written them durably when it returns, so the source may
+        then commit past them. Called once, before :meth:`batches`.
+        """
+        self._dead_letter = dead_letter
 
     @property
     def stopping(self) -> bool:
