@@ -361,10 +361,7 @@ class V3ioServer:
         if n > MAX_RECORDS:
             raise RequestError(E.INVALID_ARGUMENT, f"at most {MAX_RECORDS} records per request, got {n}")
         stream = self.store.open_stream(container, path)
-        results, failed = stream.put_records(records, self.fault)
-        return web.Response(
-            body=orjson.dumps({"FailedRecordCount": failed, "Records": results}), content_type=_JSON
-        )
+        return web.Response(body=stream.put_records_response(records, self.fault), content_type=_JSON)
 
     def _seek(self, stream: Any, shard_id: int, doc: dict[str, Any]) -> web.Response:
         seek_type = doc.get("Type")

@@ -93,9 +93,15 @@ def join_payloads(
     if keys is None and client_infos is None:
         return b"".join(datas)
     n = len(datas)
-    ks = keys if keys is not None else [b""] * n
-    cs = client_infos if client_infos is not None else [b""] * n
-    return b"".join([b for triple in zip(ks, cs, datas, strict=True) for b in triple])
+    parts = [keys, client_infos, datas]
+    present = [p for p in parts if p is not None]
+    step = len(present)
+    out: list[bytes] = [b""] * (n * step)
+    for i, column in enumerate(present):  # interleave with slice assignment (in C, no per-record step)
+        if len(column) != n:
+            raise ValueError("keys, client infos and datas must have the same length")
+        out[i::step] = column
+    return b"".join(out)
 
 
 class ShardLog:

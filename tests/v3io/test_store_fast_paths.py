@@ -1,0 +1,101 @@
+"""The store's vectorised PutRecords paths agree with the straightforward ones, byte for byte."""
+
+from __future__ import annotations
+
+import base64
+import random
+from pathlib import Path
+
+import orjson
+import pytest
+from shardline_v3io.store import StoreError, StreamStore
+from shardline_v3io.store.shard import join_payloads
+from shardline_v3io.store.stream import _decode_each, _decode_joined
+
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_ \n!é"
+
+
+def _each_or_error(texts: list[str]) -> list[bytes] | str:
+    try:
+        return _decode_each(texts, "Data")[0]
+    except StoreError:
+        return "error"
+
+
+def test_joined_base64_decode_accepts_only_what_the_per_record_decode_accepts() -> None:
+    rng = random.Random(7)
+    taken = 0
+    for _ in range(5000):
+        texts = []
+        for _ in range(rng.randint(1, 5)):
+            if rng.random() < 0.5:
+                texts.append(base64.b64encode(rng.randbytes(rng.randint(0, 12))).decode())
+            else:
+                texts.append("".join(rng.choice(_ALPHABET) for _ in range(rng.choice([0, 2, 4, 8, 12]))))
+        fast = _decode_joined(texts)
+        slow = _each_or_error(texts)
+        if fast is not None:
+            taken += 1
+            assert slow != "error", texts
+            assert fast[0] == slow, texts
+            assert fast[1].tolist() == [len(b) for b in slow]
+    assert taken > 1000  # the fast path is the common one
+
+
+@pytest.mark.parametrize("bad", ["QQ==QUJD", "QUJD====", "QQ=A", "QUJ!", "QUJ", "QUJDé==="])
+def test_bad_base64_is_refused_naming_the_record(tmp_path: Path, bad: str) -> None:
+    store = StreamStore(tmp_path)
+    store.create_stream("c", "s", 2, 24)
+    stream = store.open_stream("c", "s")
+    records = [{"Data": "QUJD", "ShardId": 0}, {"Data": bad, "ShardId": 1}]
+    with pytest.raises(StoreError, match=r"Records\[1\]\.Data"):
+        stream.put_records_response(records)
+    store.close()
+
+
+def test_response_bytes_equal_orjson_of_the_result_objects(tmp_path: Path) -> None:
+    rng = random.Random(3)
+    records = []
+    for i in range(1000):
+        rec: dict[str, object] = {"Data": base64.b64encode(rng.randbytes(rng.randint(0, 40))).decode()}
+        if i % 3 == 0:
+            rec["ShardId"] = i % 5
+        elif i % 3 == 1:
+            rec["PartitionKey"] = f"user-{i % 17}"
+        if i % 7 == 0:
+            rec["ClientInfo"] = base64.b64encode(rng.randbytes(8)).decode()
+        records.append(rec)
+    store_a = StreamStore(tmp_path / "a")
+    store_b = StreamStore(tmp_path / "b")
+    for store in (store_a, store_b):
+        store.create_stream("c", "s", 5, 24)
+    a = store_a.open_stream("c", "s")
+    b = store_b.open_stream("c", "s")
+    for _ in range(2):
+        body = a.put_records_response(records)
+        results, failed = b.put_records(records)
+        assert failed == 0
+        assert body == orjson.dumps({"FailedRecordCount": 0, "Records": results})
+    # what was written reads back identically from both stores
+    for shard in range(5):
+        loc_a = a.seek(shard, "EARLIEST")
+        loc_b = b.seek(shard, "EARLIEST")
+        got_a = [r["Data"] for r in a.get_records_doc(shard, loc_a, 10000)["Records"]]
+        got_b = [r["Data"] for r in b.get_records_doc(shard, loc_b, 10000)["Records"]]
+        assert got_a == got_b and got_a
+    # with a failed record the answer is the general one
+    bad = [{"Data": "QUJD", "ShardId": 0}, {"Data": "QUJD", "ShardId": 99}]
+    doc = orjson.loads(a.put_records_response(bad))
+    assert doc["FailedRecordCount"] == 1
+    assert doc["Records"][1]["ErrorMessage"] == "ShardIDOutOfRangeException"
+    assert set(doc["Records"][0]) == {"SequenceNumber", "ShardId"}
+    store_a.close()
+    store_b.close()
+
+
+def test_join_payloads_interleaves_key_client_info_data() -> None:
+    datas = [b"d1", b"d2", b"d3"]
+    assert join_payloads(datas, None, None) == b"d1d2d3"
+    assert join_payloads(datas, [b"k1", b"", b"k3"], None) == b"k1d1d2k3d3"
+    assert join_payloads(datas, None, [b"c", b"", b""]) == b"cd1d2d3"
+    assert join_payloads(datas, [b"k", b"", b""], [b"", b"c", b""]) == b"kd1cd2d3"
