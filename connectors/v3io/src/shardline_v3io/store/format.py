@@ -12,7 +12,9 @@ A segment is two files named after the sequence number of its first record:
                   | client_info_len u8                                     (27 bytes, little endian)
         payload = key | client_info | data
 
-    ``payload_delta`` is the distance in bytes from the header to its payload. Headers are
+    ``payload_delta`` is the distance in bytes from the header to its payload. Payloads may be
+    followed by up to two unused bytes (left from base64 padding when a request's Data were decoded
+    as one blob); readers only follow the headers, so this needs no flag. Headers are
     contiguous and fixed-size so a whole chunk is built with numpy and two joins, without a Python
     step per record. The CRC guards the chunk as a whole: a torn chunk (the process died inside the
     write, or the machine lost unsynced pages) fails its CRC or its length and is cut off on

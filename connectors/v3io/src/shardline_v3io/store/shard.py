@@ -56,10 +56,14 @@ def frame_headers(
     klen: npt.NDArray[np.int64] | None = None,
     clen: npt.NDArray[np.int64] | None = None,
     group_starts: npt.NDArray[np.int64] | None = None,
+    *,
+    strides: npt.NDArray[np.int64] | None = None,
 ) -> tuple[npt.NDArray[Any], npt.NDArray[np.int64]]:
     """Record headers of one or more chunks at once, and each record's index offset in its chunk.
 
     The records of chunk ``g`` are ``group_starts[g]`` up to the next start (one chunk when None).
+    ``strides`` (data only) are the bytes each record takes in the payload area when that is more
+    than its data (unused bytes after a payload; readers only follow the headers).
     ``seq`` holds the rank in the chunk (add the chunk's first sequence) and the index offsets are
     relative to the chunk's file offset (add it); ``arrival`` is left to the caller.
     """
@@ -73,6 +77,8 @@ def frame_headers(
         sizes = sizes + klen
     if clen is not None:
         sizes = sizes + clen
+    if strides is not None:
+        sizes = strides
     before = np.cumsum(sizes) - sizes  # payload bytes before each record, over all chunks
     in_chunk = before - before[starts][group_of]
     headers = np.zeros(total, dtype=RECORD_DTYPE)
@@ -331,7 +337,7 @@ class ShardLog:
         return self.next_seq, self.log_size
 
     def commit_chunk(
-        self, table: bytes, payload: bytes, n: int, index: npt.NDArray[np.int64], arrival_ns: int
+        self, table: bytes, payload: bytes | memoryview, n: int, index: npt.NDArray[np.int64], arrival_ns: int
     ) -> None:
         """Write one chunk framed by :func:`frame_headers` at the offset :meth:`reserve` returned.
 
@@ -346,7 +352,7 @@ class ShardLog:
         try:
             written = os.writev(self.log_fd, (head, table, payload))
             if written < CHUNK_SIZE + body_len:
-                _write_all(self.log_fd, (head + table + payload)[written:])
+                _write_all(self.log_fd, (head + table + bytes(payload))[written:])
             if self.fsync:
                 os.fdatasync(self.log_fd)
         except OSError:

@@ -322,6 +322,7 @@ class Stream:
         with self.lock:
             count = self.meta.shard_count
             code = cols.code
+            rr_before = self._rr
             if cols.keys_text is not None:
                 kshard, key_bytes = self._key_shards(cols.keys_text, count, code)
             else:
@@ -348,12 +349,18 @@ class Stream:
                 if bad:
                     code[np.fromiter(bad, dtype=np.int64, count=len(bad))] = _BUSY
             ok_idx = np.flatnonzero(code == 0)
+            ok_shards = shard[ok_idx]
+            order = np.argsort(ok_shards, kind="stable")
+            sorted_idx = ok_idx[order]
+            sorted_shards = ok_shards[order]
+            if cols.texts is not None:
+                try:  # every record's Data is checked, also of those that will not be written
+                    cols.decode_in_order(np.concatenate((sorted_idx, np.flatnonzero(code != 0))))
+                except StoreError:
+                    self._rr = rr_before
+                    raise
             seq_of = np.zeros(n, dtype=np.int64)
             if len(ok_idx):
-                ok_shards = shard[ok_idx]
-                order = np.argsort(ok_shards, kind="stable")
-                sorted_idx = ok_idx[order]
-                sorted_shards = ok_shards[order]
                 bounds = np.flatnonzero(np.diff(sorted_shards)) + 1
                 arrival = self.clock()
                 self._write_groups(sorted_idx, sorted_shards, bounds, cols, key_bytes, arrival, seq_of)
@@ -372,23 +379,40 @@ class Stream:
         """Frame every shard's chunk in one numpy pass, then one ``writev`` per shard."""
         starts = np.concatenate(([0], bounds)).astype(np.int64)
         ends = np.append(bounds, len(sorted_idx)).tolist()
-        pick = _picker(sorted_idx.tolist())
-        datas = pick(cols.datas)
-        keys = pick(key_bytes) if key_bytes is not None else None
-        cis = pick(cols.cis) if cols.cis is not None else None
-        klen = np.fromiter(map(len, keys), dtype=np.int64, count=len(keys)) if keys is not None else None
-        clen = np.fromiter(map(len, cis), dtype=np.int64, count=len(cis)) if cis is not None else None
-        headers, rel_index = frame_headers(cols.dlen[sorted_idx], klen, clen, starts)
+        if cols.blob_starts is not None:
+            # Data only, decoded in this order: a shard's payload area is one slice of the blob
+            assert cols.strides is not None
+            blob = memoryview(cols.blob)
+            at = cols.blob_starts.tolist()
+            headers, rel_index = frame_headers(
+                cols.dlen[sorted_idx], None, None, starts, strides=cols.strides[sorted_idx]
+            )
+
+            def payloads(a: int, b: int) -> bytes | memoryview:
+                return blob[at[a] : at[b]]
+
+        else:
+            assert cols.datas is not None
+            pick = _picker(sorted_idx.tolist())
+            datas = pick(cols.datas)
+            keys = pick(key_bytes) if key_bytes is not None else None
+            cis = pick(cols.cis) if cols.cis is not None else None
+            klen = np.fromiter(map(len, keys), dtype=np.int64, count=len(keys)) if keys is not None else None
+            clen = np.fromiter(map(len, cis), dtype=np.int64, count=len(cis)) if cis is not None else None
+            headers, rel_index = frame_headers(cols.dlen[sorted_idx], klen, clen, starts)
+
+            def payloads(a: int, b: int) -> bytes | memoryview:
+                return join_payloads(
+                    datas[a:b], keys[a:b] if keys is not None else None, cis[a:b] if cis is not None else None
+                )
+
         headers["arrival"] = arrival
         seqs = headers["seq"]
         for a, b in zip(starts.tolist(), ends, strict=True):
             log = self.shard(int(sorted_shards[a]))
             first, offset = log.reserve(arrival)
             seqs[a:b] += np.uint64(first)
-            payload = join_payloads(
-                datas[a:b], keys[a:b] if keys is not None else None, cis[a:b] if cis is not None else None
-            )
-            log.commit_chunk(headers[a:b].tobytes(), payload, b - a, rel_index[a:b] + offset, arrival)
+            log.commit_chunk(headers[a:b].tobytes(), payloads(a, b), b - a, rel_index[a:b] + offset, arrival)
         seq_of[sorted_idx] = seqs.astype(np.int64)
 
     def _key_shards(
@@ -578,14 +602,28 @@ class _Columns:
             i = _first_bad(raw_datas, (blob,))
             raise StoreError(E.INVALID_ARGUMENT, f"Records[{i}].Data must be a base64 string")
         self.code = np.zeros(n, dtype=np.int8)
-        if encoded:
+        present = set().union(*records)
+        self.datas: list[bytes] | None = None
+        self.texts: list[str] | None = None
+        self.strides: npt.NDArray[np.int64] | None = None
+        self.blob = b""
+        self.blob_starts: npt.NDArray[np.int64] | None = None
+        layout = None
+        if encoded and not present & {"PartitionKey", "ClientInfo"}:
+            layout = _b64_layout(raw_datas)
+        if layout is not None:
+            # Data only: decoded later, in shard order, as one blob (see decode_in_order)
+            in_len, pads = layout
+            self.texts = raw_datas
+            self.strides = in_len // 4 * 3
+            self.dlen = self.strides - pads
+        elif encoded:
             self.datas, self.dlen = _decode_column(raw_datas, "Data")
         else:
             self.datas = raw_datas
-            self.dlen = np.fromiter(map(len, self.datas), dtype=np.int64, count=n)
+            self.dlen = np.fromiter(map(len, raw_datas), dtype=np.int64, count=n)
         self.code[self.dlen > MAX_DATA] = _INVALID
 
-        present = set().union(*records)
         self.sids: list[Any] | None = None
         sids = _column(records, "ShardId", present)
         if sids is not None:
@@ -631,6 +669,21 @@ class _Columns:
                 self.code[(clen > MAX_CLIENT_INFO) & (self.code == 0)] = _INVALID
 
 
+    def decode_in_order(self, order: npt.NDArray[np.int64]) -> None:
+        """Decode deferred Data (every record, in ``order``) into one blob; bad base64 -> StoreError.
+
+        Record ``order[k]``'s bytes start at ``blob_starts[k]`` and take ``strides[order[k]]``
+        bytes of the blob, of which the first ``dlen`` are its Data (the rest: padding bits).
+        """
+        assert self.texts is not None and self.strides is not None
+        decoded = _decode_joined_text(_picker(order.tolist())(self.texts))
+        if decoded is None:
+            _decode_each(self.texts, "Data")  # raises, naming the record
+            raise StoreError(E.INVALID_ARGUMENT, "Data is not valid base64")
+        self.blob = decoded
+        self.blob_starts = np.concatenate(([0], np.cumsum(self.strides[order]))).astype(np.int64)
+
+
 def _column(records: list[dict[str, Any]], name: str, present: set[str]) -> list[Any] | None:
     """The values of field ``name`` (None where absent), or None when no record has it."""
     if name not in present:
@@ -656,14 +709,14 @@ def _decode_column(texts: list[str], field: str) -> tuple[list[bytes], npt.NDArr
 _PAD = 61  # ord("=")
 
 
-def _decode_joined(texts: list[str]) -> tuple[list[bytes], npt.NDArray[np.int64]] | None:
-    """Decode every string with one ``a2b_base64`` call over their concatenation; None to fall back.
+def _b64_layout(texts: list[str]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]] | None:
+    """(length, padding count) of every string when the column can be decoded joined; else None.
 
     Accepted only when every string is ASCII, a multiple of 4 long, and holds ``=`` only as its
     last one or two characters (canonical padding). Then each string is a run of whole quads, the
-    padding can be replaced by ``A`` (zero bits) so that the concatenation holds no ``=``, and one
+    padding can be replaced by ``A`` (zero bits) so that a concatenation holds no ``=``, and one
     strict decode (pybase64, SIMD) checks the alphabet and yields every string's bytes at
-    ``offset * 3 / 4``, the padding's bytes to cut off. Everything else returns None.
+    ``offset * 3 / 4``, the padding's bytes to cut off (see :func:`_decode_joined_text`).
     """
     n = len(texts)
     in_len = np.fromiter(map(len, texts), dtype=np.int64, count=n)
@@ -672,31 +725,45 @@ def _decode_joined(texts: list[str]) -> tuple[list[bytes], npt.NDArray[np.int64]
     joined = "".join(texts)
     if not joined.isascii():
         return None
+    if "=" not in joined:
+        return in_len, np.zeros(n, dtype=np.int64)
+    raw = np.frombuffer(joined.encode("ascii"), dtype=np.uint8)
     ends = np.cumsum(in_len)
-    if "=" in joined:
-        raw = np.frombuffer(joined.encode("ascii"), dtype=np.uint8)
-        nonempty = in_len > 0
-        last = np.zeros(n, dtype=bool)
-        second = np.zeros(n, dtype=bool)
-        tail = ends[nonempty]
-        last[nonempty] = raw[tail - 1] == _PAD
-        second[nonempty] = raw[tail - 2] == _PAD
-        if (second & ~last).any():
-            return None
-        pads = last.astype(np.int64) + second
-        if int(pads.sum()) != int(np.count_nonzero(raw == _PAD)):
-            return None  # "=" somewhere else than the padding
-        joined = joined.replace("=", "A")
-    else:
-        pads = np.zeros(n, dtype=np.int64)
+    nonempty = in_len > 0
+    last = np.zeros(n, dtype=bool)
+    second = np.zeros(n, dtype=bool)
+    tail = ends[nonempty]
+    last[nonempty] = raw[tail - 1] == _PAD
+    second[nonempty] = raw[tail - 2] == _PAD
+    if (second & ~last).any():
+        return None
+    pads = last.astype(np.int64) + second
+    if int(pads.sum()) != int(np.count_nonzero(raw == _PAD)):
+        return None  # "=" somewhere else than the padding
+    return in_len, pads
+
+
+def _decode_joined_text(texts: list[str]) -> bytes | None:
+    """Decode the concatenation of strings that passed :func:`_b64_layout`; None when not base64."""
+    joined = "".join(texts).replace("=", "A")
     try:
         decoded = pybase64.b64decode(joined, validate=True)  # SIMD; refuses any non-alphabet byte
     except (binascii.Error, ValueError):
         return None
-    if len(decoded) != len(joined) // 4 * 3:
+    return decoded if len(decoded) == len(joined) // 4 * 3 else None
+
+
+def _decode_joined(texts: list[str]) -> tuple[list[bytes], npt.NDArray[np.int64]] | None:
+    """Decode every string with one base64 call over their concatenation; None to fall back."""
+    layout = _b64_layout(texts)
+    if layout is None:
+        return None
+    in_len, pads = layout
+    decoded = _decode_joined_text(texts)
+    if decoded is None:
         return None
     out_len = in_len // 4 * 3 - pads
-    starts = (ends - in_len) // 4 * 3
+    starts = (np.cumsum(in_len) - in_len) // 4 * 3
     out = list(map(decoded.__getitem__, map(slice, starts.tolist(), (starts + out_len).tolist())))
     return out, out_len
 
