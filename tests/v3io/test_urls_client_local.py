@@ -127,3 +127,33 @@ def test_local_transport_is_registered_and_writes(tmp_path: Path) -> None:
         StreamStore(tmp_path / "d")  # the shared store of this process holds the lock
     release_store(tmp_path / "d")
     StreamStore(tmp_path / "d").close()
+
+
+def test_local_transport_put_records_body_reports_only_failures(tmp_path: Path) -> None:
+    from shardline.errors import TransportError
+    from shardline.transport import BodyTransport
+
+    url = f"local://{tmp_path}/d/bigdata/body"
+    transport = LocalTransport(url)
+    assert isinstance(transport, BodyTransport)  # the engine takes the pre-encoded fast path
+
+    async def main() -> None:
+        await transport.create(2, 24)
+        body = (
+            b'{"Records":[{"Data":"eA==","PartitionKey":"k","ShardId":1},'
+            b'{"Data":"eQ==","ShardId":5},{"Data":"eg=="}]}'
+        )
+        result = await transport.put_records_body(body, 3)
+        assert result.record_count == 3
+        assert [(f.index, f.error_message) for f in result.failures] == [(1, "ShardIDOutOfRangeException")]
+        stream = transport.store.open_stream("bigdata", "body")
+        got = stream.get_records_doc(1, stream.seek(1, "EARLIEST"), 10)["Records"]
+        assert [(r["Data"], r.get("PartitionKey")) for r in got] == [("eA==", "k")]
+        with pytest.raises(TransportError, match="base64") as info:
+            await transport.put_records_body(b'{"Records":[{"Data":"e!=="}]}', 1)
+        assert not info.value.retryable
+        with pytest.raises(TransportError, match="malformed"):
+            await transport.put_records_body(b'{"Records":[', 1)
+
+    asyncio.run(main())
+    release_store(tmp_path / "d")

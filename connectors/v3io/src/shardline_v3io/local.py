@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
 from shardline.errors import AccessDeniedError, StreamNotFoundError, TransportError
-from shardline.transport import PutRecord, PutResult, StreamInfo
+from shardline.transport import PutBodyResult, PutFailure, PutRecord, PutResult, StreamInfo
 
 from shardline_v3io.store import StoreError, StreamStore
 from shardline_v3io.urls import StreamURL, parse_stream_url
@@ -114,6 +115,30 @@ class LocalTransport:
             else:
                 out.append(PutResult(shard_id=res["ShardId"], sequence_number=res["SequenceNumber"]))
         return out
+
+    async def put_records_body(self, body: bytes, record_count: int) -> PutBodyResult:
+        """Write one pre-encoded PutRecords body (the sink's fast path); report the failed records.
+
+        The body is checked exactly as the server checks it (malformed JSON or bad base64 fail the
+        whole request with a non-retryable TransportError).
+        """
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            what = self._what("put records to")
+            raise TransportError(f"{what}: malformed body: {exc}", retryable=False) from exc
+        records = doc.get("Records") if isinstance(doc, dict) else None
+        if type(records) is not list or not records:
+            raise TransportError(
+                f"{self._what('put records to')}: the body must be {{\"Records\": [...]}} with records",
+                retryable=False,
+            )
+        try:
+            stream = self.store.open_stream(self.target.container, self.target.path)
+            failed = stream.put_records_failures(records)
+        except StoreError as exc:
+            raise map_store_error(exc, self._what("put records to")) from exc
+        return PutBodyResult(len(records), [PutFailure(i, code, msg) for i, code, msg in failed])
 
     async def close(self) -> None:
         """Nothing to release per transport (the shared store stays open for the process)."""

@@ -38,14 +38,15 @@ from xml.sax.saxutils import escape
 import orjson
 from aiohttp import web
 from aiohttp.web_request import BaseRequest
+from shardline import limits
 
 from shardline_v3io import errors as E
 from shardline_v3io.faults import FaultConfig
 from shardline_v3io.store import StoreError, StreamStore
 from shardline_v3io.store.stream import MAX_GET_LIMIT, MAX_RECORDS
 
-MAX_BODY = 10 * 2**20
-"""The largest JSON body a Streaming Web API request may have (10 MB)."""
+MAX_BODY = limits.MAX_REQUEST_BODY_BYTES
+"""The largest JSON body a Streaming Web API request may have (10 MiB, ``shardline.limits``)."""
 MAX_CONCURRENT_BODIES = 32
 """Stream requests processed at once (each may hold a 10 MB body); others wait their turn."""
 _DISCARD_LIMIT = 64 * 2**20

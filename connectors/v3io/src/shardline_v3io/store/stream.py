@@ -311,6 +311,21 @@ class Stream:
         inner = inner.replace(b"}{", b'},{"SequenceNumber":')
         return b'{"FailedRecordCount":0,"Records":[{"SequenceNumber":' + inner + b"}]}"
 
+    def put_records_failures(
+        self, records: list[Any], fault: FaultConfig | None = None, *, encoded: bool = True
+    ) -> list[tuple[int, int, str]]:
+        """Like :meth:`put_records`, but return only the failed records: (index, ErrorCode, ErrorMessage)."""
+        if not records:
+            return []
+        _seq, _shard, code, failed = self._put(records, fault, encoded)
+        if not failed:
+            return []
+        bad = np.flatnonzero(code)
+        return [
+            (i, _FAILURES[c]["ErrorCode"], _FAILURES[c]["ErrorMessage"])
+            for i, c in zip(bad.tolist(), code[bad].tolist(), strict=True)
+        ]
+
     def _put(
         self, records: list[Any], fault: FaultConfig | None, encoded: bool
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int8], int]:
