@@ -5,7 +5,10 @@ several concurrent aiohttp clients in this process; each server runs in its own 
 The null handler is a trivial aiohttp app that reads the body, parses nothing and answers a
 fixed tiny JSON, so the ratio shows what the store and the protocol cost on top of HTTP itself.
 
-    uv run python benchmarks/server_ingest.py [--seconds 5] [--clients 8] [--key-mode shard|key|none]
+    uv run python benchmarks/server_ingest.py [--seconds 5] [--clients 8] [--key-mode shard|key|sink|none]
+
+``--key-mode sink`` sends what StreamSink sends: PartitionKey and the ShardId computed from it,
+records ordered by shard.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import time
 
 import aiohttp
 import orjson
-
+from shardline.partitioning import shard_for_key
 from shardline_v3io.testing_server import start_server
 
 RECORD_BYTES = 100
@@ -62,9 +65,14 @@ def make_bodies(key_mode: str, n_bodies: int = 16) -> list[bytes]:
             rec: dict[str, object] = {"Data": data}
             if key_mode == "shard":
                 rec["ShardId"] = (b * PER_REQUEST + i) % SHARDS
-            elif key_mode == "key":
-                rec["PartitionKey"] = f"user-{(b * 7919 + i) % 5000}"
+            elif key_mode in ("key", "sink"):
+                key = f"user-{(b * 7919 + i) % 5000}"
+                rec["PartitionKey"] = key
+                if key_mode == "sink":
+                    rec["ShardId"] = shard_for_key(key, SHARDS)
             recs.append(rec)
+        if key_mode == "sink":
+            recs.sort(key=lambda r: r["ShardId"])
         bodies.append(orjson.dumps({"Records": recs}))
     return bodies
 
@@ -136,10 +144,12 @@ async def create_stream(url: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--key-mode", choices=["shard", "key", "none"], default="shard")
+    parser.add_argument("--key-mode", choices=["shard", "key", "sink", "none"], default="shard")
     parser.add_argument("--fsync", action="store_true", help="run the server with --fsync")
     parser.add_argument("--null-server", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--keep", action="store_true", help="keep the data dir")
@@ -150,7 +160,8 @@ def main() -> None:
     bodies = make_bodies(args.key_mode)
     print(
         f"load: {RECORD_BYTES}-byte records, {PER_REQUEST}/request ({len(bodies[0]) / 1e6:.2f} MB body), "
-        f"{SHARDS} shards, placement={args.key_mode}, {args.clients} concurrent clients, {args.seconds:.0f}s each"
+        f"{SHARDS} shards, placement={args.key_mode}, {args.clients} concurrent clients, "
+        f"{args.seconds:.0f}s each"
     )
     data_dir = tempfile.mkdtemp(prefix="shardline-bench-")
     try:
@@ -179,14 +190,21 @@ def main() -> None:
     # records per CPU-second of the server process: what one core sustains, whatever else runs
     null_per_cpu = null_rate * args.seconds / max(null_cpu, 1e-9)
     serve_per_cpu = rate * args.seconds / max(serve_cpu, 1e-9)
-    print(f"null handler      : {null_rate:12,.0f} records/s   {null_per_cpu:12,.0f} records per server CPU-second")
+    print(
+        f"null handler      : {null_rate:12,.0f} records/s   "
+        f"{null_per_cpu:12,.0f} records per server CPU-second"
+    )
     print(
         f"shardline serve   : {rate:12,.0f} records/s   {serve_per_cpu:12,.0f} records per server CPU-second"
         f"  (failed: {failed}, on disk: {size / 1e6:.1f} MB)"
     )
     print(f"ratio serve/null  : {rate / null_rate:12.2f}               {serve_per_cpu / null_per_cpu:12.2f}")
-    print(f"server CPU: user {serve_split[0]:.2f}s, system {serve_split[1]:.2f}s over {args.seconds:.0f}s")
-    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} (other work skews the wall rates)")
+    print(
+        f"server CPU: user {serve_split[0]:.2f}s, system {serve_split[1]:.2f}s over {args.seconds:.0f}s"
+        f" = {1e6 / serve_per_cpu:.2f} us per record (null handler {1e6 / null_per_cpu:.2f} us)"
+    )
+    avg = os.getloadavg()[0]
+    print(f"machine: {os.cpu_count()} CPUs, load average {avg:.2f} (other work skews the wall rates)")
 
 
 if __name__ == "__main__":

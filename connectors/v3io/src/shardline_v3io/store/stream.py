@@ -446,7 +446,7 @@ class Stream:
             shard_of.update({None: -1, "": -1})
             bytes_of.update({None: b"", "": b""})
             self._key_cache_count = count
-        new = [k for k in set(keys) if k not in shard_of]
+        new = list(set(keys).difference(shard_of))  # set - dict keys, in C
         if new:
             encoded = [k.encode("utf-8", "surrogatepass") for k in new]
             hashes = np.fromiter(map(xxhash.xxh64_intdigest, encoded), dtype=np.uint64, count=len(new))
