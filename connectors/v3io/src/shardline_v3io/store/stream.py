@@ -448,12 +448,13 @@ class Stream:
             self._key_cache_count = count
         new = list(set(keys).difference(shard_of))  # set - dict keys, in C
         if new:
-            encoded = [k.encode("utf-8", "surrogatepass") for k in new]
-            hashes = np.fromiter(map(xxhash.xxh64_intdigest, encoded), dtype=np.uint64, count=len(new))
-            shards = jump_hash_array(hashes, count).tolist()
-            for key, kb, shard in zip(new, encoded, shards, strict=True):
-                shard_of[key] = shard if len(kb) <= MAX_KEY else -2
-                bytes_of[key] = kb
+            encoded = list(map(_encode_key, new))
+            m = len(new)
+            hashes = np.fromiter(map(xxhash.xxh64_intdigest, encoded), dtype=np.uint64, count=m)
+            shards = jump_hash_array(hashes, count).astype(np.int64)
+            shards[np.fromiter(map(len, encoded), dtype=np.int64, count=m) > MAX_KEY] = -2
+            shard_of.update(zip(new, shards.tolist(), strict=True))
+            bytes_of.update(zip(new, encoded, strict=True))
         n = len(keys)
         kshard = np.fromiter(map(shard_of.__getitem__, keys), dtype=np.int64, count=n)
         bad = kshard == -2
@@ -581,6 +582,7 @@ _FAILURES: dict[int, dict[str, Any]] = {
 _NONE_TYPE = type(None)
 _KEY_CACHE_MAX = 100_000
 _get_data = operator.itemgetter("Data")
+_encode_key = operator.methodcaller("encode", "utf-8", "surrogatepass")
 
 
 def _picker(idx: list[int]) -> Callable[[Sequence[Any]], list[Any]]:
