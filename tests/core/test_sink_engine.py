@@ -317,3 +317,41 @@ def test_a_proven_shard_that_fails_out_of_tail_order_is_detected_and_unproven() 
         assert sink.metrics.order_violations > 0  # the server broke a key's order: counted, not hidden
         assert not lane.proven or lane.clean_records == 0
     assert sorted(i for v in per_key(transport).values() for i in v) == list(range(2200))
+
+
+def test_many_keys_under_random_record_faults_need_few_requests() -> None:
+    """30% of records failing at random must not shrink requests to a run of distinct keys.
+
+    Counted, not timed: 20,000 records of 1,000 keys on 8 shards fit in 20 full requests; with
+    retries (a retry goes out at the head of its shard's next request, with new records after it)
+    a few dozen more are fine. Cutting requests at the first repeated key, shrinking them on
+    scattered errors or backing off a working shard took well over a thousand.
+    """
+    import random
+
+    rng = random.Random(11)
+    n, keys = 20_000, 1_000
+    transport = FakeTransport(shard_count=8, fault_rate=0.3, fault_shape="random", seed=3)
+    with StreamSink(transport, partition_key="k", **FAST) as sink:
+        for b in range(0, n, 5_000):
+            ids = list(range(b, b + 5_000))
+            sink.write(pa.record_batch({"k": [f"key-{rng.randrange(keys)}" for _ in ids], "i": ids}))
+        sink.flush()
+        assert sink.metrics.retries > n // 5
+        assert sink.metrics.order_violations == 0
+        assert min(sink.metrics.shard_allowance.values()) >= limits.MAX_RECORDS_PER_REQUEST // 2
+    assert transport.requests < 400, f"{transport.requests} requests for {n} records"
+    assert_all_in_order(transport, n)
+    assert transport.violations == []
+
+
+def test_unproven_requests_take_each_keys_earliest_record_and_skip_repeats() -> None:
+    """A hot key on every other row must not cut an unproven shard's request at its second record."""
+    keys = ["hot" if i % 2 == 0 else f"u{i}" for i in range(300)]
+    transport = FakeTransport(shard_count=1)
+    with StreamSink(transport, partition_key="k", **FAST) as sink:
+        sink.write(pa.record_batch({"k": keys, "i": list(range(300))}))
+        sink.flush()
+    assert transport.request_sizes[0] == 151  # the first "hot" and all 150 other keys
+    assert max(transport.request_sizes[1:]) == 1  # then the 149 other "hot" records, one at a time
+    assert_all_in_order(transport, 300)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gc
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -260,3 +262,38 @@ def test_growth_from_4_to_16_shards_while_writing_200k_keyed_rows(stream_server_
             in_shard = [i for _, _, i in sorted(r for r in recs if r[0] == shard)]
             assert in_shard == sorted(in_shard), f"key {key} out of order in shard {shard}"
     assert moved > keys // 2  # jump hash moves 3/4 of the keys from 4 to 16 shards
+
+
+def test_start_retries_503s_on_describe_and_create(tmp_path: Path) -> None:
+    """With 60% of Describe/PutRecords answered 503, every sink still starts (creating its stream)."""
+    with start_server(tmp_path / "data", fault_status=503, fault_status_rate=0.6, fault_seed=3) as server:
+        for n in range(4):
+            url = f"{server.url}/bigdata/start-{n}"
+            with StreamSink(url, partition_key="k", create={"shards": 2}, **FAST) as sink:
+                sink.write(keyed(0, 200, keys=20))
+                sink.flush()
+                assert sink.shard_count == 2
+                assert sink.metrics.records == 200
+
+
+def test_a_sink_that_cannot_start_closes_its_connection_pool(tmp_path: Path) -> None:
+    """Every Describe answered 503 past retry_deadline_s: start fails with the 503, the pool is closed."""
+    from shardline import AsyncStreamSink
+    from shardline.errors import TransportError
+
+    async def main(url: str) -> None:
+        sink = AsyncStreamSink(url, partition_key="k", retry_deadline_s=0.5, **FAST)
+        with pytest.raises(TransportError) as info:
+            await sink.start()
+        assert info.value.retryable
+        client = sink._core.transport.client  # type: ignore[attr-defined]
+        assert client._session is None or client._session.closed
+
+    with start_server(tmp_path / "data", fault_status=503, fault_status_rate=1.0) as server:
+        asyncio.run(main(f"{server.url}/bigdata/never"))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with pytest.raises(TransportError):
+                StreamSink(f"{server.url}/bigdata/never", retry_deadline_s=0.5, **FAST)
+            gc.collect()
+        assert not [w for w in caught if "Unclosed client session" in str(w.message)]

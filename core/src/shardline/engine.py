@@ -25,10 +25,19 @@ Per-record failures and per-key order (``ordering``):
 ``"none"``
     Records are packed freely and a shard may be in several requests at once; retries may reorder.
 
-Failed records are retried (only they, in their original order) with capped exponential backoff
-and full jitter, per shard; a shard that refuses most of the records of a request gets smaller
-requests (AIMD on the records a request may carry for it: halved, down to 10, and grown again by a
-quarter after each clean response). Records that fail permanently, or still fail ``retry_deadline_s`` after
+While a shard must carry at most one record per key (unproven in ``"strict"``, always in
+``"paranoid"``), a request takes each key's *earliest* queued record and skips the later records of
+keys it already holds (they stay queued behind it): a shard with K keys gets requests of up to K
+records, not just the run before the first repeated key.
+
+Failed records go back to the front of their shard's queue, in their original order, and are sent
+again at the head of that shard's next request, followed by its new records. A shard whose part of a
+request failed as a whole, or mostly, waits first (capped exponential backoff with jitter, growing
+while that goes on); when only some of its records failed the shard works and the retry goes out at
+once. Throttling — a request failed as a whole (503, 429, connection errors) or nearly every record
+of a shard refused — shrinks that shard's requests (AIMD on the records a request may carry for it:
+halved, down to 10, grown again by a quarter after each response without throttling); scattered
+per-record errors do not. Records that fail permanently, or still fail ``retry_deadline_s`` after
 their first failure, are dead-lettered.
 """
 
@@ -75,6 +84,8 @@ _PERMANENT_ERRORS = (
 _SHARD_RANGE_ERROR = "ShardIDOutOfRange"
 _MIN_ALLOWANCE = 10
 """AIMD floor: a shard that keeps refusing most records still gets requests of up to this many."""
+_SCAN_FACTOR = 4
+"""While packing at most one record per key, look this many times the request size into a queue."""
 
 
 def is_permanent(message: str) -> bool:
@@ -202,21 +213,45 @@ class Engine:
         self._changed = asyncio.Event()
         self._refresh_now = asyncio.Event()
         self._refresh_lock = asyncio.Lock()
+        deadline = time.monotonic() + self.options.retry_deadline_s
         try:
-            info = await self.transport.describe()
+            info = await self._at_start("describe", self.transport.describe, deadline)
         except StreamNotFoundError:
             if not self.create:
                 raise StreamNotFoundError(
                     f"stream {self.stream} does not exist; create it first (e.g. `shardline stream create`) "
                     f"or pass create={{'shards': N, 'retention_hours': H}} to the sink"
                 ) from None
-            await self.transport.create(
-                int(self.create.get("shards", 1)), int(self.create.get("retention_hours", 24))
-            )
-            info = await self.transport.describe()
+            shards = int(self.create.get("shards", 1))
+            hours = int(self.create.get("retention_hours", 24))
+            await self._at_start("create", lambda: self.transport.create(shards, hours), deadline)
+            info = await self._at_start("describe", self.transport.describe, deadline)
         self.shard_map = ShardMap(info.shard_count)
         self.metrics.shard_count = info.shard_count
         self._tasks = [asyncio.create_task(self._dispatch_loop()), asyncio.create_task(self._refresh_loop())]
+
+    async def _at_start(self, what: str, call: Callable[[], Any], deadline: float) -> Any:
+        """Run a start-up call, retrying retryable :class:`TransportError`s until ``deadline``.
+
+        Same capped exponential backoff with jitter as records get; the last error is raised when the
+        next wait would pass the deadline (``retry_deadline_s`` after :meth:`start` began).
+        """
+        attempt = 0
+        while True:
+            try:
+                return await call()
+            except TransportError as exc:
+                if not exc.retryable:
+                    raise
+                base = min(self.options.backoff_max_s, self.options.backoff_base_s * 2 ** min(attempt, 30))
+                delay = base * random.uniform(0.5, 1.0)
+                if time.monotonic() + delay > deadline:
+                    raise
+                attempt += 1
+                log.warning(
+                    "%s of %s failed (%s); retry %d in %.2f s", what, self.stream, exc, attempt, delay
+                )
+                await asyncio.sleep(delay)
 
     def check(self) -> None:
         """Raise the error that stopped the engine, if any."""
@@ -385,10 +420,14 @@ class Engine:
             if room_records <= 0 or room_bytes <= 0:
                 break
             safe = opts.ordering == "paranoid" or (opts.ordering == "strict" and not lane.proven)
-            seen: set[int] = set()
             want = min(room_records, lane.allowance)
             taken = 0
-            while lane.queue and taken < want:
+            if safe:
+                taken, used = self._take_distinct(lane, pieces, want, room_bytes)
+                room_records -= taken
+                room_bytes -= used
+                body += used
+            while not safe and lane.queue and taken < want:
                 seg = lane.queue[0]
                 enc = seg.batch.enc
                 offs = enc.offsets
@@ -397,15 +436,6 @@ class Engine:
                 rel = offs[seg.start + 1 : seg.start + avail + 1] - base
                 k = min(avail, int(np.searchsorted(rel, room_bytes, side="right")))
                 stop = k < avail
-                if safe:
-                    hashes = enc.key_hashes
-                    for j in range(seg.start, seg.start + k):
-                        h = int(hashes[j])
-                        if h in seen:
-                            k = j - seg.start
-                            stop = True
-                            break
-                        seen.add(h)
                 if k > 0:
                     nbytes = int(offs[seg.start + k] - base)
                     pieces.append(
@@ -443,6 +473,74 @@ class Engine:
         if not pieces:
             return None
         return _Request(pieces, count, body)
+
+    def _take_distinct(
+        self, lane: _Lane, pieces: list[tuple[_Lane, _Seg]], want: int, room_bytes: int
+    ) -> tuple[int, int]:
+        """Take up to ``want`` records of ``lane``, at most one per key: each key's earliest queued one.
+
+        Records of a key already taken are *skipped* (they stay queued, in order, behind the taken one
+        of their key), so a request is not cut short at the first repeated key: with K keys on a shard it
+        carries up to K records. Scans at most ``_SCAN_FACTOR`` times the request size. Stops at the
+        first record that does not fit ``room_bytes`` (skipping it could let a later record of its key
+        go first). Appends the taken runs to ``pieces``; returns (records taken, body bytes used).
+        """
+        seen: set[int] = set()
+        keep: list[_Seg] = []
+        taken = 0
+        used = 0
+        budget = max(want, 1) * _SCAN_FACTOR
+        scanned = 0
+        full = False
+        queue = lane.queue
+        while queue and not full:
+            seg = queue.popleft()
+            enc = seg.batch.enc
+            hashes = enc.key_hashes
+            offs = enc.offsets
+            i = seg.start
+            run: int | None = None  # start of the current run of taken records
+            skip: int | None = None  # start of the current run of skipped records
+            while i < seg.end:
+                if taken >= want or scanned >= budget:
+                    full = True
+                    break
+                h = int(hashes[i])
+                if h in seen:
+                    if run is not None:
+                        pieces.append((lane, self._part(seg, run, i)))
+                        run = None
+                    if skip is None:
+                        skip = i
+                else:
+                    size = int(offs[i + 1] - offs[i])
+                    if size > room_bytes - used:
+                        full = True
+                        break
+                    seen.add(h)
+                    used += size
+                    taken += 1
+                    if skip is not None:
+                        keep.append(self._part(seg, skip, i))
+                        skip = None
+                    if run is None:
+                        run = i
+                scanned += 1
+                i += 1
+            if run is not None:
+                pieces.append((lane, self._part(seg, run, i)))
+            if skip is not None:
+                keep.append(self._part(seg, skip, i))
+            if i < seg.end:
+                seg.start = i
+                keep.append(seg)
+        queue.extendleft(reversed(keep))
+        return taken, used
+
+    @staticmethod
+    def _part(seg: _Seg, start: int, end: int) -> _Seg:
+        """Records ``start:end`` of ``seg``, with its retry state."""
+        return _Seg(seg.batch, start, end, seg.attempt, seg.first_failure, seg.last_error)
 
     # ------------------------------------------------------------------ sending
 
@@ -639,12 +737,24 @@ class Engine:
                 else:
                     lane.oldest = min(lane.oldest, now)
                 lane.pending += n_retry
-                lane.fail_streak += 1
-                exponent = min(lane.fail_streak - 1, 30)
-                base = min(self.options.backoff_max_s, self.options.backoff_base_s * 2**exponent)
-                lane.not_before = now + base * random.uniform(0.5, 1.0)
-                if n_retry * 2 >= n_lane:  # most of what the shard got was refused: send it less at once
+                if whole_error is not None or n_retry * 2 >= n_lane:
+                    # the shard refused its whole part or most of it: back off (capped, growing, jittered)
+                    lane.fail_streak += 1
+                    exponent = min(lane.fail_streak - 1, 30)
+                    base = min(self.options.backoff_max_s, self.options.backoff_base_s * 2**exponent)
+                    lane.not_before = now + base * random.uniform(0.5, 1.0)
+                else:
+                    # a few records failed while most were written: the shard works, retry them at once
+                    # (at the front of the next request, followed by new records)
+                    lane.fail_streak = 0
+                if whole_error is not None or (n_lane >= _MIN_ALLOWANCE and n_retry * 10 >= n_lane * 9):
+                    # throttled (a failed request, e.g. 503/429, or nearly every record refused): send
+                    # the shard less at once. Scattered per-record errors do not shrink requests.
                     lane.allowance = max(_MIN_ALLOWANCE, lane.allowance // 2)
+                else:
+                    lane.allowance = min(
+                        self.options.max_records_per_request, lane.allowance + max(10, lane.allowance // 4)
+                    )
                 self.metrics.retries += n_retry
                 call_observers(
                     "shardline_on_retry",

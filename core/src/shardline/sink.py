@@ -14,6 +14,7 @@ the delivery engine (:mod:`shardline.engine`, whose docstring states the orderin
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -31,6 +32,8 @@ from shardline.records import EncodedBatch, MappedColumns, RecordMapping, dead_r
 from shardline.transport import Transport
 
 _MAX_CHUNK_ROWS = 65_536
+log = logging.getLogger("shardline.sink")
+
 _OFFLOAD_ROWS = 4_096
 
 
@@ -259,9 +262,18 @@ class AsyncStreamSink:
         return self._core.engine.shard_count
 
     async def start(self) -> None:
-        """Connect: read the shard count (creating the stream if asked). Called by ``async with``."""
+        """Connect: read the shard count (creating the stream if asked). Called by ``async with``.
+
+        Retryable transport errors are retried (capped backoff, within ``retry_deadline_s``). When
+        starting fails for good, the sink is closed (transport and dead-letter file released) and
+        the error raised.
+        """
         if not self._started:
-            await self._core.engine.start()
+            try:
+                await self._core.engine.start()
+            except BaseException:
+                await self.close()
+                raise
             self._started = True
 
     async def write(self, batch: pa.RecordBatch | pa.Table, ack: Callable[[], None] | None = None) -> None:
@@ -379,8 +391,16 @@ class StreamSink:
         self._closed = False
         try:
             self._sink: AsyncStreamSink = self._call(self._make(stream, options))
+        except BaseException:
+            self._stop_loop()
+            raise
+        try:
             self._call(self._sink.start())
         except BaseException:
+            try:  # release the transport (its connection pool) and the dead-letter file
+                self._call(self._sink.close(), timeout=30)
+            except BaseException:
+                log.debug("closing a sink that failed to start raised", exc_info=True)
             self._stop_loop()
             raise
 
