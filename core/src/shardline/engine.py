@@ -122,7 +122,7 @@ class _Batch:
     ack: Callable[[], None] | None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Seg:
     """A run of records ``start:end`` of one batch, all of one shard, in write order."""
 
@@ -496,16 +496,19 @@ class Engine:
         while queue and not full:
             seg = queue.popleft()
             enc = seg.batch.enc
-            hashes = enc.key_hashes
-            offs = enc.offsets
-            i = seg.start
+            first = seg.start
+            stop = min(seg.end, first + budget - scanned)
+            # Python ints for the scanned window: indexing numpy arrays one by one is much slower
+            hashes = enc.key_hashes[first:stop].tolist()
+            offs = enc.offsets[first : stop + 1].tolist()
+            i = first
             run: int | None = None  # start of the current run of taken records
             skip: int | None = None  # start of the current run of skipped records
             while i < seg.end:
-                if taken >= want or scanned >= budget:
+                if taken >= want or i >= stop:
                     full = True
                     break
-                h = int(hashes[i])
+                h = hashes[i - first]
                 if h in seen:
                     if run is not None:
                         pieces.append((lane, self._part(seg, run, i)))
@@ -513,7 +516,7 @@ class Engine:
                     if skip is None:
                         skip = i
                 else:
-                    size = int(offs[i + 1] - offs[i])
+                    size = offs[i + 1 - first] - offs[i - first]
                     if size > room_bytes - used:
                         full = True
                         break
@@ -525,8 +528,8 @@ class Engine:
                         skip = None
                     if run is None:
                         run = i
-                scanned += 1
                 i += 1
+            scanned += i - first
             if run is not None:
                 pieces.append((lane, self._part(seg, run, i)))
             if skip is not None:
