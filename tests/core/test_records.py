@@ -127,6 +127,18 @@ def test_keys_of_any_scalar_type_become_text() -> None:
     assert cols.key_index is not None and cols.key_index.tolist() == [0, 1, 0]
 
 
+def test_binary_keys_that_are_not_utf8_fail_only_their_rows() -> None:
+    # Kafka keys are arbitrary bytes: one bad key must not stop the whole batch
+    for keys in (
+        pa.array([b"ann", b"\xff\xfe", b"bob", None], pa.binary()),
+        pa.array([b"ann", b"\xff\xfe", b"bob", None], pa.binary()).dictionary_encode(),
+    ):
+        batch = pa.record_batch({"k": keys, "v": [b"1", b"2", b"3", b"4"]})
+        cols = map_columns(batch, RecordMapping(partition_key="k", data="raw", data_column="v"))
+        assert cols.invalid.tolist() == [False, True, False, False]
+        assert cols.reasons[1] == "partition key is not UTF-8 text"
+
+
 def test_rows_over_the_limits_are_marked_with_reasons() -> None:
     batch = pa.record_batch(
         {

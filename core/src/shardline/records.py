@@ -423,7 +423,38 @@ def _scalar_type(t: pa.DataType) -> bool:
     return not (pa.types.is_nested(t) or pa.types.is_null(t))
 
 
-def _key_strings(col: pa.Array, name: str) -> pa.Array:
+def _binary_like(t: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_binary(t)
+        or pa.types.is_large_binary(t)
+        or pa.types.is_fixed_size_binary(t)
+        or pa.types.is_binary_view(t)
+    )
+
+
+NOT_UTF8_KEY = "partition key is not UTF-8 text"
+
+
+def _utf8_or_null(col: pa.Array) -> tuple[pa.Array, npt.NDArray[np.bool_]]:
+    """Binary keys as text, and the mask of values that are not UTF-8 (those become nulls).
+
+    Only reached when the vectorised cast failed (some key of the batch is not UTF-8, e.g. a Kafka
+    key of raw bytes): those rows are dead-lettered one by one, the rest of the batch goes on.
+    """
+    texts: list[str | None] = []
+    bad: list[bool] = []
+    for value in col.to_pylist():
+        try:
+            texts.append(value.decode("utf-8") if value is not None else None)
+            bad.append(False)
+        except UnicodeDecodeError:
+            texts.append(None)
+            bad.append(True)
+    return pa.array(texts, _LS), np.asarray(bad, dtype=np.bool_)
+
+
+def _key_strings(col: pa.Array, name: str) -> tuple[pa.Array, npt.NDArray[np.bool_] | None]:
+    """The key column as text, and the rows whose key is not UTF-8 text (None when there are none)."""
     t = col.type
     if pa.types.is_dictionary(t):
         t = t.value_type
@@ -431,10 +462,20 @@ def _key_strings(col: pa.Array, name: str) -> pa.Array:
         raise SchemaError(f"partition_key column {name!r} has type {col.type}; a key must be a scalar column")
     try:
         if pa.types.is_dictionary(col.type):
-            return pa.DictionaryArray.from_arrays(col.indices, _key_strings(col.dictionary, name))
+            values, bad_values = _key_strings(col.dictionary, name)
+            keys = pa.DictionaryArray.from_arrays(col.indices, values)
+            if bad_values is None:
+                return keys, None
+            index = np.asarray(col.indices.fill_null(0), dtype=np.int64)
+            return keys, bad_values[index] & ~np.asarray(col.is_null(), dtype=np.bool_)
         if pa.types.is_string(t) or pa.types.is_large_string(t):
-            return col
-        return col.cast(_LS)
+            return col, None
+        try:
+            return col.cast(_LS), None
+        except pa.ArrowInvalid:
+            if not _binary_like(t):
+                raise
+            return _utf8_or_null(col)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise SchemaError(
             f"partition_key column {name!r} ({col.type}) cannot be turned into text keys: {exc}"
@@ -476,7 +517,9 @@ def map_columns(batch: pa.RecordBatch | pa.Table, mapping: RecordMapping) -> Map
         raise SchemaError(
             f"shard_id column {mapping.shard_id!r} has type {sid_col.type}; it must be an integer"
         )
-    keys = _key_strings(key_col, mapping.partition_key or "") if key_col is not None else None
+    keys, bad_keys = (
+        _key_strings(key_col, mapping.partition_key or "") if key_col is not None else (None, None)
+    )
 
     codec = lookup_codec(mapping.data)
     produced = codec(batch, mapping)
@@ -498,6 +541,8 @@ def map_columns(batch: pa.RecordBatch | pa.Table, mapping: RecordMapping) -> Map
     if data.null_count:
         mark(np.asarray(data.is_null(), dtype=np.bool_), lambda i: "Data is null")
         data = data.fill_null(b"")
+    if bad_keys is not None:
+        mark(bad_keys, lambda i: NOT_UTF8_KEY)
     dlen = np.diff(_offsets(data))
     mark(
         dlen > limits.MAX_DATA_BYTES,
