@@ -29,9 +29,16 @@ class _Metrics:
     def __init__(self) -> None:
         self.records = 0
         self.bytes = 0
+        self.dead_letters = 0
 
     def snapshot(self) -> dict[str, Any]:
-        return {"records": self.records, "bytes": self.bytes, "requests": 0, "retries": 0, "dead_letters": 0}
+        return {
+            "records": self.records,
+            "bytes": self.bytes,
+            "requests": 0,
+            "retries": 0,
+            "dead_letters": self.dead_letters,
+        }
 
 
 class FakeSink:
@@ -45,6 +52,7 @@ class FakeSink:
         self.kwargs: dict[str, Any] = {}
         self.closed = False
         self.flushes = 0
+        self.dead_lettered: list[tuple[dict[str, Any], str]] = []
 
     def __call__(self, stream: str, **kwargs: Any) -> FakeSink:  # the sink factory
         self.kwargs = kwargs
@@ -63,6 +71,10 @@ class FakeSink:
 
     def flush(self, timeout: float | None = None) -> None:
         self.flushes += 1
+
+    def dead_letter(self, records: list[dict[str, Any]], reason: str) -> None:
+        self.dead_lettered += [(r, reason) for r in records]
+        self.metrics.dead_letters += len(records)
 
     def close(self) -> None:
         self.closed = True
@@ -240,3 +252,26 @@ def test_the_source_is_handed_the_sinks_flush(
     sink = FakeSink()
     run_pipeline(_config(events, tmp_path), sink_factory=sink)
     assert sink.flushes == len(sink.batches) > 0
+
+
+def test_rows_a_source_cannot_use_reach_the_sinks_dead_letters_and_the_summary(
+    events: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shardline_parquet.source import ParquetSource
+
+    original = ParquetSource.batches
+
+    def batches_with_a_bad_row(self: ParquetSource) -> Any:  # as Kafka does with unparsable JSON
+        assert self._dead_letter is not None
+        bad = {"topic": "t", "partition": 2, "offset": 41, "key": b"ann", "value": b"{nope", "error": "bad"}
+        self._dead_letter([bad], "value is not a JSON object")
+        yield from original(self)
+
+    monkeypatch.setattr(ParquetSource, "batches", batches_with_a_bad_row)
+    sink = FakeSink()
+    summary = run_pipeline(_config(events, tmp_path), sink_factory=sink)
+    [(record, reason)] = sink.dead_lettered
+    assert reason == "value is not a JSON object"
+    assert record["data"] == b"{nope" and record["partition_key"] == "ann" and record["row"] == 41
+    assert record["error"] == "bad (topic t, partition 2, offset 41)"
+    assert summary.dead_letters == 1 and summary.exit_code == 1

@@ -162,6 +162,26 @@ def test_dead_letter_file_holds_exactly_the_bad_records(
     assert all(d["time"] and d["stream"] == url for d in dead)
 
 
+def test_non_utf8_keys_and_rows_handed_to_dead_letter_reach_the_file(
+    tmp_path: Path, stream_server_session: Any
+) -> None:
+    target = tmp_path / "dead.jsonl"
+    url = f"{stream_server_session.url}/bigdata/dlq-bytes"
+    batch = pa.record_batch({"k": [b"ann", b"\xff", b"bob"], "v": [b"1", b"2", b"3"]})
+    with StreamSink(
+        url, data="raw", data_column="v", partition_key="k", create={"shards": 2}, dead_letter=target
+    ) as sink:
+        sink.write(batch)
+        sink.dead_letter([{"data": b"{nope", "row": 41, "error": "not JSON"}], "value is not a JSON object")
+        sink.flush()
+        assert sink.metrics.dead_letters == 2
+    stored = sorted(r.data for recs in read_stream(url).values() for r in recs)
+    assert stored == [b"1", b"3"]
+    dead = {d["row"]: d for d in map(orjson.loads, target.read_bytes().splitlines())}
+    assert dead[1]["reason"] == "partition key is not UTF-8 text" and dead[1]["data"] == "2"
+    assert dead[41]["reason"] == "value is not a JSON object" and dead[41]["error"] == "not JSON"
+
+
 class _RecordingTransport(V3ioTransport):
     """The real transport, checking on the way out that no request body exceeds the limit."""
 

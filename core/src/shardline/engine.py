@@ -49,7 +49,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -349,6 +349,15 @@ class Engine:
             self._fail(DeliveryError(f"cannot write the dead-letter file {self.dead_letters.path}: {exc}"))
         self.metrics.dead_letters += 1
         call_observers("shardline_on_dead_letter", stream=self.stream, record=entry, reason=reason)
+
+    def dead_letter_records(self, records: Sequence[dict[str, Any]], reason: str) -> None:
+        """Dead-letter records from outside the engine (a source's rows); durable when it returns."""
+        for record in records:
+            self._dead_letter(record, str(record.get("error") or reason), reason)
+        try:
+            self.dead_letters.flush()
+        except OSError as exc:
+            self._fail(DeliveryError(f"cannot write the dead-letter file {self.dead_letters.path}: {exc}"))
 
     def _dead_letter_range(self, seg: _Seg, start: int, end: int, error: str, reason: str) -> None:
         for i in range(start, end):

@@ -185,6 +185,7 @@ class Runner:
         try:
             sink = self._open_sink()
             source.set_flush(sink.flush)
+            source.set_dead_letter(_source_dead_letter(sink))
             display = make_display(self.progress, config.source_type, _safe_progress(source))
             done_rows = int(_safe_progress(source).get("done_rows", 0))
             reader = threading.Thread(
@@ -296,6 +297,32 @@ class Runner:
             return saved
         store.save(state, stream=self.config.sink.stream, pid=os.getpid())
         return state
+
+
+def _source_dead_letter(sink: Any) -> Callable[[list[dict[str, Any]], str], None]:
+    """The function a source calls with rows it cannot turn into records: into the sink's dead letters."""
+
+    def dead_letter(rows: list[dict[str, Any]], reason: str) -> None:
+        records = []
+        for row in rows:
+            key = row.get("key")
+            if isinstance(key, bytes):
+                key = key.decode("utf-8", errors="backslashreplace")
+            where = ", ".join(
+                f"{k} {row[k]}" for k in ("topic", "partition", "offset") if row.get(k) is not None
+            )
+            error = str(row.get("error") or reason)
+            records.append(
+                {
+                    "data": row.get("value", row.get("data")) or b"",
+                    "partition_key": key,
+                    "row": row.get("offset", row.get("row")),
+                    "error": f"{error} ({where})" if where else error,
+                }
+            )
+        sink.dead_letter(records, reason)
+
+    return dead_letter
 
 
 def _safe_progress(source: Source) -> dict[str, Any]:

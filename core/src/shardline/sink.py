@@ -17,7 +17,7 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -316,6 +316,15 @@ class AsyncStreamSink:
         enc, dead = self._core.encode(cols)
         await self._core.engine.submit(enc, dead, ack)
 
+    async def dead_letter(self, records: Sequence[dict[str, Any]], reason: str) -> None:
+        """Dead-letter records that never became stream records (e.g. a source's unparsable rows).
+
+        Each record is a dict with ``data`` (bytes), and optionally ``partition_key``, ``row`` and
+        ``error``; they are written to the dead-letter target (made durable before this returns),
+        counted in ``metrics.dead_letters`` and reported to ``shardline_on_dead_letter``.
+        """
+        self._core.engine.dead_letter_records(records, reason)
+
     async def flush(self, timeout: float | None = None) -> None:
         """Wait until everything written so far is written or dead-lettered (and acked)."""
         if self._started:
@@ -456,6 +465,10 @@ class StreamSink:
                     enc, dead = core.encode(cols)
                     if self._call(engine.submit(enc, dead, ack if last else None)):
                         break
+
+    def dead_letter(self, records: Sequence[dict[str, Any]], reason: str) -> None:
+        """Dead-letter records that never became stream records (see :meth:`AsyncStreamSink.dead_letter`)."""
+        self._call(self._sink.dead_letter(records, reason))
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until everything written so far is written or dead-lettered (and acked)."""

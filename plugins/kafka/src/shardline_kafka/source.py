@@ -99,8 +99,8 @@ class KafkaSource(Source):
         ``dead_letter(rows, reason)`` receives dicts with ``topic``, ``partition``, ``offset``,
         ``key``, ``value``, ``timestamp`` and ``error``; it must have written them durably when it
         returns, because the batch's offsets (theirs included) are committed after the batch's ack.
-        Without it they go to the ``dead_letter`` .jsonl file of the source options; with neither,
-        they are logged at ERROR level with their offsets and skipped.
+        The ``dead_letter`` .jsonl file of the source options, when set, takes precedence; with
+        neither, they are logged at ERROR level with their offsets and skipped.
         """
         self._dead_letter = dead_letter
 
@@ -296,8 +296,8 @@ class KafkaSource(Source):
 
     def _report_bad(self, rows: list[dict[str, Any]]) -> None:
         reason = "value is not a JSON object"
-        if self._dead_letter is not None:
-            self._dead_letter(rows, reason)
+        if self._dead_letter is not None and self.opts.dead_letter is None:
+            self._dead_letter(rows, reason)  # the pipeline's: the sink's dead-letter target, counted
             return
         if self.opts.dead_letter is not None:
             if self._dl_writer is None:
