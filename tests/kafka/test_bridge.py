@@ -45,8 +45,12 @@ def keyed_topic(kafka_broker) -> KeyedTopic:
 
 @pytest.fixture(scope="module")
 def small_topic(kafka_broker) -> KeyedTopic:
-    """200 messages over 20 keys in a 4-partition topic (for runs against a faulty server)."""
-    return produce_keyed_topic(kafka_broker.bootstrap, f"small-{id(kafka_broker)}", 200, keys=20)
+    """5,000 messages over 50 keys in a 4-partition topic (for runs against a faulty server).
+
+    Big enough that the bridge is still running when it is killed, even now that the sink keeps
+    its pace under 30% record faults (a 200-message topic was done before the kill).
+    """
+    return produce_keyed_topic(kafka_broker.bootstrap, f"small-{id(kafka_broker)}", 5_000, keys=50)
 
 
 @pytest.fixture
@@ -179,7 +183,7 @@ def test_with_server_faults_committed_offsets_never_pass_an_unacknowledged_recor
 ):
     with start_server(tmp_path / "streams", fault_rate=0.3) as server:
         _kill_restart_and_check(
-            small_topic, bootstrap, server, tmp_path, kill_at=small_topic.count // 3, batch=10
+            small_topic, bootstrap, server, tmp_path, kill_at=small_topic.count // 5, batch=50
         )
 
 
