@@ -296,15 +296,7 @@ def raw_codec(batch: pa.RecordBatch, mapping: RecordMapping) -> pa.Array:
         raise ConfigError("data='raw' needs data_column=<binary or string column>")
     col = _column(batch, mapping.data_column, "data")
     t = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
-    if not (
-        pa.types.is_binary(t)
-        or pa.types.is_large_binary(t)
-        or pa.types.is_string(t)
-        or pa.types.is_large_string(t)
-        or pa.types.is_fixed_size_binary(t)
-        or pa.types.is_string_view(t)
-        or pa.types.is_binary_view(t)
-    ):
+    if not _bytes_like(t):
         raise SchemaError(
             f"data column {mapping.data_column!r} has type {col.type}; the raw codec needs a binary or "
             f"string column (use data='json' to encode other types)"
@@ -432,6 +424,13 @@ def _binary_like(t: pa.DataType) -> bool:
     )
 
 
+def _bytes_like(t: pa.DataType) -> bool:
+    """Binary or text: a column whose values can be sent as bytes as they are."""
+    return _binary_like(t) or bool(
+        pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+    )
+
+
 NOT_UTF8_KEY = "partition key is not UTF-8 text"
 
 
@@ -502,13 +501,7 @@ def map_columns(batch: pa.RecordBatch | pa.Table, mapping: RecordMapping) -> Map
     sid_col = _column(batch, mapping.shard_id, "shard_id") if mapping.shard_id else None
     if ci_col is not None:
         t = ci_col.type.value_type if pa.types.is_dictionary(ci_col.type) else ci_col.type
-        if not (
-            pa.types.is_binary(t)
-            or pa.types.is_large_binary(t)
-            or pa.types.is_fixed_size_binary(t)
-            or pa.types.is_string(t)
-            or pa.types.is_large_string(t)
-        ):
+        if not _bytes_like(t):
             raise SchemaError(
                 f"client_info column {mapping.client_info!r} has type {ci_col.type}; "
                 f"it must be binary or string (at most {limits.MAX_CLIENT_INFO_BYTES} bytes)"
