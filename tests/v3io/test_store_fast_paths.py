@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 from shardline_v3io.store import StoreError, StreamStore
-from shardline_v3io.store.shard import ShardLog, join_payloads
+from shardline_v3io.store.shard import ShardLog, join_meta
 from shardline_v3io.store.stream import _decode_each, _decode_joined
 
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_ \n!é"
@@ -93,12 +93,11 @@ def test_response_bytes_equal_orjson_of_the_result_objects(tmp_path: Path) -> No
     store_b.close()
 
 
-def test_join_payloads_interleaves_key_client_info_data() -> None:
-    datas = [b"d1", b"d2", b"d3"]
-    assert join_payloads(datas, None, None) == b"d1d2d3"
-    assert join_payloads(datas, [b"k1", b"", b"k3"], None) == b"k1d1d2k3d3"
-    assert join_payloads(datas, None, [b"c", b"", b""]) == b"cd1d2d3"
-    assert join_payloads(datas, [b"k", b"", b""], [b"", b"c", b""]) == b"kd1cd2d3"
+def test_join_meta_interleaves_key_and_client_info() -> None:
+    assert join_meta(None, None) == b""
+    assert join_meta([b"k1", b"", b"k3"], None) == b"k1k3"
+    assert join_meta(None, [b"c", b"", b""]) == b"c"
+    assert join_meta([b"k", b"", b"kk"], [b"", b"c", b"cc"]) == b"kckkcc"
 
 
 def test_data_only_requests_read_back_exactly_also_after_a_crash_scan(tmp_path: Path) -> None:
@@ -137,3 +136,67 @@ def test_bad_base64_in_a_failing_record_still_fails_the_request_and_keeps_round_
     assert [r["ShardId"] for r in doc["Records"]] == [0, 1]  # nothing was consumed by the refused one
     assert [r["SequenceNumber"] for r in doc["Records"]] == [1, 1]
     store.close()
+
+
+def _mixed_records(rng: random.Random, n: int, shards: int) -> list[dict[str, object]]:
+    """Records with every combination of key (ASCII, non-ASCII, empty, absent), ClientInfo and ShardId."""
+    keys = ["", "user-1", "ünïcødé-κλειδί", "x" * 256, None]
+    records: list[dict[str, object]] = []
+    for _ in range(n):
+        rec: dict[str, object] = {"Data": rng.randbytes(rng.randint(0, 40))}
+        key = rng.choice(keys)
+        if key is not None:
+            rec["PartitionKey"] = key + (str(rng.randint(0, 9)) if key and len(key) < 256 else "")
+        if rng.random() < 0.5:
+            rec["ShardId"] = rng.randrange(shards)
+        if rng.random() < 0.3:
+            rec["ClientInfo"] = rng.randbytes(rng.randint(0, 16))
+        records.append(rec)
+    return records
+
+
+@pytest.mark.parametrize("encoded", [True, False])
+def test_keys_client_info_and_data_read_back_exactly_in_every_mix(tmp_path: Path, encoded: bool) -> None:
+    rng = random.Random(5 if encoded else 6)
+    store = StreamStore(tmp_path)
+    store.create_stream("c", "s", 4, 24)
+    stream = store.open_stream("c", "s")
+    expected: dict[int, list[tuple[bytes, bytes, bytes]]] = {s: [] for s in range(4)}
+    for _ in range(5):
+        records = _mixed_records(rng, 300, 4)
+        sent = records
+        if encoded:
+            sent = [
+                {k: base64.b64encode(v).decode() if k in ("Data", "ClientInfo") else v for k, v in r.items()}
+                for r in records
+            ]
+        results, failed = stream.put_records(sent, encoded=encoded)
+        assert failed == 0
+        for rec, res in zip(records, results, strict=True):
+            key = str(rec.get("PartitionKey") or "").encode()
+            expected[res["ShardId"]].append((key, rec.get("ClientInfo", b""), rec["Data"]))  # type: ignore[arg-type]
+    for s in range(4):
+        got = [(r[2], r[3], r[4]) for r in stream.shard(s).read(1, 10000)]
+        assert got == expected[s]
+        # small byte budgets cut reads at record boundaries and lose nothing
+        seq, pieces = 1, []
+        while records_read := stream.shard(s).read(seq, 10000, max_bytes=300):
+            pieces += [(r[2], r[3], r[4]) for r in records_read]
+            seq = records_read[-1][0] + 1
+        assert pieces == expected[s]
+        stream.shard(s).flush_index()
+        fresh = ShardLog(stream.shard(s).directory)  # the recovery scan accepts every chunk
+        assert fresh.recovered_bytes == 0
+        assert [(r[2], r[3], r[4]) for r in fresh.read(1, 10000)] == expected[s]
+        fresh.close()
+    store.close()
+
+
+def test_a_segment_of_the_older_layout_is_refused_not_cut_off(tmp_path: Path) -> None:
+    shard_dir = tmp_path / "shard"
+    shard_dir.mkdir()
+    old = (0x53484C32).to_bytes(4, "little") + bytes(60)  # an SHL2 chunk head and some body
+    (shard_dir / "00000000000000000001.log").write_bytes(old)
+    with pytest.raises(StoreError, match="older on-disk layout SHL2"):
+        ShardLog(shard_dir)
+    assert (shard_dir / "00000000000000000001.log").read_bytes() == old

@@ -25,12 +25,15 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from shardline_v3io import errors as E
+from shardline_v3io.store.errors import StoreError
 from shardline_v3io.store.format import (
     CHUNK,
     CHUNK_MAGIC,
     CHUNK_SIZE,
     INDEX_SUFFIX,
     LOG_SUFFIX,
+    OLD_MAGICS,
     RECORD,
     RECORD_DTYPE,
     RECORD_SIZE,
@@ -62,8 +65,9 @@ def frame_headers(
     """Record headers of one or more chunks at once, and each record's index offset in its chunk.
 
     The records of chunk ``g`` are ``group_starts[g]`` up to the next start (one chunk when None).
-    ``strides`` (data only) are the bytes each record takes in the payload area when that is more
-    than its data (unused bytes after a payload; readers only follow the headers).
+    A chunk's body is its headers, its meta area (key and client info of every record, in order)
+    and its data area (every Data, in order). ``strides`` are the bytes each Data takes in the data
+    area when that is more than its length (unused bytes after it; readers only follow headers).
     ``seq`` holds the rank in the chunk (add the chunk's first sequence) and the index offsets are
     relative to the chunk's file offset (add it); ``arrival`` is left to the caller.
     """
@@ -72,42 +76,58 @@ def frame_headers(
     counts = np.diff(np.append(starts, total))
     group_of = np.repeat(np.arange(len(starts)), counts)
     rank = np.arange(total, dtype=np.int64) - starts[group_of]
-    sizes = dlen
-    if klen is not None:
-        sizes = sizes + klen
-    if clen is not None:
-        sizes = sizes + clen
-    if strides is not None:
-        sizes = strides
-    before = np.cumsum(sizes) - sizes  # payload bytes before each record, over all chunks
-    in_chunk = before - before[starts][group_of]
+    to_area = (counts[group_of] - rank) * RECORD_SIZE  # from a header to the end of its chunk's table
+    dsize = strides if strides is not None else dlen
+    dend = np.cumsum(dsize)
+    data_before = dend - dsize
+    delta = to_area + (data_before - data_before[starts][group_of])
     headers = np.zeros(total, dtype=RECORD_DTYPE)
     headers["seq"] = rank
     headers["dlen"] = dlen
-    if klen is not None:
-        headers["klen"] = klen
-    if clen is not None:
-        headers["clen"] = clen
-    headers["delta"] = counts[group_of] * RECORD_SIZE + in_chunk - rank * RECORD_SIZE
+    if klen is None and clen is None:
+        headers["mdelta"] = to_area
+    else:
+        msize = (klen if klen is not None else 0) + (clen if clen is not None else 0)
+        mend = np.cumsum(msize)
+        meta_before = mend - msize
+        meta_in_chunk = meta_before - meta_before[starts][group_of]
+        meta_area = np.diff(np.append(meta_before[starts], mend[-1]))
+        headers["mdelta"] = to_area + meta_in_chunk
+        delta = delta + meta_area[group_of]
+        if klen is not None:
+            headers["klen"] = klen
+        if clen is not None:
+            headers["clen"] = clen
+    headers["delta"] = delta
     return headers, CHUNK_SIZE + rank * RECORD_SIZE
 
 
-def join_payloads(
-    datas: Sequence[bytes], keys: Sequence[bytes] | None, client_infos: Sequence[bytes] | None
-) -> bytes:
-    """The payload area of a chunk: ``key | client info | data`` of every record, in order."""
-    if keys is None and client_infos is None:
-        return b"".join(datas)
-    n = len(datas)
-    parts = [keys, client_infos, datas]
-    present = [p for p in parts if p is not None]
-    step = len(present)
-    out: list[bytes] = [b""] * (n * step)
-    for i, column in enumerate(present):  # interleave with slice assignment (in C, no per-record step)
-        if len(column) != n:
-            raise ValueError("keys, client infos and datas must have the same length")
-        out[i::step] = column
+def join_meta(keys: Sequence[bytes] | None, client_infos: Sequence[bytes] | None) -> bytes:
+    """The meta area of a chunk: ``key | client info`` of every record, in order."""
+    if keys is None or client_infos is None:
+        present = keys if keys is not None else client_infos
+        return b"".join(present) if present is not None else b""
+    n = len(keys)
+    if len(client_infos) != n:
+        raise ValueError("keys and client infos must have the same length")
+    out: list[bytes] = [b""] * (2 * n)
+    out[0::2] = keys  # interleave with slice assignment (in C, no per-record step)
+    out[1::2] = client_infos
     return b"".join(out)
+
+
+def check_layout(fd: int, path: Path) -> None:
+    """Refuse a segment written in an earlier on-disk layout (rather than read it wrongly or cut it)."""
+    head = os.pread(fd, 4, 0)
+    if len(head) == 4:
+        old = OLD_MAGICS.get(int.from_bytes(head, "little"))
+        if old is not None:
+            raise StoreError(
+                E.INTERNAL_ERROR,
+                f"{path} was written in the older on-disk layout {old}; this server reads "
+                "SHL3 only. Read it with the version that wrote it, or delete the stream and "
+                "write it again",
+            )
 
 
 class ShardLog:
@@ -156,6 +176,12 @@ class ShardLog:
     def _open_active(self) -> None:
         log_path, idx_path = self._paths(self.segments[-1])
         self.log_fd = os.open(log_path, _OPEN_FLAGS, 0o644)
+        try:
+            check_layout(self.log_fd, log_path)
+        except StoreError:
+            os.close(self.log_fd)
+            self.log_fd = -1
+            raise
         self.idx_fd = os.open(idx_path, _OPEN_FLAGS, 0o644)
 
     def _trust_clean_marker(self) -> bool:
@@ -223,9 +249,9 @@ class ShardLog:
 
     def _read_header(
         self, log_fd: int, idx_fd: int, first: int, seq: int
-    ) -> tuple[int, int, int, int, int, int]:
+    ) -> tuple[int, int, int, int, int, int, int]:
         offset = int.from_bytes(os.pread(idx_fd, 8, (seq - first) * 8), "little")
-        result: tuple[int, int, int, int, int, int] = RECORD.unpack(os.pread(log_fd, RECORD_SIZE, offset))
+        result: tuple[int, int, int, int, int, int, int] = RECORD.unpack(os.pread(log_fd, RECORD_SIZE, offset))
         return result
 
     def _open_segment(self, first: int) -> tuple[int, int, bool]:
@@ -234,6 +260,7 @@ class ShardLog:
         log_path, idx_path = self._paths(first)
         log_fd = os.open(log_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         try:
+            check_layout(log_fd, log_path)
             idx_fd = os.open(idx_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except OSError:
             os.close(log_fd)
@@ -324,7 +351,7 @@ class ShardLog:
         headers["seq"] += np.uint64(first_seq)
         headers["arrival"] = arrival_ns
         self.commit_chunk(
-            headers.tobytes(), join_payloads(datas, keys, client_infos), n, rel_index + start, arrival_ns
+            headers.tobytes(), (join_meta(keys, client_infos), b"".join(datas)), n, rel_index + start, arrival_ns
         )
         return first_seq
 
@@ -337,22 +364,32 @@ class ShardLog:
         return self.next_seq, self.log_size
 
     def commit_chunk(
-        self, table: bytes, payload: bytes | memoryview, n: int, index: npt.NDArray[np.int64], arrival_ns: int
+        self,
+        table: bytes,
+        areas: Sequence[bytes | memoryview],
+        n: int,
+        index: npt.NDArray[np.int64],
+        arrival_ns: int,
     ) -> None:
         """Write one chunk framed by :func:`frame_headers` at the offset :meth:`reserve` returned.
+
+        ``areas`` are the chunk's meta area and data area (see :mod:`~shardline_v3io.store.format`).
 
         Returns only after the chunk was handed to the kernel (one ``writev``), so its records
         survive the death of the process (and of the machine with ``fsync=True``). Index entries are
         buffered (up to 64 kB) and written before any read; after a crash, recovery rebuilds them.
         """
         start = self.log_size
-        body_len = len(table) + len(payload)
-        crc = zlib.crc32(payload, zlib.crc32(table))
+        body_len = len(table)
+        crc = zlib.crc32(table)
+        for area in areas:
+            body_len += len(area)
+            crc = zlib.crc32(area, crc)
         head = CHUNK.pack(CHUNK_MAGIC, body_len, crc, n)
         try:
-            written = os.writev(self.log_fd, (head, table, payload))
+            written = os.writev(self.log_fd, (head, table, *areas))
             if written < CHUNK_SIZE + body_len:
-                _write_all(self.log_fd, (head + table + bytes(payload))[written:])
+                _write_all(self.log_fd, b"".join((head, table, *areas))[written:])
             if self.fsync:
                 os.fdatasync(self.log_fd)
         except OSError:
@@ -398,8 +435,8 @@ class ShardLog:
 
             def end_of(i: int) -> int:
                 off = int(offsets[i])
-                _s, _a, delta, dlen, klen, clen = RECORD.unpack(os.pread(log_fd, RECORD_SIZE, off))
-                return int(off + delta + klen + clen + dlen)
+                _s, _a, delta, dlen, _m, _k, _c = RECORD.unpack(os.pread(log_fd, RECORD_SIZE, off))
+                return int(off + delta + dlen)  # meta areas come before data areas
 
             base = int(offsets[0])
             end = end_of(count - 1)
@@ -421,13 +458,10 @@ class ShardLog:
         out: list[ReadRecord] = []
         unpack = RECORD.unpack_from
         for off in (offsets[:count] - base).tolist():
-            rseq, arrival, delta, dlen, klen, clen = unpack(buf, off)
+            rseq, arrival, delta, dlen, mdelta, klen, clen = unpack(buf, off)
             p = off + delta
-            key = buf[p : p + klen]
-            p += klen
-            ci = buf[p : p + clen]
-            p += clen
-            out.append((rseq, arrival, key, ci, buf[p : p + dlen]))
+            q = off + mdelta
+            out.append((rseq, arrival, buf[q : q + klen], buf[q + klen : q + klen + clen], buf[p : p + dlen]))
         return out
 
     # -- retention ---------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from shardline.partitioning import jump_hash_array
 from shardline_v3io import errors as E
 from shardline_v3io.faults import FaultConfig
 from shardline_v3io.store.errors import StoreError
-from shardline_v3io.store.shard import ReadRecord, ShardLog, frame_headers, join_payloads
+from shardline_v3io.store.shard import ReadRecord, ShardLog, frame_headers, join_meta
 
 META_FILE = ".shardline-stream.json"
 SHARDS_DIR = ".shardline-shards"
@@ -163,7 +163,6 @@ class Stream:
         self.open_shards: OpenShards | None = open_shards
         self._rr = 0
         self._key_cache: dict[Any, int] = {}
-        self._key_bytes: dict[Any, bytes] = {}
         self._key_cache_count = -1
         self._uid32 = zlib.crc32(meta.uid.encode())
 
@@ -338,10 +337,6 @@ class Stream:
             count = self.meta.shard_count
             code = cols.code
             rr_before = self._rr
-            if cols.keys_text is not None:
-                kshard, key_bytes = self._key_shards(cols.keys_text, count, code)
-            else:
-                kshard, key_bytes = None, None
             shard = np.full(n, -1, dtype=np.int64)
             if cols.sids is not None:
                 has_sid = cols.has_sid
@@ -351,8 +346,11 @@ class Stream:
                 shard = np.where(has_sid, sid_vals, shard)
             else:
                 has_sid = np.zeros(n, dtype=bool)
-            if kshard is not None:
-                shard = np.where(has_sid, shard, kshard)
+            if cols.keys is not None and not has_sid.all():
+                assert cols.klen is not None
+                need = np.flatnonzero(~has_sid & (cols.klen > 0) & (code == 0))
+                if len(need):
+                    shard[need] = self._key_shards(_picker(need.tolist())(cols.keys), count, cols.keys_ascii)
             rr_mask = (shard < 0) & (code == 0) & ~has_sid
             m = int(rr_mask.sum())
             if m:
@@ -378,7 +376,7 @@ class Stream:
             if len(ok_idx):
                 bounds = np.flatnonzero(np.diff(sorted_shards)) + 1
                 arrival = self.clock()
-                self._write_groups(sorted_idx, sorted_shards, bounds, cols, key_bytes, arrival, seq_of)
+                self._write_groups(sorted_idx, sorted_shards, bounds, cols, arrival, seq_of)
             return seq_of, shard, code, n - len(ok_idx)
 
     def _write_groups(
@@ -387,82 +385,65 @@ class Stream:
         sorted_shards: npt.NDArray[np.int64],
         bounds: npt.NDArray[np.int64],
         cols: _Columns,
-        key_bytes: list[bytes] | None,
         arrival: int,
         seq_of: npt.NDArray[np.int64],
     ) -> None:
-        """Frame every shard's chunk in one numpy pass, then one ``writev`` per shard."""
+        """Frame every shard's chunk in one numpy pass, then one ``writev`` per shard.
+
+        A chunk's data area is one slice of the decoded blob (or one join of the picked Data) and
+        its meta area one join of the picked keys: no Python step per record.
+        """
         starts = np.concatenate(([0], bounds)).astype(np.int64)
         ends = np.append(bounds, len(sorted_idx)).tolist()
+        pick = _picker(sorted_idx.tolist())
+        klen = cols.klen[sorted_idx] if cols.klen is not None else None
+        clen = cols.clen[sorted_idx] if cols.clen is not None else None
+        strides = cols.strides[sorted_idx] if cols.blob_starts is not None else None
+        assert strides is None or cols.strides is not None
+        headers, rel_index = frame_headers(cols.dlen[sorted_idx], klen, clen, starts, strides=strides)
         if cols.blob_starts is not None:
-            # Data only, decoded in this order: a shard's payload area is one slice of the blob
-            assert cols.strides is not None
+            # Data decoded in this order: a shard's data area is one slice of the blob
             blob = memoryview(cols.blob)
             at = cols.blob_starts.tolist()
-            headers, rel_index = frame_headers(
-                cols.dlen[sorted_idx], None, None, starts, strides=cols.strides[sorted_idx]
-            )
 
-            def payloads(a: int, b: int) -> bytes | memoryview:
+            def data_area(a: int, b: int) -> bytes | memoryview:
                 return blob[at[a] : at[b]]
 
         else:
             assert cols.datas is not None
-            pick = _picker(sorted_idx.tolist())
             datas = pick(cols.datas)
-            keys = pick(key_bytes) if key_bytes is not None else None
-            cis = pick(cols.cis) if cols.cis is not None else None
-            klen = np.fromiter(map(len, keys), dtype=np.int64, count=len(keys)) if keys is not None else None
-            clen = np.fromiter(map(len, cis), dtype=np.int64, count=len(cis)) if cis is not None else None
-            headers, rel_index = frame_headers(cols.dlen[sorted_idx], klen, clen, starts)
 
-            def payloads(a: int, b: int) -> bytes | memoryview:
-                return join_payloads(
-                    datas[a:b], keys[a:b] if keys is not None else None, cis[a:b] if cis is not None else None
-                )
+            def data_area(a: int, b: int) -> bytes | memoryview:
+                return b"".join(datas[a:b])
 
+        meta_area = _meta_areas(pick, cols)
         headers["arrival"] = arrival
         seqs = headers["seq"]
         for a, b in zip(starts.tolist(), ends, strict=True):
             log = self.shard(int(sorted_shards[a]))
             first, offset = log.reserve(arrival)
             seqs[a:b] += np.uint64(first)
-            log.commit_chunk(headers[a:b].tobytes(), payloads(a, b), b - a, rel_index[a:b] + offset, arrival)
+            areas = (meta_area(a, b), data_area(a, b))
+            log.commit_chunk(headers[a:b].tobytes(), areas, b - a, rel_index[a:b] + offset, arrival)
         seq_of[sorted_idx] = seqs.astype(np.int64)
 
-    def _key_shards(
-        self, keys: list[Any], count: int, code: npt.NDArray[np.int8]
-    ) -> tuple[npt.NDArray[np.int64], list[bytes] | None]:
-        """Shard of every record's PartitionKey (-1: none) and the keys as bytes (None if no key).
+    def _key_shards(self, keys: list[Any], count: int, ascii_keys: bool) -> npt.NDArray[np.int64]:
+        """The shard of every (non-empty, valid) PartitionKey: ``shard_for_key(key, count)``.
 
         Each distinct new key is hashed once (xxh64 in C, jump hash vectorised over the batch) and
-        remembered per stream (bounded cache, cleared when the shard count changes).
+        remembered per stream (bounded cache, cleared when the shard count changes). ``keys`` are
+        ``str`` when ``ascii_keys`` (their bytes are their characters), else already UTF-8 bytes.
         """
         shard_of = self._key_cache
-        bytes_of = self._key_bytes
         if self._key_cache_count != count or len(shard_of) > _KEY_CACHE_MAX:
             shard_of.clear()
-            bytes_of.clear()
-            shard_of.update({None: -1, "": -1})
-            bytes_of.update({None: b"", "": b""})
             self._key_cache_count = count
         new = list(set(keys).difference(shard_of))  # set - dict keys, in C
         if new:
-            encoded = list(map(_encode_key, new))
-            m = len(new)
-            hashes = np.fromiter(map(xxhash.xxh64_intdigest, encoded), dtype=np.uint64, count=m)
-            shards = jump_hash_array(hashes, count).astype(np.int64)
-            shards[np.fromiter(map(len, encoded), dtype=np.int64, count=m) > MAX_KEY] = -2
-            shard_of.update(zip(new, shards.tolist(), strict=True))
-            bytes_of.update(zip(new, encoded, strict=True))
-        n = len(keys)
-        kshard = np.fromiter(map(shard_of.__getitem__, keys), dtype=np.int64, count=n)
-        bad = kshard == -2
-        if bad.any():
-            code[bad & (code == 0)] = _INVALID
-            kshard[bad] = -1
-        key_bytes = list(map(bytes_of.__getitem__, keys))
-        return kshard, key_bytes
+            encoded = list(map(_encode_key, new)) if ascii_keys else new
+            hashes = np.fromiter(map(xxhash.xxh64_intdigest, encoded), dtype=np.uint64, count=len(new))
+            shard_of.update(zip(new, jump_hash_array(hashes, count).tolist(), strict=True))
+        return np.fromiter(map(shard_of.__getitem__, keys), dtype=np.int64, count=len(keys))
 
     # -- seek / get ------------------------------------------------------------------------------
 
@@ -594,6 +575,21 @@ def _picker(idx: list[int]) -> Callable[[Sequence[Any]], list[Any]]:
     return lambda seq: list(getter(seq))
 
 
+def _meta_areas(pick: Callable[[Sequence[Any]], list[Any]], cols: _Columns) -> Callable[[int, int], bytes]:
+    """``area(a, b)``: the meta area (key | client info per record) of picked records ``a:b``."""
+    if cols.keys is None and cols.cis is None:
+        return lambda a, b: b""
+    keys = pick(cols.keys) if cols.keys is not None else None
+    cis = pick(cols.cis) if cols.cis is not None else None
+    if cis is None and keys is not None and cols.keys_ascii:
+        return lambda a, b: "".join(keys[a:b]).encode("ascii")
+    if keys is not None and cols.keys_ascii:
+        keys = list(map(_encode_key, keys))
+    return lambda a, b: join_meta(
+        keys[a:b] if keys is not None else None, cis[a:b] if cis is not None else None
+    )
+
+
 def _first_bad(values: list[Any], allowed: tuple[type, ...]) -> int:
     for i, v in enumerate(values):
         if type(v) not in allowed:
@@ -625,11 +621,9 @@ class _Columns:
         self.strides: npt.NDArray[np.int64] | None = None
         self.blob = b""
         self.blob_starts: npt.NDArray[np.int64] | None = None
-        layout = None
-        if encoded and not present & {"PartitionKey", "ClientInfo"}:
-            layout = _b64_layout(raw_datas)
+        layout = _b64_layout(raw_datas) if encoded else None
         if layout is not None:
-            # Data only: decoded later, in shard order, as one blob (see decode_in_order)
+            # decoded later, in shard order, as one blob (see decode_in_order)
             in_len, pads = layout
             self.texts = raw_datas
             self.strides = in_len // 4 * 3
@@ -660,7 +654,9 @@ class _Columns:
                 except OverflowError:
                     self.sid_vals = np.array([min(s, MAX_SHARDS + 1) for s in sids], dtype=np.int64)
 
-        self.keys_text: list[Any] | None = None
+        self.keys: list[Any] | None = None
+        self.keys_ascii = True
+        self.klen: npt.NDArray[np.int64] | None = None
         keys = _column(records, "PartitionKey", present)
         if keys is not None:
             key_types = set(map(type, keys))
@@ -668,9 +664,18 @@ class _Columns:
                 i = _first_bad(keys, (str, _NONE_TYPE))
                 raise StoreError(E.INVALID_ARGUMENT, f"Records[{i}].PartitionKey must be a string")
             if key_types != {_NONE_TYPE}:
-                self.keys_text = keys
+                if _NONE_TYPE in key_types:
+                    keys = [k or "" for k in keys]
+                if "".join(keys).isascii():  # then a key's length is its byte length
+                    self.keys = keys
+                else:
+                    self.keys = list(map(_encode_key, keys))
+                    self.keys_ascii = False
+                self.klen = np.fromiter(map(len, self.keys), dtype=np.int64, count=n)
+                self.code[(self.klen > MAX_KEY) & (self.code == 0)] = _INVALID
 
         self.cis: list[bytes] | None = None
+        self.clen: npt.NDArray[np.int64] | None = None
         cis = _column(records, "ClientInfo", present)
         if cis is not None:
             ci_types = set(map(type, cis))
@@ -682,9 +687,8 @@ class _Columns:
                     self.cis = _decode_column([c if c is not None else "" for c in cis], "ClientInfo")[0]
                 else:
                     self.cis = [c if c is not None else b"" for c in cis]
-                clen = np.fromiter(map(len, self.cis), dtype=np.int64, count=n)
-                self.code[(clen > MAX_CLIENT_INFO) & (self.code == 0)] = _INVALID
-
+                self.clen = np.fromiter(map(len, self.cis), dtype=np.int64, count=n)
+                self.code[(self.clen > MAX_CLIENT_INFO) & (self.code == 0)] = _INVALID
 
     def decode_in_order(self, order: npt.NDArray[np.int64]) -> None:
         """Decode deferred Data (every record, in ``order``) into one blob; bad base64 -> StoreError.
