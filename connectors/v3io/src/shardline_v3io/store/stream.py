@@ -620,11 +620,12 @@ class _Columns:
         self.texts: list[str] | None = None
         self.strides: npt.NDArray[np.int64] | None = None
         self.blob = b""
+        self.joined = ""
         self.blob_starts: npt.NDArray[np.int64] | None = None
         layout = _b64_layout(raw_datas) if encoded else None
         if layout is not None:
             # decoded later, in shard order, as one blob (see decode_in_order)
-            in_len, pads = layout
+            in_len, pads, self.joined = layout
             self.texts = raw_datas
             self.strides = in_len // 4 * 3
             self.dlen = self.strides - pads
@@ -697,7 +698,12 @@ class _Columns:
         bytes of the blob, of which the first ``dlen`` are its Data (the rest: padding bits).
         """
         assert self.texts is not None and self.strides is not None
-        decoded = _decode_joined_text(_picker(order.tolist())(self.texts))
+        n = len(self.texts)
+        if len(order) == n and (n == 1 or bool((np.diff(order) == 1).all())) and order[0] == 0:
+            joined = self.joined  # already in shard order (what the sink sends): no second join
+        else:
+            joined = "".join(_picker(order.tolist())(self.texts))
+        decoded = _decode_joined_text(joined)
         if decoded is None:
             _decode_each(self.texts, "Data")  # raises, naming the record
             raise StoreError(E.INVALID_ARGUMENT, "Data is not valid base64")
@@ -730,8 +736,9 @@ def _decode_column(texts: list[str], field: str) -> tuple[list[bytes], npt.NDArr
 _PAD = 61  # ord("=")
 
 
-def _b64_layout(texts: list[str]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]] | None:
-    """(length, padding count) of every string when the column can be decoded joined; else None.
+def _b64_layout(texts: list[str]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], str] | None:
+    """(length, padding count) of every string, and their concatenation, when the column can be
+    decoded joined; else None.
 
     Accepted only when every string is ASCII, a multiple of 4 long, and holds ``=`` only as its
     last one or two characters (canonical padding). Then each string is a run of whole quads, the
@@ -747,7 +754,7 @@ def _b64_layout(texts: list[str]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np
     if not joined.isascii():
         return None
     if "=" not in joined:
-        return in_len, np.zeros(n, dtype=np.int64)
+        return in_len, np.zeros(n, dtype=np.int64), joined
     raw = np.frombuffer(joined.encode("ascii"), dtype=np.uint8)
     ends = np.cumsum(in_len)
     nonempty = in_len > 0
@@ -759,14 +766,14 @@ def _b64_layout(texts: list[str]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np
     if (second & ~last).any():
         return None
     pads = last.astype(np.int64) + second
-    if int(pads.sum()) != int(np.count_nonzero(raw == _PAD)):
+    if int(pads.sum()) != joined.count("="):
         return None  # "=" somewhere else than the padding
-    return in_len, pads
+    return in_len, pads, joined
 
 
-def _decode_joined_text(texts: list[str]) -> bytes | None:
+def _decode_joined_text(joined: str) -> bytes | None:
     """Decode the concatenation of strings that passed :func:`_b64_layout`; None when not base64."""
-    joined = "".join(texts).replace("=", "A")
+    joined = joined.replace("=", "A")
     try:
         decoded = pybase64.b64decode(joined, validate=True)  # SIMD; refuses any non-alphabet byte
     except (binascii.Error, ValueError):
@@ -779,8 +786,8 @@ def _decode_joined(texts: list[str]) -> tuple[list[bytes], npt.NDArray[np.int64]
     layout = _b64_layout(texts)
     if layout is None:
         return None
-    in_len, pads = layout
-    decoded = _decode_joined_text(texts)
+    in_len, pads, joined = layout
+    decoded = _decode_joined_text(joined)
     if decoded is None:
         return None
     out_len = in_len // 4 * 3 - pads
