@@ -174,7 +174,7 @@ def test_corrupted_last_chunk_is_dropped_not_served(tmp_path: Path) -> None:
     written = _write_some(tmp_path, 3)
     log, _idx = _active_files(tmp_path, 0)
     size = log.stat().st_size
-    with open(log, "r+b") as f:  # flip a byte inside the last chunk: its CRC no longer matches
+    with open(log, "r+b") as f:  # flip a byte inside the last chunk: its checksum no longer matches
         f.seek(size - 3)
         f.write(b"\xff")
     assert _read_back(tmp_path) == written[:20]

@@ -115,7 +115,7 @@ def test_data_only_requests_read_back_exactly_also_after_a_crash_scan(tmp_path: 
         expected[res["ShardId"]].append(base64.b64decode(rec["Data"]))
     for s in range(4):
         stream.shard(s).flush_index()
-    # reopen without a clean close: the recovery scan checks every chunk's CRC and lengths
+    # reopen without a clean close: the recovery scan checks every chunk's checksum and lengths
     for s in range(4):
         log = stream.shard(s)
         fresh = ShardLog(log.directory)  # no clean.json: scans the active segment

@@ -7,7 +7,7 @@ whatever the size of the shard.
 
 A clean close writes ``clean.json`` (the active segment's sizes); the next open trusts it and skips
 the recovery scan. After a crash the file is absent and the active segment is scanned: every
-chunk's CRC is checked, a torn tail is cut off and the index is made to match the log.
+chunk's checksum is checked, a torn tail is cut off and the index is made to match the log.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import bisect
 import contextlib
 import os
 import time
-import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import orjson
+import xxhash
 
 from shardline_v3io import errors as E
 from shardline_v3io.store.errors import StoreError
@@ -72,15 +72,19 @@ def frame_headers(
     relative to the chunk's file offset (add it); ``arrival`` is left to the caller.
     """
     total = len(dlen)
-    starts = group_starts if group_starts is not None else np.zeros(1, dtype=np.int64)
-    counts = np.diff(np.append(starts, total))
-    group_of = np.repeat(np.arange(len(starts)), counts)
-    rank = np.arange(total, dtype=np.int64) - starts[group_of]
-    to_area = (counts[group_of] - rank) * RECORD_SIZE  # from a header to the end of its chunk's table
+    one = group_starts is None or len(group_starts) == 1  # one chunk (the common case): no grouping
+    starts = np.zeros(1, dtype=np.int64) if group_starts is None else group_starts
+    if one:
+        rank = np.arange(total, dtype=np.int64)
+        to_area = (total - rank) * RECORD_SIZE  # from a header to the end of its chunk's table
+    else:
+        counts = np.diff(np.append(starts, total))
+        group_of = np.repeat(np.arange(len(starts)), counts)
+        rank = np.arange(total, dtype=np.int64) - starts[group_of]
+        to_area = (counts[group_of] - rank) * RECORD_SIZE
     dsize = strides if strides is not None else dlen
-    dend = np.cumsum(dsize)
-    data_before = dend - dsize
-    delta = to_area + (data_before - data_before[starts][group_of])
+    data_before = np.cumsum(dsize) - dsize
+    delta = to_area + (data_before if one else data_before - data_before[starts][group_of])
     headers = np.zeros(total, dtype=RECORD_DTYPE)
     headers["seq"] = rank
     headers["dlen"] = dlen
@@ -90,10 +94,13 @@ def frame_headers(
         msize = (klen if klen is not None else 0) + (clen if clen is not None else 0)
         mend = np.cumsum(msize)
         meta_before = mend - msize
-        meta_in_chunk = meta_before - meta_before[starts][group_of]
-        meta_area = np.diff(np.append(meta_before[starts], mend[-1]))
-        headers["mdelta"] = to_area + meta_in_chunk
-        delta = delta + meta_area[group_of]
+        if one:
+            headers["mdelta"] = to_area + meta_before
+            delta = delta + mend[-1]
+        else:
+            meta_area = np.diff(np.append(meta_before[starts], mend[-1]))
+            headers["mdelta"] = to_area + (meta_before - meta_before[starts][group_of])
+            delta = delta + meta_area[group_of]
         if klen is not None:
             headers["klen"] = klen
         if clen is not None:
@@ -207,7 +214,7 @@ class ShardLog:
     def _recover(self) -> None:
         """Validate the active segment: cut a torn tail chunk and make the index match the log.
 
-        Every chunk's CRC is checked; the index is recomputed from the chunk headers (the record
+        Every chunk's checksum is checked; the index is recomputed from the chunk headers (the record
         headers of a chunk are contiguous, so no record needs parsing) and rewritten where the file
         disagrees (entries lost with the process, or garbage after a machine crash).
         """
@@ -217,11 +224,11 @@ class ShardLog:
         count = 0
         expected: list[npt.NDArray[Any]] = []
         while pos + CHUNK_SIZE <= size:
-            magic, body_len, crc, n = CHUNK.unpack(os.pread(self.log_fd, CHUNK_SIZE, pos))
+            magic, body_len, digest, n = CHUNK.unpack(os.pread(self.log_fd, CHUNK_SIZE, pos))
             if magic != CHUNK_MAGIC or pos + CHUNK_SIZE + body_len > size or n * RECORD_SIZE > body_len:
                 break
             body = os.pread(self.log_fd, body_len, pos + CHUNK_SIZE)
-            if zlib.crc32(body) != crc:
+            if xxhash.xxh3_64_intdigest(body) != digest:
                 break
             expected.append(pos + CHUNK_SIZE + np.arange(n, dtype=np.uint64) * RECORD_SIZE)
             count += n
@@ -381,11 +388,11 @@ class ShardLog:
         """
         start = self.log_size
         body_len = len(table)
-        crc = zlib.crc32(table)
+        digest = xxhash.xxh3_64(table)
         for area in areas:
             body_len += len(area)
-            crc = zlib.crc32(area, crc)
-        head = CHUNK.pack(CHUNK_MAGIC, body_len, crc, n)
+            digest.update(area)
+        head = CHUNK.pack(CHUNK_MAGIC, body_len, digest.intdigest(), n)
         try:
             written = os.writev(self.log_fd, (head, table, *areas))
             if written < CHUNK_SIZE + body_len:

@@ -603,12 +603,12 @@ class _Columns:
     def __init__(self, records: list[Any], encoded: bool) -> None:
         n = len(records)
         blob: type = str if encoded else bytes
-        if set(map(type, records)) != {dict}:
-            i = _first_bad(records, (dict,))
-            raise StoreError(E.INVALID_ARGUMENT, f"Records[{i}] must be an object")
-        try:
+        try:  # JSON gives dicts for objects; anything else fails the item lookup
             raw_datas = list(map(_get_data, records))
-        except KeyError:
+        except (KeyError, TypeError):
+            i = _first_bad(records, (dict,))
+            if i >= 0:
+                raise StoreError(E.INVALID_ARGUMENT, f"Records[{i}] must be an object") from None
             i = next(i for i, r in enumerate(records) if "Data" not in r)
             raise StoreError(E.INVALID_ARGUMENT, f"Records[{i}].Data is required") from None
         if set(map(type, raw_datas)) != {blob}:
@@ -766,7 +766,7 @@ def _b64_layout(texts: list[str]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np
     if (second & ~last).any():
         return None
     pads = last.astype(np.int64) + second
-    if int(pads.sum()) != joined.count("="):
+    if int(pads.sum()) != int(np.count_nonzero(raw == _PAD)):
         return None  # "=" somewhere else than the padding
     return in_len, pads, joined
 
