@@ -393,7 +393,7 @@ class StreamSink:
             "transport_options": transport_options, "data_template": data_template, "columns": columns,
             "backoff_base_s": backoff_base_s, "backoff_max_s": backoff_max_s,
         }  # fmt: skip
-        self._loop = asyncio.new_event_loop()
+        self._loop = _new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="shardline-sink", daemon=True)
         self._thread.start()
         self._lock = threading.Lock()
@@ -489,3 +489,12 @@ class StreamSink:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    """The sink thread's loop: uvloop when it is installed (less CPU per request), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
