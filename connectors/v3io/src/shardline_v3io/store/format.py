@@ -9,7 +9,7 @@ A segment is two files named after the sequence number of its first record:
         chunk   = magic u32 | body_len u32 | xxh3_64(body) u64 | record_count u32 | body
         body    = header * record_count | meta area | data area
         header  = seq u64 | arrival_ns i64 | data_delta u32 | data_len u32 | meta_delta u32
-                  | key_len u16 | client_info_len u8                        (31 bytes, little endian)
+                  | key_len u16 | client_info_len u8 | zero u8              (32 bytes, little endian)
         meta area = (key | client_info) * record_count
         data area = data * record_count     (each may be followed by up to two unused bytes)
 
@@ -40,7 +40,7 @@ import numpy as np
 CHUNK_MAGIC = 0x53484C33  # "SHL3"
 OLD_MAGICS = {0x53484C32: "SHL2"}  # earlier layouts: refused when found, never cut off as torn
 CHUNK = struct.Struct("<IIQI")
-RECORD = struct.Struct("<QqIIIHB")
+RECORD = struct.Struct("<QqIIIHBx")  # 32 bytes: every field aligned for numpy
 INDEX_ENTRY = struct.Struct("<Q")
 CHUNK_SIZE = CHUNK.size
 RECORD_SIZE = RECORD.size
@@ -50,10 +50,10 @@ RECORD_DTYPE = np.dtype(
         "names": ["seq", "arrival", "delta", "dlen", "mdelta", "klen", "clen"],
         "formats": ["<u8", "<i8", "<u4", "<u4", "<u4", "<u2", "u1"],
         "offsets": [0, 8, 16, 20, 24, 28, 30],
-        "itemsize": RECORD_SIZE,
+        "itemsize": RECORD_SIZE,  # the padding byte stays zero
     }
 )
-assert RECORD_DTYPE.itemsize == RECORD_SIZE == 31
+assert RECORD_DTYPE.itemsize == RECORD_SIZE == 32
 
 LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".idx"

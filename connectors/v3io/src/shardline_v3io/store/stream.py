@@ -361,46 +361,63 @@ class Stream:
                 bad = fault.failing(shard.tolist(), candidates)
                 if bad:
                     code[np.fromiter(bad, dtype=np.int64, count=len(bad))] = _BUSY
-            ok_idx = np.flatnonzero(code == 0)
-            ok_shards = shard[ok_idx]
-            order = np.argsort(ok_shards, kind="stable")
-            sorted_idx = ok_idx[order]
-            sorted_shards = ok_shards[order]
+            ok = code == 0
+            n_ok = int(np.count_nonzero(ok))
+            steps = np.diff(shard)
+            if n_ok == n and not (steps < 0).any():
+                # every record is written and they already come in shard order (the sink's
+                # requests): no reordering, no fancy indexing
+                sorted_idx = None
+                sorted_shards = shard
+                bounds = np.flatnonzero(steps) + 1
+            else:
+                ok_idx = np.flatnonzero(ok)
+                ok_shards = shard[ok_idx]
+                order = np.argsort(ok_shards, kind="stable")
+                sorted_idx = ok_idx[order]
+                sorted_shards = ok_shards[order]
+                bounds = np.flatnonzero(np.diff(sorted_shards)) + 1
             if cols.texts is not None:
                 try:  # every record's Data is checked, also of those that will not be written
-                    cols.decode_in_order(np.concatenate((sorted_idx, np.flatnonzero(code != 0))))
+                    everyone = None if sorted_idx is None else np.concatenate((sorted_idx, np.flatnonzero(~ok)))
+                    cols.decode_in_order(everyone)
                 except StoreError:
                     self._rr = rr_before
                     raise
-            seq_of = np.zeros(n, dtype=np.int64)
-            if len(ok_idx):
-                bounds = np.flatnonzero(np.diff(sorted_shards)) + 1
-                arrival = self.clock()
-                self._write_groups(sorted_idx, sorted_shards, bounds, cols, arrival, seq_of)
-            return seq_of, shard, code, n - len(ok_idx)
+            if n_ok:
+                seq_of = self._write_groups(sorted_idx, sorted_shards, bounds, cols, self.clock())
+            else:
+                seq_of = np.zeros(n, dtype=np.int64)
+            return seq_of, shard, code, n - n_ok
 
     def _write_groups(
         self,
-        sorted_idx: npt.NDArray[np.int64],
+        sorted_idx: npt.NDArray[np.int64] | None,
         sorted_shards: npt.NDArray[np.int64],
         bounds: npt.NDArray[np.int64],
         cols: _Columns,
         arrival: int,
-        seq_of: npt.NDArray[np.int64],
-    ) -> None:
+    ) -> npt.NDArray[np.int64]:
         """Frame every shard's chunk in one numpy pass, then one ``writev`` per shard.
 
+        ``sorted_idx`` lists the records to write in shard order (None: all of them, as they are).
         A chunk's data area is one slice of the decoded blob (or one join of the picked Data) and
-        its meta area one join of the picked keys: no Python step per record.
+        its meta area one join of the picked keys: no Python step per record. Returns every
+        record's sequence number (0 for records not written).
         """
         starts = np.concatenate(([0], bounds)).astype(np.int64)
-        ends = np.append(bounds, len(sorted_idx)).tolist()
-        pick = _picker(sorted_idx.tolist())
-        klen = cols.klen[sorted_idx] if cols.klen is not None else None
-        clen = cols.clen[sorted_idx] if cols.clen is not None else None
-        strides = cols.strides[sorted_idx] if cols.blob_starts is not None else None
-        assert strides is None or cols.strides is not None
-        headers, rel_index = frame_headers(cols.dlen[sorted_idx], klen, clen, starts, strides=strides)
+        total = len(sorted_shards) if sorted_idx is None else len(sorted_idx)
+        ends = np.append(bounds, total).tolist()
+        if sorted_idx is None:
+            pick: Callable[[Sequence[Any]], Sequence[Any]] = _same
+            take: Callable[[npt.NDArray[np.int64]], npt.NDArray[np.int64]] = _same
+        else:
+            pick = _picker(sorted_idx.tolist())
+            take = operator.itemgetter(sorted_idx)
+        klen = take(cols.klen) if cols.klen is not None else None
+        clen = take(cols.clen) if cols.clen is not None else None
+        strides = take(cols.strides) if cols.blob_starts is not None and cols.strides is not None else None
+        headers, rel_index = frame_headers(take(cols.dlen), klen, clen, starts, strides=strides)
         if cols.blob_starts is not None:
             # Data decoded in this order: a shard's data area is one slice of the blob
             blob = memoryview(cols.blob)
@@ -425,7 +442,11 @@ class Stream:
             seqs[a:b] += np.uint64(first)
             areas = (meta_area(a, b), data_area(a, b))
             log.commit_chunk(headers[a:b].tobytes(), areas, b - a, rel_index[a:b] + offset, arrival)
-        seq_of[sorted_idx] = seqs.astype(np.int64)
+        if sorted_idx is None:
+            return seqs.astype(np.int64)
+        seq_of = np.zeros(len(cols.dlen), dtype=np.int64)
+        seq_of[sorted_idx] = seqs
+        return seq_of
 
     def _key_shards(self, keys: list[Any], count: int, ascii_keys: bool) -> npt.NDArray[np.int64]:
         """The shard of every (non-empty, valid) PartitionKey: ``shard_for_key(key, count)``.
@@ -575,7 +596,11 @@ def _picker(idx: list[int]) -> Callable[[Sequence[Any]], list[Any]]:
     return lambda seq: list(getter(seq))
 
 
-def _meta_areas(pick: Callable[[Sequence[Any]], list[Any]], cols: _Columns) -> Callable[[int, int], bytes]:
+def _same(values: Any) -> Any:
+    return values
+
+
+def _meta_areas(pick: Callable[[Sequence[Any]], Sequence[Any]], cols: _Columns) -> Callable[[int, int], bytes]:
     """``area(a, b)``: the meta area (key | client info per record) of picked records ``a:b``."""
     if cols.keys is None and cols.cis is None:
         return lambda a, b: b""
@@ -691,15 +716,15 @@ class _Columns:
                 self.clen = np.fromiter(map(len, self.cis), dtype=np.int64, count=n)
                 self.code[(self.clen > MAX_CLIENT_INFO) & (self.code == 0)] = _INVALID
 
-    def decode_in_order(self, order: npt.NDArray[np.int64]) -> None:
+    def decode_in_order(self, order: npt.NDArray[np.int64] | None) -> None:
         """Decode deferred Data (every record, in ``order``) into one blob; bad base64 -> StoreError.
 
-        Record ``order[k]``'s bytes start at ``blob_starts[k]`` and take ``strides[order[k]]``
-        bytes of the blob, of which the first ``dlen`` are its Data (the rest: padding bits).
+        ``order`` None means every record as it is. Record ``order[k]``'s bytes start at
+        ``blob_starts[k]`` and take ``strides[order[k]]`` bytes of the blob, of which the first
+        ``dlen`` are its Data (the rest: padding bits).
         """
         assert self.texts is not None and self.strides is not None
-        n = len(self.texts)
-        if len(order) == n and (n == 1 or bool((np.diff(order) == 1).all())) and order[0] == 0:
+        if order is None:
             joined = self.joined  # already in shard order (what the sink sends): no second join
         else:
             joined = "".join(_picker(order.tolist())(self.texts))
@@ -708,7 +733,8 @@ class _Columns:
             _decode_each(self.texts, "Data")  # raises, naming the record
             raise StoreError(E.INVALID_ARGUMENT, "Data is not valid base64")
         self.blob = decoded
-        self.blob_starts = np.concatenate(([0], np.cumsum(self.strides[order]))).astype(np.int64)
+        strides = self.strides if order is None else self.strides[order]
+        self.blob_starts = np.concatenate(([0], np.cumsum(strides))).astype(np.int64)
 
 
 def _column(records: list[dict[str, Any]], name: str, present: set[str]) -> list[Any] | None:
