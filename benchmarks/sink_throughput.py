@@ -18,7 +18,7 @@ rows of ~100-byte JSON into 16-shard streams:
 
 storey and the per-record loop are slow, so they run once on a subset of the rows
 (``--storey-rows``, ``--loop-rows``) and are reported in rows/s like the others. The four fast
-measurements run ``--repeat`` rounds (default 3) and the best of each counts, so that a burst of
+measurements run ``--repeat`` rounds (default 5) and the best of each counts, so that a burst of
 load from elsewhere on a shared machine does not decide a ratio; the encode-only ceiling also gets a
 round before the server starts. Prints a table of rows/s and ratios.
 """
@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--storey-rows", type=int, default=50_000)
     parser.add_argument("--loop-rows", type=int, default=5_000)
     parser.add_argument("--skip", nargs="*", default=[], choices=["storey", "loop"])
-    parser.add_argument("--repeat", type=int, default=3, help="rounds of the fast writers; the best counts")
+    parser.add_argument("--repeat", type=int, default=5, help="rounds of the fast writers; the best counts")
     args = parser.parse_args(argv)
 
     table = make_rows(args.rows, args.keys)
