@@ -123,9 +123,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def start_null_server() -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, __file__, "--null-server"], stdout=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen([sys.executable, __file__, "--null-server"], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line.startswith("listening on "):
@@ -135,11 +133,14 @@ def start_null_server() -> tuple[subprocess.Popen[str], str]:
 
 
 async def create_stream(url: str) -> None:
-    async with aiohttp.ClientSession() as s, s.post(
-        url + "/bigdata/bench/",
-        data=orjson.dumps({"ShardCount": SHARDS, "RetentionPeriodHours": 24}),
-        headers={"X-v3io-function": "CreateStream"},
-    ) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            url + "/bigdata/bench/",
+            data=orjson.dumps({"ShardCount": SHARDS, "RetentionPeriodHours": 24}),
+            headers={"X-v3io-function": "CreateStream"},
+        ) as r,
+    ):
         assert r.status in (204, 409), r.status
 
 

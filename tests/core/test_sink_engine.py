@@ -15,6 +15,7 @@ import pytest
 from shardline import AsyncStreamSink, StreamSink, limits
 from shardline.errors import DeliveryError, SchemaError, StreamNotFoundError
 from shardline.faketransport import FakeTransport
+from shardline.transport import PutBodyResult
 
 FAST = {"backoff_base_s": 0.001, "backoff_max_s": 0.01, "linger_ms": 1.0}
 
@@ -188,15 +189,25 @@ def test_missing_stream_is_reported_or_created() -> None:
 
 
 def test_write_blocks_while_the_byte_cap_is_reached() -> None:
-    transport = FakeTransport(shard_count=2, latency_s=0.01)
+    """Encoded records and the request bodies built from them stay together under the cap."""
     cap = 200_000
-    peak = 0
+    seen: list[tuple[int, int, int]] = []  # (buffered, request bytes, this body) inside each request
+
+    class Watched(FakeTransport):
+        async def put_records_body(self, body: bytes, record_count: int) -> PutBodyResult:
+            m = sink.metrics
+            seen.append((m.buffered_bytes, m.request_bytes, len(body)))
+            return await super().put_records_body(body, record_count)
+
+    transport = Watched(shard_count=2, latency_s=0.01)
     with StreamSink(transport, partition_key="k", max_in_flight_bytes=cap, **FAST) as sink:
         for b in range(30):
             sink.write(keyed(b * 1000, 1000, keys=100))
-            peak = max(peak, sink.metrics.buffered_bytes)
-    assert peak <= cap
     assert len(transport.records()) == 30_000
+    assert seen and max(buffered + requests for buffered, requests, _ in seen) <= cap
+    assert all(requests >= body for _, requests, body in seen)  # a body in flight is counted
+    assert max(buffered for buffered, _, _ in seen) > cap // 4  # the cap is used, not starved
+    assert sink.metrics.request_bytes == 0
 
 
 def test_transport_without_the_body_path_gets_put_records() -> None:

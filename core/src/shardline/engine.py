@@ -186,6 +186,7 @@ class Engine:
         self._batches: collections.deque[_Batch] = collections.deque()
         self._seq = 0
         self._bytes = 0
+        self._request_bytes = 0
         self._in_flight = 0
         self._growing = False
         self._closing = False
@@ -288,7 +289,7 @@ class Engine:
         assert self._wake is not None
         nbytes = enc.nbytes
         while self._error is None and (
-            self._growing or (self._bytes > 0 and self._bytes + nbytes > self.options.max_in_flight_bytes)
+            self._growing or (self._bytes > 0 and self._reserved(nbytes) > self.options.max_in_flight_bytes)
         ):
             await self._changes()
         self.check()
@@ -314,6 +315,16 @@ class Engine:
         self._progress()
         self._wake.set()
         return True
+
+    def _reserved(self, nbytes: int) -> int:
+        """Memory the buffer may need with ``nbytes`` more queued: the encoded records plus the
+        request bodies they may become while in flight (copies, at most one per queued byte, and at
+        most ``max_in_flight_requests`` requests of ``max_request_bytes``). Admitting a batch only
+        while this fits ``max_in_flight_bytes`` keeps records and bodies together under the cap.
+        """
+        queued = self._bytes + nbytes
+        bodies = min(queued, self.options.max_in_flight_requests * self.options.max_request_bytes)
+        return queued + bodies
 
     # ------------------------------------------------------------------ acks
 
@@ -580,6 +591,8 @@ class Engine:
         failures: list[PutFailure] | None = None
         whole_error: str | None = None
         permanent_error: str | None = None
+        self._request_bytes += request.body_bytes
+        self.metrics.request_bytes = self._request_bytes
         try:
             self.metrics.requests += 1
             if self._body_path:
@@ -615,6 +628,8 @@ class Engine:
         finally:
             self._in_flight -= 1
             self.metrics.in_flight_requests = self._in_flight
+            self._request_bytes -= request.body_bytes
+            self.metrics.request_bytes = self._request_bytes
             try:
                 self._settle(request, failures, whole_error, permanent_error)
             except Exception as exc:

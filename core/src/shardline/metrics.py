@@ -13,7 +13,9 @@ class SinkMetrics:
 
     ``records``/``bytes`` count records written (Data bytes, before base64); ``requests`` PutRecords
     requests sent; ``retries`` records sent again after a failure; ``dead_letters`` records given
-    up; ``order_violations`` keys whose order a server broke (see the sink's ordering modes).
+    up; ``order_violations`` keys whose order a server broke (see the sink's ordering modes);
+    ``buffered_bytes`` encoded records not yet acknowledged and ``request_bytes`` the bodies of the
+    requests in flight (together under ``max_in_flight_bytes``).
     """
 
     records_in: int = 0
@@ -29,6 +31,7 @@ class SinkMetrics:
     batches_acked: int = 0
     in_flight_requests: int = 0
     buffered_bytes: int = 0
+    request_bytes: int = 0
     shard_in_flight: dict[int, int] = field(default_factory=dict)
     shard_records: dict[int, int] = field(default_factory=dict)
     shard_allowance: dict[int, int] = field(default_factory=dict)
@@ -51,6 +54,7 @@ class SinkMetrics:
             "batches_acked": self.batches_acked,
             "in_flight_requests": self.in_flight_requests,
             "buffered_bytes": self.buffered_bytes,
+            "request_bytes": self.request_bytes,
             "shard_in_flight": dict(self.shard_in_flight),
             "shard_records": dict(self.shard_records),
             "shard_allowance": dict(self.shard_allowance),

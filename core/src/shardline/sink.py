@@ -182,7 +182,9 @@ class AsyncStreamSink:
         A ``.jsonl`` or ``.parquet`` path for records that can never be written. Without it they are
         counted (``metrics.dead_letters``) and the latest 1,000 are kept in :attr:`dead_letters`.
     max_in_flight_bytes
-        Cap on bytes buffered and in flight; ``write`` waits while it is reached (backpressure).
+        Cap on the memory records take: encoded records buffered or in flight plus the request
+        bodies built from them (copies, reserved in advance); ``write`` waits while it is reached
+        (backpressure).
     max_in_flight_requests, linger_ms
         Concurrent requests; how long a shard's records may wait for a fuller request.
     retry_deadline_s

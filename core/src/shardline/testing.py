@@ -156,9 +156,10 @@ def read_stream(url: str, *, access_key: str | None = None) -> dict[int, list[An
 
     parsed = parse_stream_url(url, access_key=access_key)
     assert parsed.endpoint is not None, "read_stream needs an http(s):// stream URL"
+    endpoint = parsed.endpoint
 
     async def main() -> dict[int, list[Any]]:
-        async with V3ioClient(parsed.endpoint, parsed.access_key) as client:
+        async with V3ioClient(endpoint, parsed.access_key) as client:
             info = await client.describe_stream(parsed.container, parsed.path)
             shards: dict[int, list[Any]] = {}
             for shard in range(info.shard_count):

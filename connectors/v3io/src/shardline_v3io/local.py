@@ -130,7 +130,7 @@ class LocalTransport:
         records = doc.get("Records") if isinstance(doc, dict) else None
         if type(records) is not list or not records:
             raise TransportError(
-                f"{self._what('put records to')}: the body must be {{\"Records\": [...]}} with records",
+                f'{self._what("put records to")}: the body must be {{"Records": [...]}} with records',
                 retryable=False,
             )
         try:

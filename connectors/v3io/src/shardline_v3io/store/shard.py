@@ -258,7 +258,9 @@ class ShardLog:
         self, log_fd: int, idx_fd: int, first: int, seq: int
     ) -> tuple[int, int, int, int, int, int, int]:
         offset = int.from_bytes(os.pread(idx_fd, 8, (seq - first) * 8), "little")
-        result: tuple[int, int, int, int, int, int, int] = RECORD.unpack(os.pread(log_fd, RECORD_SIZE, offset))
+        result: tuple[int, int, int, int, int, int, int] = RECORD.unpack(
+            os.pread(log_fd, RECORD_SIZE, offset)
+        )
         return result
 
     def _open_segment(self, first: int) -> tuple[int, int, bool]:
@@ -358,7 +360,11 @@ class ShardLog:
         headers["seq"] += np.uint64(first_seq)
         headers["arrival"] = arrival_ns
         self.commit_chunk(
-            headers.tobytes(), (join_meta(keys, client_infos), b"".join(datas)), n, rel_index + start, arrival_ns
+            headers.tobytes(),
+            (join_meta(keys, client_infos), b"".join(datas)),
+            n,
+            rel_index + start,
+            arrival_ns,
         )
         return first_seq
 

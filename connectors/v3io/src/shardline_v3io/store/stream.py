@@ -379,7 +379,9 @@ class Stream:
                 bounds = np.flatnonzero(np.diff(sorted_shards)) + 1
             if cols.texts is not None:
                 try:  # every record's Data is checked, also of those that will not be written
-                    everyone = None if sorted_idx is None else np.concatenate((sorted_idx, np.flatnonzero(~ok)))
+                    everyone = (
+                        None if sorted_idx is None else np.concatenate((sorted_idx, np.flatnonzero(~ok)))
+                    )
                     cols.decode_in_order(everyone)
                 except StoreError:
                     self._rr = rr_before
@@ -600,18 +602,20 @@ def _same(values: Any) -> Any:
     return values
 
 
-def _meta_areas(pick: Callable[[Sequence[Any]], Sequence[Any]], cols: _Columns) -> Callable[[int, int], bytes]:
+def _meta_areas(
+    pick: Callable[[Sequence[Any]], Sequence[Any]], cols: _Columns
+) -> Callable[[int, int], bytes]:
     """``area(a, b)``: the meta area (key | client info per record) of picked records ``a:b``."""
     if cols.keys is None and cols.cis is None:
         return lambda a, b: b""
     keys = pick(cols.keys) if cols.keys is not None else None
     cis = pick(cols.cis) if cols.cis is not None else None
     if cis is None and keys is not None and cols.keys_ascii:
-        return lambda a, b: "".join(keys[a:b]).encode("ascii")
-    if keys is not None and cols.keys_ascii:
-        keys = list(map(_encode_key, keys))
+        texts: Sequence[str] = keys
+        return lambda a, b: "".join(texts[a:b]).encode("ascii")
+    key_bytes = list(map(_encode_key, keys)) if keys is not None and cols.keys_ascii else keys
     return lambda a, b: join_meta(
-        keys[a:b] if keys is not None else None, cis[a:b] if cis is not None else None
+        key_bytes[a:b] if key_bytes is not None else None, cis[a:b] if cis is not None else None
     )
 
 
@@ -724,10 +728,8 @@ class _Columns:
         ``dlen`` are its Data (the rest: padding bits).
         """
         assert self.texts is not None and self.strides is not None
-        if order is None:
-            joined = self.joined  # already in shard order (what the sink sends): no second join
-        else:
-            joined = "".join(_picker(order.tolist())(self.texts))
+        # None: already in shard order (what the sink sends), so no second join
+        joined = self.joined if order is None else "".join(_picker(order.tolist())(self.texts))
         decoded = _decode_joined_text(joined)
         if decoded is None:
             _decode_each(self.texts, "Data")  # raises, naming the record
