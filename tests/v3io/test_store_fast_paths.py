@@ -200,3 +200,28 @@ def test_a_segment_of_the_older_layout_is_refused_not_cut_off(tmp_path: Path) ->
     with pytest.raises(StoreError, match="older on-disk layout SHL2"):
         ShardLog(shard_dir)
     assert (shard_dir / "00000000000000000001.log").read_bytes() == old
+
+
+def test_a_store_of_the_older_format_is_refused_at_open_and_left_as_it_was(tmp_path: Path) -> None:
+    from shardline.errors import ConfigError
+    from shardline_v3io.urls import STORE_MARKER
+
+    old = tmp_path / "old"
+    shards = old / "bigdata" / "events" / ".shardline-shards" / "0"
+    shards.mkdir(parents=True)
+    (shards / "00000000000000000001.log").write_bytes(b"SHL2-era bytes")
+    (old / STORE_MARKER).write_bytes(b'{"format": 1, "kind": "shardline stream store"}')
+    for _ in range(2):  # the second try is refused for the same reason: the lock was released
+        with pytest.raises(ConfigError, match=r"store format 1.*reads format 2.*new --data-dir"):
+            StreamStore(old)
+    assert (shards / "00000000000000000001.log").read_bytes() == b"SHL2-era bytes"
+    assert orjson.loads((old / STORE_MARKER).read_bytes())["format"] == 1
+    # objects only: nothing to misread, so the store is re-stamped and opens
+    plain = tmp_path / "plain"
+    (plain / "bigdata").mkdir(parents=True)
+    (plain / "bigdata" / "notes.txt").write_text("hello")
+    (plain / STORE_MARKER).write_bytes(b'{"format": 1, "kind": "shardline stream store"}')
+    store = StreamStore(plain)
+    assert orjson.loads((plain / STORE_MARKER).read_bytes())["format"] == 2
+    store.close()
+    StreamStore(plain).close()  # the lock was released and the marker is current

@@ -45,7 +45,7 @@ from shardline_v3io.urls import STORE_MARKER
 
 RESERVED_PREFIX = ".shardline"
 LOCK_FILE = ".shardline-lock"
-STORE_FORMAT = 1
+STORE_FORMAT = 2  # 2: shard segments in layout SHL3 (1: SHL2, keys interleaved with Data)
 
 
 def validate_segments(container: str, path: str) -> list[str]:
@@ -82,6 +82,33 @@ def _lock_directory(root: Path) -> int:
     os.ftruncate(fd, 0)
     os.write(fd, str(os.getpid()).encode())
     return fd
+
+
+def _check_format(root: Path) -> None:
+    """Stamp a new store with :data:`STORE_FORMAT`; refuse one whose streams this version cannot read.
+
+    A format-1 store without streams (objects only) is simply re-stamped; one with streams is
+    refused with what to do, and nothing in it is touched.
+    """
+    marker = root / STORE_MARKER
+    stamp = orjson.dumps({"format": STORE_FORMAT, "kind": "shardline stream store"})
+    if not marker.exists():
+        write_atomically(marker, stamp)
+        return
+    try:
+        found = orjson.loads(marker.read_bytes()).get("format")
+    except (orjson.JSONDecodeError, AttributeError, OSError) as exc:
+        raise ConfigError(f"{marker} is not a shardline store marker ({exc})") from exc
+    if found == STORE_FORMAT:
+        return
+    if found == 1 and next(root.rglob(SHARDS_DIR), None) is None:
+        write_atomically(marker, stamp)
+        return
+    raise ConfigError(
+        f"the stream store {root} is in store format {found!r}, this version of shardline reads "
+        f"format {STORE_FORMAT} (its shard segments changed layout); serve it with the version that "
+        "wrote it, or use a new --data-dir (nothing in the old one was changed)"
+    )
 
 
 @dataclass(frozen=True)
@@ -124,9 +151,11 @@ class StreamStore:
         self.open_shards = OpenShards(max_open_shards)
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock_fd = _lock_directory(self.root)
-        marker = self.root / STORE_MARKER
-        if not marker.exists():
-            write_atomically(marker, orjson.dumps({"format": STORE_FORMAT, "kind": "shardline stream store"}))
+        try:
+            _check_format(self.root)
+        except ConfigError:
+            os.close(self._lock_fd)
+            raise
 
     # -- paths -----------------------------------------------------------------------------------
 
