@@ -32,13 +32,15 @@ records, not just the run before the first repeated key.
 
 Failed records go back to the front of their shard's queue, in their original order, and are sent
 again at the head of that shard's next request, followed by its new records. A shard whose part of a
-request failed as a whole, or mostly, waits first (capped exponential backoff with jitter, growing
-while that goes on); when only some of its records failed the shard works and the retry goes out at
-once. Throttling — a request failed as a whole (503, 429, connection errors) or nearly every record
-of a shard refused — shrinks that shard's requests (AIMD on the records a request may carry for it:
-halved, down to 10, grown again by a quarter after each response without throttling); scattered
-per-record errors do not. Records that fail permanently, or still fail ``retry_deadline_s`` after
-their first failure, are dead-lettered.
+request failed as a whole, or that refused most of its recent records (a failure rate weighted by
+records, so that a retry of two records failing by chance is not taken for a failing shard), waits
+first (capped exponential backoff with jitter, growing while that goes on); when only some of its
+records failed the shard works and the retry goes out at once. Throttling — a request failed as
+a whole (503, 429, connection errors) or nearly every record of a shard refused — shrinks that
+shard's requests (AIMD on the records a request may carry for it: halved, down to 10, grown again
+by a quarter after each response without throttling); scattered per-record errors do not. Records
+that fail permanently, or still fail ``retry_deadline_s`` after their first failure, are
+dead-lettered.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from shardline import limits
 from shardline.deadletter import DeadLetterWriter, dead_letter_entry
@@ -145,9 +148,26 @@ class _Lane:
     not_before: float = 0.0
     oldest: float = 0.0
     fail_streak: int = 0
+    fail_rate: float = 0.0  # share of the shard's recent records refused (weighted by records)
     allowance: int = limits.MAX_RECORDS_PER_REQUEST
     proven: bool = False
     clean_records: int = 0
+
+
+def _runs(positions: npt.NDArray[np.int64]) -> list[tuple[int, int]]:
+    """Sorted positions as runs of consecutive ones: ``[3, 4, 5, 9]`` -> ``[(3, 6), (9, 10)]``."""
+    if len(positions) == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(positions) != 1) + 1
+    starts = positions[np.concatenate(([0], breaks))].tolist()
+    ends = (positions[np.append(breaks - 1, len(positions) - 1)] + 1).tolist()
+    return list(zip(starts, ends, strict=True))
+
+
+def _note_failures(lane: _Lane, failed: int, sent: int) -> None:
+    """Move the lane's failure rate toward ``failed / sent``, by more the more records were sent."""
+    if sent > 0:
+        lane.fail_rate += (1.0 - 0.9**sent) * (failed / sent - lane.fail_rate)
 
 
 @dataclass
@@ -504,61 +524,62 @@ class Engine:
         carries up to K records. Scans at most ``_SCAN_FACTOR`` times the request size. Stops at the
         first record that does not fit ``room_bytes`` (skipping it could let a later record of its key
         go first). Appends the taken runs to ``pieces``; returns (records taken, body bytes used).
+
+        The scan window (across the queue's segments) is handled in one numpy pass (the first
+        occurrence of every key), so the cost has no Python step per scanned record.
         """
-        seen: set[int] = set()
-        keep: list[_Seg] = []
-        taken = 0
-        used = 0
         budget = max(want, 1) * _SCAN_FACTOR
-        scanned = 0
-        full = False
         queue = lane.queue
-        while queue and not full:
+        window: list[tuple[_Seg, int]] = []  # (segment, records of it in the scan window)
+        hashes: list[npt.NDArray[np.uint64]] = []
+        starts: list[npt.NDArray[np.int64]] = []  # each record's fragment start and end offsets
+        ends: list[npt.NDArray[np.int64]] = []
+        scanned = 0
+        while queue and scanned < budget:
             seg = queue.popleft()
+            a = seg.start
+            b = min(seg.end, a + budget - scanned)
             enc = seg.batch.enc
+            window.append((seg, b - a))
+            hashes.append(enc.key_hashes[a:b])
+            starts.append(enc.offsets[a:b])
+            ends.append(enc.offsets[a + 1 : b + 1])
+            scanned += b - a
+        if not window:
+            return 0, 0
+        _, first_at = np.unique(np.concatenate(hashes), return_index=True)  # each key's earliest
+        take = np.sort(first_at)[:want]
+        taken_sizes = np.concatenate(ends)[take] - np.concatenate(starts)[take]
+        fits = int(np.searchsorted(np.cumsum(taken_sizes), room_bytes, side="right"))
+        take = take[:fits]  # the first record that does not fit stays, and so does every later one
+        used = int(taken_sizes[:fits].sum())
+        # hand out the window segment by segment: runs of taken records go to the request; what lies
+        # between them and after the last one stays queued, in order
+        keep: list[_Seg] = []
+        runs = _runs(take)
+        r = 0
+        base = 0
+        for seg, n in window:
             first = seg.start
-            stop = min(seg.end, first + budget - scanned)
-            # Python ints for the scanned window: indexing numpy arrays one by one is much slower
-            hashes = enc.key_hashes[first:stop].tolist()
-            offs = enc.offsets[first : stop + 1].tolist()
-            i = first
-            run: int | None = None  # start of the current run of taken records
-            skip: int | None = None  # start of the current run of skipped records
-            while i < seg.end:
-                if taken >= want or i >= stop:
-                    full = True
+            seg_end = base + n  # this segment's part of the window, in window positions
+            pos = base
+            while r < len(runs) and runs[r][0] < seg_end:
+                run_start, run_end = runs[r]
+                cut = min(run_end, seg_end)
+                if run_start > pos:
+                    keep.append(self._part(seg, first + pos - base, first + run_start - base))
+                pieces.append((lane, self._part(seg, first + run_start - base, first + cut - base)))
+                pos = cut
+                if cut < run_end:
+                    runs[r] = (cut, run_end)  # the run goes on in the next segment
                     break
-                h = hashes[i - first]
-                if h in seen:
-                    if run is not None:
-                        pieces.append((lane, self._part(seg, run, i)))
-                        run = None
-                    if skip is None:
-                        skip = i
-                else:
-                    size = offs[i + 1 - first] - offs[i - first]
-                    if size > room_bytes - used:
-                        full = True
-                        break
-                    seen.add(h)
-                    used += size
-                    taken += 1
-                    if skip is not None:
-                        keep.append(self._part(seg, skip, i))
-                        skip = None
-                    if run is None:
-                        run = i
-                i += 1
-            scanned += i - first
-            if run is not None:
-                pieces.append((lane, self._part(seg, run, i)))
-            if skip is not None:
-                keep.append(self._part(seg, skip, i))
-            if i < seg.end:
-                seg.start = i
+                r += 1
+            if pos < seg_end or n < seg.end - seg.start:
+                seg.start = first + pos - base
                 keep.append(seg)
+            base = seg_end
         queue.extendleft(reversed(keep))
-        return taken, used
+        return len(take), used
 
     @staticmethod
     def _part(seg: _Seg, start: int, end: int) -> _Seg:
@@ -764,8 +785,11 @@ class Engine:
                 else:
                     lane.oldest = min(lane.oldest, now)
                 lane.pending += n_retry
-                if whole_error is not None or n_retry * 2 >= n_lane:
-                    # the shard refused its whole part or most of it: back off (capped, growing, jittered)
+                _note_failures(lane, n_retry, n_lane)
+                if whole_error is not None or lane.fail_rate >= 0.5:
+                    # the shard refused its whole part, or most of its recent records: back off
+                    # (capped, growing, jittered). The rate is weighted by records, so a retry of a
+                    # few records failing by chance under scattered faults does not stall the shard.
                     lane.fail_streak += 1
                     exponent = min(lane.fail_streak - 1, 30)
                     base = min(self.options.backoff_max_s, self.options.backoff_base_s * 2**exponent)
@@ -836,6 +860,7 @@ class Engine:
             self._in_flight_done(lane, n)
             self.metrics.shard_records[shard] = self.metrics.shard_records.get(shard, 0) + n
             lane.fail_streak = 0
+            _note_failures(lane, 0, n)
             if lane.allowance < self.options.max_records_per_request:
                 lane.allowance = min(
                     self.options.max_records_per_request, lane.allowance + max(10, lane.allowance // 4)
