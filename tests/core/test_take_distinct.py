@@ -14,19 +14,19 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from shardline.engine import Engine, _Lane, _Seg
+from shardline.engine import _SCAN_SEGMENTS, Engine, _Lane, _Seg
 
 Record = tuple[int, int]  # (batch number, index in the batch)
 
 
 def _reference(
-    queue: list[Record], keys: dict[Record, int], sizes: dict[Record, int], want: int, room: int
+    queue: list[Record], keys: dict[Record, int], sizes: dict[Record, int], want: int, room: int, limit: int
 ) -> tuple[list[Record], list[Record], int]:
     seen: set[int] = set()
     taken: list[Record] = []
     used = 0
     for pos, rec in enumerate(queue):
-        if len(taken) >= want or pos >= max(want, 1) * 4:
+        if len(taken) >= want or pos >= max(want, 1) * 4 or pos >= limit:
             break
         if keys[rec] in seen:
             continue
@@ -56,14 +56,16 @@ def test_take_distinct_matches_the_per_record_rule(seed: int) -> None:
         )
         batches.append(SimpleNamespace(number=number, enc=enc, n=n))
     # a queue of segments, some cut into small pieces like the queue of a shard under faults
+    fragmented = seed % 2 == 0
     lane = _Lane(shard=0)
     for batch in batches:
         i = 0
         while i < batch.n:
-            j = min(batch.n, i + rng.choice([1, 2, 3, 50, 400]))
+            j = min(batch.n, i + rng.choice([1, 2, 3] if fragmented else [1, 2, 3, 50, 400]))
             lane.queue.append(_Seg(batch, i, j, attempt=rng.randint(0, 2)))
             i = j
     queue = _flatten(list(lane.queue))
+    limit = sum(seg.end - seg.start for seg in list(lane.queue)[:_SCAN_SEGMENTS])
     keys = {(b.number, i): int(b.enc.key_hashes[i]) for b in batches for i in range(b.n)}
     sizes = {(b.number, i): int(b.enc.offsets[i + 1] - b.enc.offsets[i]) for b in batches for i in range(b.n)}
     want = rng.choice([1, 5, 62, 1000])
@@ -73,7 +75,7 @@ def test_take_distinct_matches_the_per_record_rule(seed: int) -> None:
     pieces: list[tuple[_Lane, _Seg]] = []
     taken, used = Engine._take_distinct(Engine, lane, pieces, want, room)  # type: ignore[arg-type]
 
-    expect_taken, expect_left, expect_used = _reference(queue, keys, sizes, want, room)
+    expect_taken, expect_left, expect_used = _reference(queue, keys, sizes, want, room, limit)
     assert _flatten([seg for _, seg in pieces]) == expect_taken
     assert _flatten(list(lane.queue)) == expect_left
     assert (taken, used) == (len(expect_taken), expect_used)
@@ -83,3 +85,18 @@ def test_take_distinct_matches_the_per_record_rule(seed: int) -> None:
     assert all(lane is owner for owner, _ in pieces)
     assert all(seg.start < seg.end for seg in lane.queue)
     assert isinstance(lane.queue, collections.deque)
+
+
+def test_take_distinct_stops_after_the_segment_cap() -> None:
+    n = 3 * _SCAN_SEGMENTS
+    enc = SimpleNamespace(
+        key_hashes=np.arange(n, dtype=np.uint64), offsets=np.arange(n + 1, dtype=np.int64) * 10
+    )
+    batch = SimpleNamespace(number=0, enc=enc)
+    lane = _Lane(shard=0)
+    lane.queue.extend(_Seg(batch, i, i + 1) for i in range(n))  # one record per segment
+    pieces: list[tuple[_Lane, _Seg]] = []
+    taken, used = Engine._take_distinct(Engine, lane, pieces, 1000, 10**9)  # type: ignore[arg-type]
+    assert (taken, used) == (_SCAN_SEGMENTS, 10 * _SCAN_SEGMENTS)
+    assert _flatten([seg for _, seg in pieces]) == [(0, i) for i in range(_SCAN_SEGMENTS)]
+    assert _flatten(list(lane.queue)) == [(0, i) for i in range(_SCAN_SEGMENTS, n)]

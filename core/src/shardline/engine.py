@@ -88,6 +88,7 @@ _SHARD_RANGE_ERROR = "ShardIDOutOfRange"
 _MIN_ALLOWANCE = 10
 """AIMD floor: a shard that keeps refusing most records still gets requests of up to this many."""
 _SCAN_FACTOR = 4
+_SCAN_SEGMENTS = 256  # and at most this many queue segments (a queue under faults is fragmented)
 """While packing at most one record per key, look this many times the request size into a queue."""
 
 
@@ -521,7 +522,8 @@ class Engine:
 
         Records of a key already taken are *skipped* (they stay queued, in order, behind the taken one
         of their key), so a request is not cut short at the first repeated key: with K keys on a shard it
-        carries up to K records. Scans at most ``_SCAN_FACTOR`` times the request size. Stops at the
+        carries up to K records. Scans at most ``_SCAN_FACTOR`` times the request size, and at most
+        ``_SCAN_SEGMENTS`` queue segments (retries split a queue into many small ones). Stops at the
         first record that does not fit ``room_bytes`` (skipping it could let a later record of its key
         go first). Appends the taken runs to ``pieces``; returns (records taken, body bytes used).
 
@@ -535,7 +537,7 @@ class Engine:
         starts: list[npt.NDArray[np.int64]] = []  # each record's fragment start and end offsets
         ends: list[npt.NDArray[np.int64]] = []
         scanned = 0
-        while queue and scanned < budget:
+        while queue and scanned < budget and len(window) < _SCAN_SEGMENTS:
             seg = queue.popleft()
             a = seg.start
             b = min(seg.end, a + budget - scanned)
