@@ -35,6 +35,15 @@ def per_key(transport: FakeTransport) -> dict[str, list[int]]:
     return out
 
 
+def first_occurrences(transport: FakeTransport) -> dict[str, list[int]]:
+    """Each key's ``i`` values in stream order, duplicates after the first occurrence dropped."""
+    out: dict[str, list[int]] = {}
+    for key, values in per_key(transport).items():
+        seen: set[int] = set()
+        out[key] = [v for v in values if not (v in seen or seen.add(v))]  # type: ignore[func-returns-value]
+    return out
+
+
 def assert_all_in_order(transport: FakeTransport, n: int) -> None:
     seen = per_key(transport)
     everything = sorted(i for values in seen.values() for i in values)
@@ -43,7 +52,7 @@ def assert_all_in_order(transport: FakeTransport, n: int) -> None:
         assert values == sorted(values), f"key {key} out of order"
 
 
-@pytest.mark.parametrize("shape", ["random", "tail"])
+@pytest.mark.parametrize("shape", ["random", "tail", "head"])
 @pytest.mark.parametrize("ordering", ["strict", "paranoid"])
 def test_hot_keys_keep_their_order_under_record_faults(shape: str, ordering: str) -> None:
     transport = FakeTransport(shard_count=4, fault_rate=0.3, fault_shape=shape, seed=7)
@@ -57,21 +66,44 @@ def test_hot_keys_keep_their_order_under_record_faults(shape: str, ordering: str
     assert transport.violations == []
 
 
-def test_proven_shards_pack_many_records_of_a_key_per_request() -> None:
+def test_ordering_none_packs_many_records_of_a_key_per_request() -> None:
     transport = FakeTransport(shard_count=2)
-    with StreamSink(transport, partition_key="k", **FAST) as sink:
+    with StreamSink(transport, partition_key="k", ordering="none", **FAST) as sink:
         for b in range(10):
             sink.write(keyed(b * 1000, 1000, keys=3))
-    assert max(transport.request_sizes) > 100  # once proven, hot keys are packed
+    assert max(transport.request_sizes) > 100
     assert_all_in_order(transport, 10_000)
 
 
-def test_paranoid_never_puts_a_key_twice_in_a_request() -> None:
+@pytest.mark.parametrize("ordering", ["strict", "paranoid"])
+def test_strict_never_puts_a_key_twice_in_a_request(ordering: str) -> None:
     transport = FakeTransport(shard_count=2)
-    with StreamSink(transport, partition_key="k", ordering="paranoid", **FAST) as sink:
+    with StreamSink(transport, partition_key="k", ordering=ordering, **FAST) as sink:
         sink.write(keyed(0, 600, keys=3))
     assert max(transport.request_sizes) <= 3
     assert_all_in_order(transport, 600)
+
+
+def test_ordering_none_keeps_order_without_failures_when_answers_come_back_out_of_order() -> None:
+    """One request per shard in flight in every mode: jittered latency must not reorder a key."""
+    transport = FakeTransport(shard_count=4, latency_s=0.001, latency_jitter_s=0.01, seed=3)
+    with StreamSink(transport, partition_key="k", ordering="none", linger_ms=0.0) as sink:
+        for b in range(20):
+            sink.write(keyed(b * 1000, 1000, keys=4))
+        sink.flush()
+        assert sink.metrics.retries == 0
+    assert_all_in_order(transport, 20_000)
+
+
+def test_ordering_none_counts_the_keys_whose_order_the_stream_broke() -> None:
+    transport = FakeTransport(shard_count=1, fault_rate=0.3, fault_shape="head", seed=5)
+    with StreamSink(transport, partition_key="k", ordering="none", **FAST) as sink:
+        sink.write(keyed(0, 2000, keys=2))
+        sink.flush()
+        assert sink.metrics.order_violations > 0  # counted, not hidden
+    firsts = first_occurrences(transport)
+    assert any(v != sorted(v) for v in firsts.values())  # and really broken in the stream
+    assert sorted(i for v in firsts.values() for i in v) == list(range(2000))
 
 
 def test_only_failed_records_are_retried() -> None:
@@ -297,39 +329,6 @@ def test_a_stream_deleted_mid_write_fails_loudly_and_acks_nothing_unwritten() ->
     assert acked == [0]
 
 
-def _prove_after(sink: StreamSink, records: int) -> None:
-    sink._sink._core.engine.options.proof_records = records  # tests only: prove shards sooner
-
-
-def test_proven_shards_pack_freely_and_tail_failures_keep_order() -> None:
-    transport = FakeTransport(shard_count=2, fault_rate=0.1, fault_shape="tail", seed=21)
-    with StreamSink(transport, partition_key="k", **FAST) as sink:
-        _prove_after(sink, 20)
-        for b in range(10):
-            sink.write(keyed(b * 1000, 1000, keys=4))
-        sink.flush()
-        assert sink.metrics.retries > 0
-        assert sink.metrics.order_violations == 0
-    assert max(transport.request_sizes) > 4  # several records of a key per request
-    assert_all_in_order(transport, 10_000)
-
-
-def test_a_proven_shard_that_fails_out_of_tail_order_is_detected_and_unproven() -> None:
-    transport = FakeTransport(shard_count=1, seed=5)
-    with StreamSink(transport, partition_key="k", **FAST) as sink:
-        _prove_after(sink, 20)
-        sink.write(keyed(0, 200, keys=2))
-        sink.flush()
-        lane = sink._sink._core.engine._lanes[0]
-        assert lane.proven
-        transport.fault_rate = 0.5  # now the stream fails records at random: non-tail patterns
-        sink.write(keyed(200, 2000, keys=2))
-        sink.flush()
-        assert sink.metrics.order_violations > 0  # the server broke a key's order: counted, not hidden
-        assert not lane.proven or lane.clean_records == 0
-    assert sorted(i for v in per_key(transport).values() for i in v) == list(range(2200))
-
-
 def test_many_keys_under_random_record_faults_need_few_requests() -> None:
     """30% of records failing at random must not shrink requests to a run of distinct keys.
 
@@ -356,8 +355,8 @@ def test_many_keys_under_random_record_faults_need_few_requests() -> None:
     assert transport.violations == []
 
 
-def test_unproven_requests_take_each_keys_earliest_record_and_skip_repeats() -> None:
-    """A hot key on every other row must not cut an unproven shard's request at its second record."""
+def test_strict_requests_take_each_keys_earliest_record_and_skip_repeats() -> None:
+    """A hot key on every other row must not cut a request at its second record."""
     keys = ["hot" if i % 2 == 0 else f"u{i}" for i in range(300)]
     transport = FakeTransport(shard_count=1)
     with StreamSink(transport, partition_key="k", **FAST) as sink:

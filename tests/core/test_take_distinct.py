@@ -1,6 +1,6 @@
 """The engine's vectorised one-record-per-key packing agrees with the plain per-record rule.
 
-The rule (ordering "strict" on an unproven shard, and "paranoid"): walk the shard's queue in order
+The rule (ordering "strict", the default): walk the shard's queue in order
 for at most ``4 * want`` records; skip a record whose key was already taken; stop at ``want`` taken
 records or at the first record that does not fit the bytes left. Taken records go to the request,
 everything else stays queued in its order.
@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from shardline.engine import _SCAN_SEGMENTS, Engine, _Lane, _Seg
+from shardline.throttle import ShardThrottle
 
 Record = tuple[int, int]  # (batch number, index in the batch)
 
@@ -57,7 +58,7 @@ def test_take_distinct_matches_the_per_record_rule(seed: int) -> None:
         batches.append(SimpleNamespace(number=number, enc=enc, n=n))
     # a queue of segments, some cut into small pieces like the queue of a shard under faults
     fragmented = seed % 2 == 0
-    lane = _Lane(shard=0)
+    lane = _Lane(shard=0, throttle=ShardThrottle(1000, 0.05, 5.0))
     for batch in batches:
         i = 0
         while i < batch.n:
@@ -93,7 +94,7 @@ def test_take_distinct_stops_after_the_segment_cap() -> None:
         key_hashes=np.arange(n, dtype=np.uint64), offsets=np.arange(n + 1, dtype=np.int64) * 10
     )
     batch = SimpleNamespace(number=0, enc=enc)
-    lane = _Lane(shard=0)
+    lane = _Lane(shard=0, throttle=ShardThrottle(1000, 0.05, 5.0))
     lane.queue.extend(_Seg(batch, i, i + 1) for i in range(n))  # one record per segment
     pieces: list[tuple[_Lane, _Seg]] = []
     taken, used = Engine._take_distinct(Engine, lane, pieces, 1000, 10**9)  # type: ignore[arg-type]

@@ -18,6 +18,7 @@ from shardline.errors import (
     ShardlineError,
     StreamExistsError,
     StreamNotFoundError,
+    StreamUnreachableError,
     TransportError,
 )
 from shardline.hookspecs import hookimpl
@@ -56,6 +57,7 @@ __all__ = [
     "StreamInfo",
     "StreamNotFoundError",
     "StreamSink",
+    "StreamUnreachableError",
     "Transport",
     "TransportError",
     "hookimpl",

@@ -104,8 +104,11 @@ class LimitsOptions(StrictModel):
     max_in_flight_bytes: ByteSize = 64 * 2**20
     max_in_flight_requests: int = Field(16, ge=1)
     linger_ms: float = Field(5.0, ge=0)
-    retry_deadline_s: float = Field(300.0, gt=0)
+    retry_deadline_s: float | None = Field(
+        None, gt=0, description="dead-letter records still refused per record this long (default: never)"
+    )
     shard_refresh_s: float = Field(30.0, gt=0)
+    start_timeout_s: float = Field(5.0, gt=0, description="how long connecting retries an unreachable stream")
 
 
 class SinkConfig(StrictModel):
@@ -114,7 +117,9 @@ class SinkConfig(StrictModel):
     stream: str = Field(min_length=1, description="stream URL: http(s)://, v3io://, local://, kinesis://")
     create: CreateOptions | None = None
     dead_letter: str | None = Field(None, min_length=1, description="a .jsonl or .parquet file")
-    ordering: str = Field("strict", min_length=1)
+    ordering: Literal["strict", "none", "paranoid"] = Field(
+        "strict", description='"strict" keeps every key\'s order under any failure; "none" may break it'
+    )
     access_key: str | None = Field(None, description="credentials for the transport (use ${ENV})")
     limits: LimitsOptions = Field(default_factory=lambda: LimitsOptions.model_validate({}))
     transport: dict[str, Any] = Field(default_factory=dict, description="transport-specific options")

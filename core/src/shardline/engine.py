@@ -2,45 +2,47 @@
 
 Records arrive as :class:`~shardline.records.EncodedBatch`es (already placed on shards and encoded
 as PutRecords JSON fragments) and are queued per shard in a **lane**. The dispatcher packs requests
-from ready lanes up to every protocol limit and keeps up to ``max_in_flight_requests`` in flight, but
-a lane is in at most one in-flight request at a time, and a lane's failed records go back to the
-front of its queue: so a shard's records reach the stream in the order they were written.
+from ready lanes up to every protocol limit and keeps up to ``max_in_flight_requests`` in flight.
+In every mode a lane is in at most one request at a time, and a lane's failed records go back to
+the front of its queue, ahead of everything later: a shard's records are sent in write order.
 
-Per-record failures and per-key order (``ordering``):
+Ordering (``ordering``):
 
 ``"strict"`` (default)
-    A shard starts *unproven*. While unproven, a request carries at most one record per partition
-    key of that shard, so no failure pattern can reorder a key. After ``proof_records`` records of
-    the shard were accepted in consecutive responses without any failure, the shard is *proven* and
-    its records are packed freely. A proven shard that fails records only as a tail (every record
-    after the first failed one failed too — how an append log stops) stays proven: retrying the
-    tail keeps order. A response that fails a record and accepts a later one of the same shard makes
-    the shard unproven again; if it accepted a later record *of the same key*, that key's order was
-    broken by the server in that one response: the sink counts it in ``metrics.order_violations``
-    and logs a warning. Guarantee: per-key order holds for every key whose shard never fails
-    records out of tail order after having been proven healthy; otherwise the breaks are counted.
-``"paranoid"``
-    Every request carries at most one record per key of each shard, always. Per-key order holds
-    under any failure pattern; requests are small when few keys are hot.
+    **For every key, the first occurrences of its records in the stream are in write order**,
+    whatever the stream does: records failed at random or as a tail, requests failed as a whole
+    (4xx/5xx), timeouts and connection resets whose outcome is unknown, a server killed and
+    restarted, shard growth. Duplicates are possible (at-least-once). By construction: a record is
+    sent only once every earlier record of its key is known to be written (or dead-lettered), so at
+    most one record per key is ever unconfirmed. A request therefore carries at most one record per
+    key (each key's earliest queued record; later records of a key wait behind it), and a
+    record whose outcome is unknown is sent again before anything later of its key. A stream's rate
+    for one key is bounded by one record per round trip; many keys fill requests as usual.
+    (``"paranoid"`` is accepted as another name for ``"strict"``.)
 ``"none"``
-    Records are packed freely and a shard may be in several requests at once; retries may reorder.
+    Records are packed freely (many records of a key per request), still one request per shard in
+    flight. Order breaks only when the stream fails a record and accepts a later record of the same
+    key in the same response (per-record failures that are not a tail); each such key is counted in
+    ``metrics.order_violations``. Faster with few hot keys under faults; never the default.
 
-While a shard must carry at most one record per key (unproven in ``"strict"``, always in
-``"paranoid"``), a request takes each key's *earliest* queued record and skips the later records of
-keys it already holds (they stay queued behind it): a shard with K keys gets requests of up to K
-records, not just the run before the first repeated key.
+Failures are classified into named outcomes: **written**; **retry** (a plain retryable per-record
+error: sent again at once, at the head of the shard's next request); **throttled** (a throttling
+error, or 429/503 for the whole request: the shard's allowance is halved and it backs off, see
+:mod:`shardline.throttle`); **unreachable** (connection errors, timeouts, other 5xx: every record of
+the request is kept and retried with capped backoff, for as long as it takes: an outage is not a
+bad record); **refresh** (ShardIDOutOfRange: retried after re-reading the shard count);
+**permanent** for the record (too large, invalid: dead-lettered with the reason); **fatal** for the
+stream (not found, access denied, a whole request refused as invalid: the sink stops, nothing more
+is acknowledged). With ``retry_deadline_s`` set, a record still refused per record that long after
+its first failure is dead-lettered too (off by default).
 
-Failed records go back to the front of their shard's queue, in their original order, and are sent
-again at the head of that shard's next request, followed by its new records. A shard whose part of a
-request failed as a whole, or that refused most of its recent records (a failure rate weighted by
-records, so that a retry of two records failing by chance is not taken for a failing shard), waits
-first (capped exponential backoff with jitter, growing while that goes on); when only some of its
-records failed the shard works and the retry goes out at once. Throttling — a request failed as
-a whole (503, 429, connection errors) or nearly every record of a shard refused — shrinks that
-shard's requests (AIMD on the records a request may carry for it: halved, down to 10, grown again
-by a quarter after each response without throttling); scattered per-record errors do not. Records
-that fail permanently, or still fail ``retry_deadline_s`` after their first failure, are
-dead-lettered.
+Dead letters are made durable (:meth:`DeadLetterWriter.flush`) before any acknowledgement that
+follows them, so a source never commits past a dead letter that is not on disk.
+
+:meth:`Engine.stop` (the first stop signal of a run) stops retrying at once: requests in flight
+finish, records not yet sent may still go out once, and records that fail from then on stay
+unacknowledged for the next run. :meth:`Engine.flush` and :meth:`Engine.close` take a timeout and
+raise :class:`~shardline.DeliveryError` naming how many records were not delivered.
 """
 
 from __future__ import annotations
@@ -48,12 +50,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import enum
 import logging
-import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -62,20 +64,23 @@ from shardline import limits
 from shardline.deadletter import DeadLetterWriter, dead_letter_entry
 from shardline.errors import (
     AccessDeniedError,
+    ConfigError,
     DeliveryError,
-    ShardlineError,
     StreamNotFoundError,
+    StreamUnreachableError,
     TransportError,
 )
 from shardline.metrics import SinkMetrics
 from shardline.partitioning import ShardMap
 from shardline.plugins import call_observers
 from shardline.records import EncodedBatch, encode_body
+from shardline.throttle import ShardThrottle
 from shardline.transport import PutBodyResult, PutFailure, PutRecord, Transport, failures_of
 
 log = logging.getLogger("shardline.sink")
 
-ORDERING_MODES = ("strict", "paranoid", "none")
+ORDERING_MODES = ("strict", "none")
+_ORDERING_ALIASES = {"paranoid": "strict"}
 
 _PERMANENT_ERRORS = (
     "InvalidArgument",
@@ -84,17 +89,51 @@ _PERMANENT_ERRORS = (
     "Permission",
     "ValidationException",
 )
+_THROTTLE_ERRORS = ("Throttl", "ProvisionedThroughputExceeded", "TooManyRequests", "SlowDown")
 _SHARD_RANGE_ERROR = "ShardIDOutOfRange"
+_THROTTLE_STATUSES = (429, 503)
 _MIN_ALLOWANCE = 10
-"""AIMD floor: a shard that keeps refusing most records still gets requests of up to this many."""
+"""AIMD floor: a throttled shard still gets requests of up to this many records."""
 _SCAN_FACTOR = 4
-_SCAN_SEGMENTS = 256  # and at most this many queue segments (a queue under faults is fragmented)
 """While packing at most one record per key, look this many times the request size into a queue."""
+_SCAN_SEGMENTS = 256  # and at most this many queue segments (a queue under faults is fragmented)
+
+T = TypeVar("T")
+
+
+class Outcome(enum.IntEnum):
+    """What became of one record of a response (see the module docstring)."""
+
+    WRITTEN = 0
+    RETRY = 1
+    THROTTLED = 2
+    REFRESH = 3
+    PERMANENT = 4
+
+
+def classify(message: str) -> Outcome:
+    """The outcome a per-record error name means (never ``WRITTEN``)."""
+    lowered = message.lower()
+    if _SHARD_RANGE_ERROR.lower() in lowered:
+        return Outcome.REFRESH
+    if any(name.lower() in lowered for name in _PERMANENT_ERRORS):
+        return Outcome.PERMANENT
+    if any(name.lower() in lowered for name in _THROTTLE_ERRORS):
+        return Outcome.THROTTLED
+    return Outcome.RETRY
 
 
 def is_permanent(message: str) -> bool:
     """True when a per-record error name means the record can never be written as it is."""
-    return any(name.lower() in message.lower() for name in _PERMANENT_ERRORS)
+    return classify(message) is Outcome.PERMANENT
+
+
+def ordering_mode(name: str) -> str:
+    """The ordering mode ``name`` stands for; :class:`ConfigError` when it is none."""
+    mode = _ORDERING_ALIASES.get(name, name)
+    if mode not in ORDERING_MODES:
+        raise ConfigError(f"ordering={name!r} is not a mode; choose one of {', '.join(ORDERING_MODES)}")
+    return mode
 
 
 @dataclass
@@ -104,12 +143,12 @@ class EngineOptions:
     max_in_flight_bytes: int = 64 * 2**20
     max_in_flight_requests: int = 16
     linger_ms: float = 5.0
-    retry_deadline_s: float = 300.0
+    retry_deadline_s: float | None = None
     ordering: str = "strict"
     shard_refresh_s: float = 30.0
     backoff_base_s: float = 0.05
     backoff_max_s: float = 5.0
-    proof_records: int = 1000
+    start_timeout_s: float = 5.0
     max_records_per_request: int = limits.MAX_RECORDS_PER_REQUEST
     max_request_bytes: int = limits.MAX_REQUEST_BODY_BYTES
 
@@ -140,19 +179,15 @@ class _Seg:
 
 @dataclass
 class _Lane:
-    """The ordering lane of one shard: its queue, whether it is in flight, backoff and AIMD state."""
+    """The ordering lane of one shard: its queue, whether it is in flight, and its throttle."""
 
     shard: int
+    throttle: ShardThrottle
     queue: collections.deque[_Seg] = field(default_factory=collections.deque)
     pending: int = 0
-    busy: int = 0
-    not_before: float = 0.0
+    busy: bool = False
     oldest: float = 0.0
-    fail_streak: int = 0
-    fail_rate: float = 0.0  # share of the shard's recent records refused (weighted by records)
-    allowance: int = limits.MAX_RECORDS_PER_REQUEST
-    proven: bool = False
-    clean_records: int = 0
+    frozen: bool = False  # stopping: its records failed after the stop and are not retried
 
 
 def _runs(positions: npt.NDArray[np.int64]) -> list[tuple[int, int]]:
@@ -165,19 +200,32 @@ def _runs(positions: npt.NDArray[np.int64]) -> list[tuple[int, int]]:
     return list(zip(starts, ends, strict=True))
 
 
-def _note_failures(lane: _Lane, failed: int, sent: int) -> None:
-    """Move the lane's failure rate toward ``failed / sent``, by more the more records were sent."""
-    if sent > 0:
-        lane.fail_rate += (1.0 - 0.9**sent) * (failed / sent - lane.fail_rate)
-
-
 @dataclass
 class _Request:
-    """One PutRecords request: pieces of lanes' queues, in body order."""
+    """One PutRecords request: pieces of lanes' queues, in body order (a lane's pieces adjacent)."""
 
     pieces: list[tuple[_Lane, _Seg]]
     count: int
     body_bytes: int
+
+    def by_lane(self) -> Iterator[tuple[_Lane, list[_Seg]]]:
+        """Each lane of the request with its pieces, in body order."""
+        i = 0
+        while i < len(self.pieces):
+            lane = self.pieces[i][0]
+            segs: list[_Seg] = []
+            while i < len(self.pieces) and self.pieces[i][0] is lane:
+                segs.append(self.pieces[i][1])
+                i += 1
+            yield lane, segs
+
+
+@dataclass(frozen=True)
+class _WholeFailure:
+    """A request that failed as a whole with a retryable error: nothing of it is known written."""
+
+    error: str
+    throttled: bool
 
 
 class Engine:
@@ -192,10 +240,7 @@ class Engine:
         *,
         create: dict[str, int] | None = None,
     ) -> None:
-        if options.ordering not in ORDERING_MODES:
-            raise ShardlineError(
-                f"ordering={options.ordering!r} is not a mode; choose one of {', '.join(ORDERING_MODES)}"
-            )
+        options.ordering = ordering_mode(options.ordering)
         self.transport = transport
         self.options = options
         self.dead_letters = dead_letters
@@ -211,10 +256,13 @@ class Engine:
         self._in_flight = 0
         self._growing = False
         self._closing = False
+        self._stopping = False
+        self._unflushed_dead = 0
         self._error: BaseException | None = None
         self._wake: asyncio.Event | None = None
         self._changed: asyncio.Event | None = None
         self._refresh_now: asyncio.Event | None = None
+        self._stopped: asyncio.Event | None = None
         self._refresh_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._sends: set[asyncio.Task[None]] = set()
@@ -227,15 +275,27 @@ class Engine:
         """The shard count records are placed for (0 before :meth:`start`)."""
         return self.shard_map.shard_count if self.shard_map is not None else 0
 
+    @property
+    def undelivered(self) -> int:
+        """Records submitted but neither written nor dead-lettered yet."""
+        return sum(b.remaining for b in self._batches)
+
     # ------------------------------------------------------------------ life cycle
 
     async def start(self) -> None:
-        """Learn the shard count (creating the stream if asked) and start the dispatcher."""
+        """Learn the shard count (creating the stream if asked) and start the dispatcher.
+
+        Retryable errors (connection refused, timeouts, 5xx) are retried for ``start_timeout_s``;
+        then :class:`~shardline.StreamUnreachableError` is raised. :meth:`stop` ends the wait at once.
+        """
         self._wake = asyncio.Event()
         self._changed = asyncio.Event()
         self._refresh_now = asyncio.Event()
+        self._stopped = asyncio.Event()
+        if self._stopping:
+            self._stopped.set()
         self._refresh_lock = asyncio.Lock()
-        deadline = time.monotonic() + self.options.retry_deadline_s
+        deadline = time.monotonic() + self.options.start_timeout_s
         try:
             info = await self._at_start("describe", self.transport.describe, deadline)
         except StreamNotFoundError:
@@ -252,28 +312,27 @@ class Engine:
         self.metrics.shard_count = info.shard_count
         self._tasks = [asyncio.create_task(self._dispatch_loop()), asyncio.create_task(self._refresh_loop())]
 
-    async def _at_start(self, what: str, call: Callable[[], Any], deadline: float) -> Any:
-        """Run a start-up call, retrying retryable :class:`TransportError`s until ``deadline``.
-
-        Same capped exponential backoff with jitter as records get; the last error is raised when the
-        next wait would pass the deadline (``retry_deadline_s`` after :meth:`start` began).
-        """
-        attempt = 0
+    async def _at_start(self, what: str, call: Callable[[], Awaitable[T]], deadline: float) -> T:
+        """Run a start-up call, retrying retryable :class:`TransportError`s until ``deadline``."""
+        assert self._stopped is not None
+        throttle = ShardThrottle(1, self.options.backoff_base_s, self.options.backoff_max_s)
         while True:
             try:
                 return await call()
             except TransportError as exc:
                 if not exc.retryable:
                     raise
-                base = min(self.options.backoff_max_s, self.options.backoff_base_s * 2 ** min(attempt, 30))
-                delay = base * random.uniform(0.5, 1.0)
-                if time.monotonic() + delay > deadline:
-                    raise
-                attempt += 1
-                log.warning(
-                    "%s of %s failed (%s); retry %d in %.2f s", what, self.stream, exc, attempt, delay
-                )
-                await asyncio.sleep(delay)
+                now = time.monotonic()
+                throttle.unreachable(now)
+                if throttle.not_before > deadline or self._stopping:
+                    raise StreamUnreachableError(
+                        f"cannot reach stream {self.stream} ({what}: {exc}) within "
+                        f"{self.options.start_timeout_s:g} s; check the URL and that the server is up "
+                        f"(`shardline stream describe URL` tells), then run again"
+                    ) from exc
+                log.info("%s of %s failed (%s); retry %d", what, self.stream, exc, throttle.hard_streak)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopped.wait(), throttle.not_before - now)
 
     def check(self) -> None:
         """Raise the error that stopped the engine, if any."""
@@ -288,7 +347,8 @@ class Engine:
 
     def _notify(self) -> None:
         """Wake the dispatcher and everyone waiting for a change of state."""
-        assert self._wake is not None and self._changed is not None
+        if self._wake is None or self._changed is None:
+            return
         self._wake.set()
         self._changed.set()
         self._changed = asyncio.Event()
@@ -296,6 +356,21 @@ class Engine:
     async def _changes(self) -> None:
         assert self._changed is not None
         await self._changed.wait()
+
+    def stop(self) -> None:
+        """Stop retrying (a run's first stop signal); safe to call from the engine's loop only.
+
+        Requests in flight finish; records never sent may still go out once; every record that
+        fails from now on, or waits for a retry now, stays unacknowledged (the next run sends it).
+        A :meth:`start` still connecting gives up at once.
+        """
+        self._stopping = True
+        if self._stopped is not None:
+            self._stopped.set()
+        for lane in self._lanes.values():
+            if lane.queue and lane.queue[0].attempt > 0:
+                lane.frozen = True
+        self._notify()
 
     # ------------------------------------------------------------------ intake
 
@@ -328,7 +403,15 @@ class Engine:
         for shard, (start, end) in enc.shard_bounds.items():
             lane = self._lanes.get(shard)
             if lane is None:
-                lane = self._lanes[shard] = _Lane(shard, allowance=self.options.max_records_per_request)
+                lane = self._lanes[shard] = _Lane(
+                    shard,
+                    ShardThrottle(
+                        self.options.max_records_per_request,
+                        self.options.backoff_base_s,
+                        self.options.backoff_max_s,
+                        floor=_MIN_ALLOWANCE,
+                    ),
+                )
             if not lane.pending:
                 lane.oldest = now
             lane.queue.append(_Seg(batch, start, end))
@@ -350,11 +433,19 @@ class Engine:
     # ------------------------------------------------------------------ acks
 
     def _progress(self) -> None:
-        released = False
+        if not self._batches or self._batches[0].remaining:
+            return
+        if self._unflushed_dead:
+            # a dead letter is on disk before any ack that lets a source commit past it
+            try:
+                self.dead_letters.flush()
+            except OSError as exc:
+                self._dead_letter_failed(exc)
+                return
+            self._unflushed_dead = 0
         while self._batches and self._batches[0].remaining == 0:
             batch = self._batches.popleft()
             self._bytes -= batch.nbytes
-            released = True
             self.metrics.batches_acked += 1
             if batch.ack is not None:
                 try:
@@ -364,9 +455,8 @@ class Engine:
             call_observers(
                 "shardline_on_batch_acked", stream=self.stream, records=batch.records, nbytes=batch.nbytes
             )
-        if released:
-            self.metrics.buffered_bytes = self._bytes
-            self._notify()
+        self.metrics.buffered_bytes = self._bytes
+        self._notify()
 
     def _done(self, batch: _Batch, n: int) -> None:
         batch.remaining -= n
@@ -378,9 +468,13 @@ class Engine:
         try:
             self.dead_letters.write(entry)
         except OSError as exc:
-            self._fail(DeliveryError(f"cannot write the dead-letter file {self.dead_letters.path}: {exc}"))
+            self._dead_letter_failed(exc)
+        self._unflushed_dead += 1
         self.metrics.dead_letters += 1
         call_observers("shardline_on_dead_letter", stream=self.stream, record=entry, reason=reason)
+
+    def _dead_letter_failed(self, exc: OSError) -> None:
+        self._fail(DeliveryError(f"cannot write the dead-letter file {self.dead_letters.path}: {exc}"))
 
     def dead_letter_records(self, records: Sequence[dict[str, Any]], reason: str) -> None:
         """Dead-letter records from outside the engine (a source's rows); durable when it returns."""
@@ -388,13 +482,9 @@ class Engine:
             self._dead_letter(record, str(record.get("error") or reason), reason)
         try:
             self.dead_letters.flush()
+            self._unflushed_dead = 0
         except OSError as exc:
-            self._fail(DeliveryError(f"cannot write the dead-letter file {self.dead_letters.path}: {exc}"))
-
-    def _dead_letter_range(self, seg: _Seg, start: int, end: int, error: str, reason: str) -> None:
-        for i in range(start, end):
-            self._dead_letter(seg.batch.enc.record(i), error, reason)
-        self._done(seg.batch, end - start)
+            self._dead_letter_failed(exc)
 
     # ------------------------------------------------------------------ dispatch
 
@@ -419,20 +509,25 @@ class Engine:
         """Start every request that may start now; return how long to sleep before looking again."""
         opts = self.options
         linger = opts.linger_ms / 1000.0
-        urgent = self._flushing > 0 or self._growing or self._closing
+        urgent = self._flushing > 0 or self._growing or self._closing or self._stopping
         wait: float | None = None
         while self._in_flight < opts.max_in_flight_requests and self._error is None:
             ready: list[_Lane] = []
             due = False
             for lane in self._lanes.values():
-                if not lane.pending or (lane.busy and opts.ordering != "none"):
+                if not lane.pending or lane.busy or lane.frozen:
                     continue
-                if lane.not_before > now:
-                    d = lane.not_before - now
+                not_before = lane.throttle.not_before
+                if not_before > now:
+                    if self._stopping and lane.queue and lane.queue[0].attempt > 0:
+                        lane.frozen = True  # a retry waiting for its backoff: not after a stop
+                        self._notify()
+                        continue
+                    d = not_before - now
                     wait = d if wait is None else min(wait, d)
                     continue
                 ready.append(lane)
-                if urgent or lane.pending >= lane.allowance or now - lane.oldest >= linger:
+                if urgent or lane.pending >= lane.throttle.allowance or now - lane.oldest >= linger:
                     due = True
                 else:
                     d = lane.oldest + linger - now
@@ -451,60 +546,28 @@ class Engine:
         return wait
 
     def _build(self, lanes: list[_Lane]) -> _Request | None:
+        """Pack one request from ready lanes (oldest first), each lane's records adjacent."""
         opts = self.options
         room_records = opts.max_records_per_request
         room_bytes = opts.max_request_bytes - limits.BODY_OVERHEAD + 1  # the last comma is dropped
         pieces: list[tuple[_Lane, _Seg]] = []
         count = 0
         body = limits.BODY_OVERHEAD - 1
+        distinct = opts.ordering == "strict"
         for lane in lanes:
             if room_records <= 0 or room_bytes <= 0:
                 break
-            safe = opts.ordering == "paranoid" or (opts.ordering == "strict" and not lane.proven)
-            want = min(room_records, lane.allowance)
-            taken = 0
-            if safe:
+            want = min(room_records, lane.throttle.allowance)
+            if distinct:
                 taken, used = self._take_distinct(lane, pieces, want, room_bytes)
-                room_records -= taken
-                room_bytes -= used
-                body += used
-            while not safe and lane.queue and taken < want:
-                seg = lane.queue[0]
-                enc = seg.batch.enc
-                offs = enc.offsets
-                avail = min(seg.end - seg.start, want - taken)
-                base = offs[seg.start]
-                rel = offs[seg.start + 1 : seg.start + avail + 1] - base
-                k = min(avail, int(np.searchsorted(rel, room_bytes, side="right")))
-                stop = k < avail
-                if k > 0:
-                    nbytes = int(offs[seg.start + k] - base)
-                    pieces.append(
-                        (
-                            lane,
-                            _Seg(
-                                seg.batch,
-                                seg.start,
-                                seg.start + k,
-                                seg.attempt,
-                                seg.first_failure,
-                                seg.last_error,
-                            ),
-                        )
-                    )
-                    if k == seg.end - seg.start:
-                        lane.queue.popleft()
-                    else:
-                        seg.start += k
-                    taken += k
-                    room_records -= k
-                    room_bytes -= nbytes
-                    body += nbytes
-                if stop or k <= 0:
-                    break
+            else:
+                taken, used = self._take_run(lane, pieces, want, room_bytes)
+            room_records -= taken
+            room_bytes -= used
+            body += used
             if taken:
                 lane.pending -= taken
-                lane.busy += 1
+                lane.busy = True
                 self.metrics.shard_in_flight[lane.shard] = (
                     self.metrics.shard_in_flight.get(lane.shard, 0) + taken
                 )
@@ -514,6 +577,32 @@ class Engine:
         if not pieces:
             return None
         return _Request(pieces, count, body)
+
+    def _take_run(
+        self, lane: _Lane, pieces: list[tuple[_Lane, _Seg]], want: int, room_bytes: int
+    ) -> tuple[int, int]:
+        """Take up to ``want`` records from the head of ``lane``'s queue, in order, within ``room_bytes``."""
+        taken = 0
+        used = 0
+        queue = lane.queue
+        while queue and taken < want:
+            seg = queue[0]
+            offs = seg.batch.enc.offsets
+            avail = min(seg.end - seg.start, want - taken)
+            base = offs[seg.start]
+            rel = offs[seg.start + 1 : seg.start + avail + 1] - base
+            k = min(avail, int(np.searchsorted(rel, room_bytes - used, side="right")))
+            if k > 0:
+                pieces.append((lane, self._part(seg, seg.start, seg.start + k)))
+                used += int(offs[seg.start + k] - base)
+                if k == seg.end - seg.start:
+                    queue.popleft()
+                else:
+                    seg.start += k
+                taken += k
+            if k < avail or k <= 0:
+                break
+        return taken, used
 
     def _take_distinct(
         self, lane: _Lane, pieces: list[tuple[_Lane, _Seg]], want: int, room_bytes: int
@@ -610,268 +699,239 @@ class Engine:
             out.extend(map(PutRecord, datas, keys, shards, infos))
         return out
 
+    async def _put(self, request: _Request) -> list[PutFailure]:
+        """Send one request; its failed records, in request order. Raises as the transport does."""
+        if self._body_path:
+            body = encode_body(
+                [
+                    seg.batch.enc.fragments[seg.batch.enc.offsets[seg.start] : seg.batch.enc.offsets[seg.end]]
+                    for _lane, seg in request.pieces
+                ]
+            )
+            result: PutBodyResult = await self.transport.put_records_body(body, request.count)  # type: ignore[attr-defined]
+            failures = result.failures
+        else:
+            results = await self.transport.put_records(self._records(request))
+            if len(results) != request.count:
+                raise TransportError(
+                    f"the transport returned {len(results)} results for {request.count} records"
+                )
+            failures = failures_of(results)
+        if any(not 0 <= f.index < request.count for f in failures):
+            raise TransportError(
+                f"the stream reported a failure outside the request of {request.count} records"
+            )
+        return failures
+
     async def _send(self, request: _Request) -> None:
         failures: list[PutFailure] | None = None
-        whole_error: str | None = None
-        permanent_error: str | None = None
+        whole: _WholeFailure | None = None
         self._request_bytes += request.body_bytes
         self.metrics.request_bytes = self._request_bytes
         try:
             self.metrics.requests += 1
-            if self._body_path:
-                body = encode_body(
-                    [
-                        seg.batch.enc.fragments[
-                            seg.batch.enc.offsets[seg.start] : seg.batch.enc.offsets[seg.end]
-                        ]
-                        for _lane, seg in request.pieces
-                    ]
-                )
-                result: PutBodyResult = await self.transport.put_records_body(body, request.count)  # type: ignore[attr-defined]
-                failures = result.failures
-            else:
-                results = await self.transport.put_records(self._records(request))
-                if len(results) != request.count:
-                    raise TransportError(
-                        f"the transport returned {len(results)} results for {request.count} records"
-                    )
-                failures = failures_of(results)
+            failures = await self._put(request)
         except (StreamNotFoundError, AccessDeniedError) as exc:
             self._fail(exc)
         except TransportError as exc:
             if exc.retryable:
-                whole_error = f"{type(exc).__name__}: {exc}"
-            else:
-                permanent_error = f"{type(exc).__name__}: {exc}"
+                whole = _WholeFailure(f"{type(exc).__name__}: {exc}", exc.status in _THROTTLE_STATUSES)
+            else:  # the stream refused the request itself as invalid: nothing will make it pass
+                self._fail(DeliveryError(f"the stream refused a whole PutRecords request: {exc}"))
         except asyncio.CancelledError:
-            whole_error = "cancelled"
+            whole = _WholeFailure("cancelled", False)
             raise
         except Exception as exc:  # connection errors a transport did not wrap
-            whole_error = f"{type(exc).__name__}: {exc}"
+            whole = _WholeFailure(f"{type(exc).__name__}: {exc}", False)
         finally:
             self._in_flight -= 1
             self.metrics.in_flight_requests = self._in_flight
             self._request_bytes -= request.body_bytes
             self.metrics.request_bytes = self._request_bytes
             try:
-                self._settle(request, failures, whole_error, permanent_error)
+                if whole is not None:
+                    self._settle_failed_request(request, whole)
+                elif failures is None:
+                    self._release(request)
+                elif not failures:
+                    self._settle_written(request)
+                else:
+                    self._settle_answer(request, failures)
             except Exception as exc:
                 log.exception("sink failed to settle a response")
                 self._fail(exc)
             self._progress()
             self._notify()
 
-    def _settle(
-        self,
-        request: _Request,
-        failures: list[PutFailure] | None,
-        whole_error: str | None,
-        permanent_error: str | None,
-    ) -> None:
-        now = time.monotonic()
-        if failures is None and whole_error is None and permanent_error is None:
-            # fatal error: leave the records unacked, release the lanes
-            for lane, seg in request.pieces:
-                lane.busy -= 1
-                self._in_flight_done(lane, seg.end - seg.start)
-            return
-        if whole_error is not None or permanent_error is not None:
-            self.metrics.failed_requests += 1
-        elif not failures:
-            self._settle_clean(request)
-            return
-        # group the request's pieces by lane, keeping order
-        by_lane: dict[int, list[_Seg]] = {}
-        lanes: dict[int, _Lane] = {}
-        for lane, seg in request.pieces:
-            by_lane.setdefault(lane.shard, []).append(seg)
-            lanes[lane.shard] = lane
-        fail_at: dict[int, PutFailure] = {}
-        if failures:
-            fail_at = {f.index: f for f in failures}
-        index = 0
-        for shard, segs in by_lane.items():
-            lane = lanes[shard]
-            lane.busy -= 1
-            n_lane = sum(s.end - s.start for s in segs)
-            self._in_flight_done(lane, n_lane)
-            retry: list[_Seg] = []
-            first_retry_pos: int | None = None
-            succeeded_after_retry = False
-            failed_keys: set[int] = set()
-            violations = 0
-            retry_error = ""
-            shard_range = False
-            pos = 0
-            for seg in segs:
-                enc = seg.batch.enc
-                ok = 0
-                ok_bytes = 0
-                run_start: int | None = None
-                for i in range(seg.start, seg.end):
-                    f: PutFailure | None
-                    if whole_error is not None:
-                        f = PutFailure(index, -1, whole_error)
-                    elif permanent_error is not None:
-                        f = PutFailure(index, -1, permanent_error)
-                    else:
-                        f = fail_at.get(index)
-                    index += 1
-                    retry_this = False
-                    if f is None:
-                        ok += 1
-                        ok_bytes += int(enc.data_offsets[i + 1] - enc.data_offsets[i])
-                        if first_retry_pos is not None:
-                            succeeded_after_retry = True
-                            if int(enc.key_hashes[i]) in failed_keys:
-                                violations += 1
-                                failed_keys.discard(int(enc.key_hashes[i]))
-                    else:
-                        message = f.error_message or f"error {f.error_code}"
-                        if permanent_error is not None or (whole_error is None and is_permanent(message)):
-                            self._dead_letter(enc.record(i), message, "rejected by the stream")
-                            self._done(seg.batch, 1)
-                        elif now - (seg.first_failure or now) > self.options.retry_deadline_s:
-                            self._dead_letter(
-                                enc.record(i),
-                                message,
-                                f"retry deadline of {self.options.retry_deadline_s:g} s exceeded "
-                                f"after {seg.attempt + 1} attempts",
-                            )
-                            self._done(seg.batch, 1)
-                        else:
-                            retry_this = True
-                            retry_error = message
-                            if _SHARD_RANGE_ERROR.lower() in message.lower():
-                                shard_range = True
-                            if first_retry_pos is None:
-                                first_retry_pos = pos
-                            failed_keys.add(int(enc.key_hashes[i]))
-                    if retry_this:
-                        if run_start is None:
-                            run_start = i
-                    elif run_start is not None:
-                        retry.append(
-                            _Seg(
-                                seg.batch,
-                                run_start,
-                                i,
-                                seg.attempt + 1,
-                                seg.first_failure or now,
-                                retry_error,
-                            )
-                        )
-                        run_start = None
-                    pos += 1
-                if run_start is not None:
-                    retry.append(
-                        _Seg(
-                            seg.batch,
-                            run_start,
-                            seg.end,
-                            seg.attempt + 1,
-                            seg.first_failure or now,
-                            retry_error,
-                        )
-                    )
-                if ok:
-                    self._done(seg.batch, ok)
-                    self.metrics.records += ok
-                    self.metrics.shard_records[shard] = self.metrics.shard_records.get(shard, 0) + ok
-                    self.metrics.bytes += ok_bytes
-            n_retry = sum(s.end - s.start for s in retry)
-            if n_retry:
-                lane.queue.extendleft(reversed(retry))
-                if lane.pending == 0 or not lane.oldest:
-                    lane.oldest = now
-                else:
-                    lane.oldest = min(lane.oldest, now)
-                lane.pending += n_retry
-                _note_failures(lane, n_retry, n_lane)
-                if whole_error is not None or lane.fail_rate >= 0.5:
-                    # the shard refused its whole part, or most of its recent records: back off
-                    # (capped, growing, jittered). The rate is weighted by records, so a retry of a
-                    # few records failing by chance under scattered faults does not stall the shard.
-                    lane.fail_streak += 1
-                    exponent = min(lane.fail_streak - 1, 30)
-                    base = min(self.options.backoff_max_s, self.options.backoff_base_s * 2**exponent)
-                    lane.not_before = now + base * random.uniform(0.5, 1.0)
-                else:
-                    # a few records failed while most were written: the shard works, retry them at once
-                    # (at the front of the next request, followed by new records)
-                    lane.fail_streak = 0
-                if whole_error is not None or (n_lane >= _MIN_ALLOWANCE and n_retry * 10 >= n_lane * 9):
-                    # throttled (a failed request, e.g. 503/429, or nearly every record refused): send
-                    # the shard less at once. Scattered per-record errors do not shrink requests.
-                    lane.allowance = max(_MIN_ALLOWANCE, lane.allowance // 2)
-                else:
-                    lane.allowance = min(
-                        self.options.max_records_per_request, lane.allowance + max(10, lane.allowance // 4)
-                    )
-                self.metrics.retries += n_retry
-                call_observers(
-                    "shardline_on_retry",
-                    stream=self.stream,
-                    shard_id=shard,
-                    records=n_retry,
-                    error=retry_error,
-                    attempt=max(s.attempt for s in retry),
-                )
-                if succeeded_after_retry:
-                    lane.proven = False
-                    lane.clean_records = 0
-                elif not lane.proven:
-                    lane.clean_records = 0
-                if shard_range and self._refresh_now is not None:
-                    self._refresh_now.set()
-            else:
-                lane.fail_streak = 0
-                lane.allowance = min(
-                    self.options.max_records_per_request, lane.allowance + max(10, lane.allowance // 4)
-                )
-                if not lane.proven:
-                    lane.clean_records += n_lane
-                    if lane.clean_records >= self.options.proof_records:
-                        lane.proven = True
-            self.metrics.shard_allowance[shard] = lane.allowance
-            if violations and self.options.ordering != "none":
-                self.metrics.order_violations += violations
-                if not self._warned_violation:
-                    self._warned_violation = True
-                    log.warning(
-                        "the stream failed a record of shard %d and accepted a later record of the same key "
-                        "in one response: that key's order is broken (counted in metrics.order_violations; "
-                        "use ordering='paranoid' to rule this out)",
-                        shard,
-                    )
+    # ------------------------------------------------------------------ settling
 
-    def _settle_clean(self, request: _Request) -> None:
-        counted: dict[int, int] = {}
-        lanes: dict[int, _Lane] = {}
-        for lane, seg in request.pieces:
-            n = seg.end - seg.start
-            enc = seg.batch.enc
-            self._done(seg.batch, n)
-            self.metrics.bytes += int(enc.data_offsets[seg.end] - enc.data_offsets[seg.start])
-            counted[lane.shard] = counted.get(lane.shard, 0) + n
-            lanes[lane.shard] = lane
+    def _release(self, request: _Request) -> None:
+        """Fatal: the engine failed; free the lanes, leave the records unacknowledged."""
+        for lane, segs in request.by_lane():
+            lane.busy = False
+            self._in_flight_done(lane, sum(s.end - s.start for s in segs))
+
+    def _settle_written(self, request: _Request) -> None:
+        """Every record of the request was written."""
         self.metrics.records += request.count
-        for shard, n in counted.items():
-            lane = lanes[shard]
-            lane.busy -= 1
+        for lane, segs in request.by_lane():
+            n = 0
+            for seg in segs:
+                k = seg.end - seg.start
+                enc = seg.batch.enc
+                self._done(seg.batch, k)
+                self.metrics.bytes += int(enc.data_offsets[seg.end] - enc.data_offsets[seg.start])
+                n += k
+            lane.busy = False
             self._in_flight_done(lane, n)
-            self.metrics.shard_records[shard] = self.metrics.shard_records.get(shard, 0) + n
-            lane.fail_streak = 0
-            _note_failures(lane, 0, n)
-            if lane.allowance < self.options.max_records_per_request:
-                lane.allowance = min(
-                    self.options.max_records_per_request, lane.allowance + max(10, lane.allowance // 4)
-                )
-                self.metrics.shard_allowance[shard] = lane.allowance
-            if not lane.proven:
-                lane.clean_records += n
-                if lane.clean_records >= self.options.proof_records:
-                    lane.proven = True
+            self.metrics.shard_records[lane.shard] = self.metrics.shard_records.get(lane.shard, 0) + n
+            lane.throttle.written()
+            self.metrics.shard_allowance[lane.shard] = lane.throttle.allowance
+
+    def _settle_failed_request(self, request: _Request, whole: _WholeFailure) -> None:
+        """The request failed as a whole (retryable): every record goes back, the lanes back off."""
+        now = time.monotonic()
+        self.metrics.failed_requests += 1
+        for lane, segs in request.by_lane():
+            lane.busy = False
+            n = sum(s.end - s.start for s in segs)
+            self._in_flight_done(lane, n)
+            retried = [self._retried(s, s.start, s.end, now, whole.error) for s in segs]
+            self._requeue(lane, retried, now)
+            if whole.throttled:
+                lane.throttle.throttled(now)
+            else:
+                lane.throttle.unreachable(now)
+            self.metrics.shard_allowance[lane.shard] = lane.throttle.allowance
+            self._note_retry(lane, n, whole.error, retried)
+
+    def _settle_answer(self, request: _Request, failures: list[PutFailure]) -> None:
+        """The stream answered and refused some records: classify each, settle lane by lane."""
+        now = time.monotonic()
+        status = np.zeros(request.count, np.int8)  # Outcome per record of the request
+        messages: dict[int, str] = {}
+        for f in failures:
+            message = f.error_message or f"error {f.error_code}"
+            status[f.index] = classify(message)
+            messages[f.index] = message
+        pos = 0
+        for lane, segs in request.by_lane():
+            n = sum(s.end - s.start for s in segs)
+            self._settle_lane(lane, segs, status[pos : pos + n], messages, pos, now)
+            pos += n
+
+    def _settle_lane(
+        self,
+        lane: _Lane,
+        segs: list[_Seg],
+        status: npt.NDArray[np.int8],
+        messages: dict[int, str],
+        offset: int,
+        now: float,
+    ) -> None:
+        """Settle one lane's part of an answered request (``status``: an Outcome per record)."""
+        lane.busy = False
+        self._in_flight_done(lane, len(status))
+        retry: list[_Seg] = []
+        written = 0
+        error = ""
+        deadline = self.options.retry_deadline_s
+        pos = 0
+        for seg in segs:
+            k = seg.end - seg.start
+            st = status[pos : pos + k]
+            enc = seg.batch.enc
+            ok = st == Outcome.WRITTEN
+            n_ok = int(ok.sum())
+            if n_ok:
+                sizes = np.diff(enc.data_offsets[seg.start : seg.end + 1])
+                self.metrics.bytes += int(sizes[ok].sum())
+                self._done(seg.batch, n_ok)
+                written += n_ok
+            for i in np.flatnonzero(st == Outcome.PERMANENT).tolist():
+                message = messages[offset + pos + i]
+                self._dead_letter(enc.record(seg.start + i), message, "rejected by the stream")
+                self._done(seg.batch, 1)
+            again = np.flatnonzero((st != Outcome.WRITTEN) & (st != Outcome.PERMANENT))
+            if len(again):
+                error = messages[offset + pos + int(again[-1])]
+                first = seg.first_failure
+                if deadline is not None and first is not None and now - first > deadline:
+                    for i in again.tolist():
+                        self._dead_letter(
+                            enc.record(seg.start + i),
+                            messages[offset + pos + i],
+                            f"retry deadline of {deadline:g} s exceeded after {seg.attempt + 1} attempts",
+                        )
+                    self._done(seg.batch, len(again))
+                else:
+                    for a, b in _runs(again + seg.start):
+                        retry.append(self._retried(seg, a, b, now, error))
+            pos += k
+        if written:
+            self.metrics.records += written
+            self.metrics.shard_records[lane.shard] = self.metrics.shard_records.get(lane.shard, 0) + written
+        if (status == Outcome.THROTTLED).any():
+            lane.throttle.throttled(now)
+        elif written:
+            lane.throttle.written()
+        elif retry:
+            lane.throttle.refused(now)
+        self.metrics.shard_allowance[lane.shard] = lane.throttle.allowance
+        if (status == Outcome.REFRESH).any() and self._refresh_now is not None:
+            self._refresh_now.set()
+        if retry:
+            self._requeue(lane, retry, now)
+            self._note_retry(lane, sum(s.end - s.start for s in retry), error, retry)
+            if written and self.options.ordering == "none":
+                self._count_order_breaks(lane, segs, status)
+
+    def _retried(self, seg: _Seg, start: int, end: int, now: float, error: str) -> _Seg:
+        """Records ``start:end`` of ``seg`` after a failed attempt."""
+        return _Seg(seg.batch, start, end, seg.attempt + 1, seg.first_failure or now, error)
+
+    def _requeue(self, lane: _Lane, retry: list[_Seg], now: float) -> None:
+        """Put failed records back at the front of their lane, in write order (or freeze it: stopping)."""
+        if not retry:
+            return
+        lane.queue.extendleft(reversed(retry))
+        lane.oldest = min(lane.oldest, now) if lane.pending else now
+        lane.pending += sum(s.end - s.start for s in retry)
+        if self._stopping:
+            lane.frozen = True
+
+    def _note_retry(self, lane: _Lane, n: int, error: str, segs: list[_Seg]) -> None:
+        self.metrics.retries += n
+        call_observers(
+            "shardline_on_retry",
+            stream=self.stream,
+            shard_id=lane.shard,
+            records=n,
+            error=error,
+            attempt=max(s.attempt for s in segs),
+        )
+
+    def _count_order_breaks(self, lane: _Lane, segs: list[_Seg], status: npt.NDArray[np.int8]) -> None:
+        """``ordering="none"``: count keys of which a record failed and a later one was written."""
+        keys = np.concatenate([s.batch.enc.key_hashes[s.start : s.end] for s in segs])
+        again = np.flatnonzero((status != Outcome.WRITTEN) & (status != Outcome.PERMANENT))
+        failed_keys, first = np.unique(keys[again], return_index=True)
+        first_fail = again[first]
+        ok = np.flatnonzero(status == Outcome.WRITTEN)
+        at = np.minimum(np.searchsorted(failed_keys, keys[ok]), len(failed_keys) - 1)
+        broken = (failed_keys[at] == keys[ok]) & (ok > first_fail[at])
+        violations = len(np.unique(keys[ok][broken]))
+        if not violations:
+            return
+        self.metrics.order_violations += violations
+        if not self._warned_violation:
+            self._warned_violation = True
+            log.warning(
+                "ordering='none': the stream failed a record of shard %d and accepted a later record of the "
+                "same key; that key's order is broken (counted in metrics.order_violations; the default "
+                "ordering='strict' rules this out)",
+                lane.shard,
+            )
 
     def _in_flight_done(self, lane: _Lane, n: int) -> None:
         left = self.metrics.shard_in_flight.get(lane.shard, 0) - n
@@ -904,7 +964,6 @@ class Engine:
         info = await self.transport.describe()
         if info.shard_count <= self.shard_count or self._error is not None:
             return
-        assert self._wake is not None
         old = self.shard_count
         self._growing = True
         self._notify()
@@ -925,33 +984,65 @@ class Engine:
 
     # ------------------------------------------------------------------ flush and close
 
+    def _stuck(self) -> bool:
+        """Stopping, and nothing more can be delivered: nothing in flight, every lane empty or frozen."""
+        return (
+            self._stopping
+            and not self._in_flight
+            and all(lane.frozen or not lane.pending for lane in self._lanes.values())
+        )
+
     async def flush(self, timeout: float | None = None) -> None:
-        """Wait until every queued record is written or dead-lettered and every batch acked."""
+        """Wait until every queued record is written or dead-lettered and every batch acked.
+
+        Raises :class:`~shardline.DeliveryError` (``.undelivered`` records not delivered) after
+        ``timeout`` seconds (None: no limit), or once a :meth:`stop` left records undeliverable.
+        """
         assert self._wake is not None
         self._flushing += 1
         self._wake.set()
         try:
 
             async def _wait() -> None:
-                while self._error is None and self._batches:
+                while self._error is None and self._batches and not self._stuck():
                     await self._changes()
 
             await asyncio.wait_for(_wait(), timeout)
         except TimeoutError:
+            left = self.undelivered
             raise DeliveryError(
-                f"flush timed out after {timeout:g} s with {sum(b.remaining for b in self._batches)} records "
-                f"not yet written"
+                f"flush timed out after {timeout:g} s with {left:,} records not delivered to {self.stream} "
+                f"(they stay unacknowledged)",
+                undelivered=left,
             ) from None
         finally:
             self._flushing -= 1
         self.check()
+        if self._batches:
+            left = self.undelivered
+            raise DeliveryError(
+                f"stopped with {left:,} records not delivered to {self.stream} (they stay unacknowledged)",
+                undelivered=left,
+            )
         self.dead_letters.flush()
+        self._unflushed_dead = 0
 
-    async def close(self, *, flush: bool = True, close_transport: bool = True) -> None:
-        """Flush (unless the engine failed), stop the tasks, close the dead-letter target and transport."""
+    async def close(
+        self, *, timeout: float | None = 300.0, flush: bool = True, close_transport: bool = True
+    ) -> None:
+        """Flush (unless the engine failed) within ``timeout``, then stop the tasks and release the
+        dead-letter target and the transport. Raises :class:`~shardline.DeliveryError` when records
+        were left undelivered (timeout, stop, or a fatal stream error); they stay unacknowledged.
+        """
+        undelivered: DeliveryError | None = None
         try:
             if flush and self._error is None and self._wake is not None:
-                await self.flush()
+                try:
+                    await self.flush(timeout)
+                except DeliveryError as exc:
+                    if self._error is not None:
+                        raise
+                    undelivered = exc
         finally:
             self._closing = True
             for task in self._tasks:
@@ -962,9 +1053,12 @@ class Engine:
             self.dead_letters.close()
             if close_transport:
                 await self.transport.close()
+        if undelivered is not None:
+            raise undelivered
         if self._error is not None and self._batches:
-            unwritten = sum(b.remaining for b in self._batches)
+            left = self.undelivered
             raise DeliveryError(
-                f"the sink stopped with {unwritten} records not written (their batches were not acked): "
-                f"{self._error}"
+                f"the sink stopped with {left:,} records not written (their batches were not acked): "
+                f"{self._error}",
+                undelivered=left,
             ) from self._error

@@ -58,8 +58,23 @@ class AccessDeniedError(TransportError):
         super().__init__(message, status=403, retryable=False)
 
 
+class StreamUnreachableError(TransportError):
+    """The stream could not be reached when the sink started (connection refused, timeouts, 5xx)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
+
+
 class DeliveryError(ShardlineError):
-    """The sink gave up: records could be neither written nor dead-lettered."""
+    """Records were not delivered: a flush or close timed out, a stop left them, or the sink failed.
+
+    ``undelivered`` is how many records were neither written nor dead-lettered (they stay
+    unacknowledged, so a source resumes before them).
+    """
+
+    def __init__(self, message: str, *, undelivered: int = 0) -> None:
+        super().__init__(message)
+        self.undelivered = undelivered
 
 
 class CheckpointError(ShardlineError):

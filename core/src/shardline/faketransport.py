@@ -6,11 +6,25 @@ and *checks every protocol limit*, raising :class:`AssertionError` when a client
 real stream would refuse (too many records, a body over 10 MiB, oversized Data/key/ClientInfo):
 a test can assert that nothing invalid was sent with ``transport.violations == []``.
 
-Faults: ``fault_rate`` of the records fail per request, with ``fault_shape="random"`` (any record)
-or ``"tail"`` (from a random point, every later record of that shard in the request fails, as an
-append log stops); ``request_fault_rate`` of whole requests raise a retryable 503
-:class:`~shardline.TransportError`. ``permanent`` is a predicate over a record's Data: records it
-matches fail with ``InvalidArgumentException`` every time.
+Faults (each a probability; all off by default):
+
+- ``fault_rate``: that fraction of records fail per request, with ``fault_shape``: ``"random"``
+  (each record independently), ``"tail"`` (per shard of the request, the number of failed records
+  is drawn Binomial(n, rate) and the *last* ones fail, as an append log stops: the expected failed
+  fraction is ``rate`` whatever n), or ``"head"`` (the same count, the *first* ones of the shard
+  fail and later ones are written: the worst case for per-key order).
+- ``throttle_rate``: records refused with ``ProvisionedThroughputExceededException`` (not stored).
+- ``request_fault_rate``: whole requests raise a retryable 503 :class:`~shardline.TransportError`
+  before anything is stored.
+- ``unknown_rate``: whole requests are stored, then raise a retryable TransportError as if the
+  connection dropped before the answer (the client cannot know they were written: duplicates).
+- ``latency_s`` / ``latency_jitter_s``: every answer waits ``latency_s`` plus a uniform random
+  part up to ``latency_jitter_s`` (so concurrent requests may complete out of order); the records
+  are stored when the wait ends.
+- ``down``: while True, every call raises a retryable TransportError (connection refused): an
+  outage; set it back to False to end it.
+- ``permanent`` is a predicate over a record's Data: records it matches fail with
+  ``InvalidArgumentException`` every time.
 """
 
 from __future__ import annotations
@@ -50,6 +64,10 @@ class FakeTransport:
     fault_rate: float = 0.0
     fault_shape: str = "random"
     request_fault_rate: float = 0.0
+    unknown_rate: float = 0.0
+    throttle_rate: float = 0.0
+    latency_jitter_s: float = 0.0
+    down: bool = False
     permanent: Callable[[bytes], bool] | None = None
     latency_s: float = 0.0
     seed: int | None = 0
@@ -71,8 +89,13 @@ class FakeTransport:
 
     # -- stream management
 
+    def _outage(self) -> None:
+        if self.down:
+            raise TransportError("cannot connect: connection refused (injected outage)", retryable=True)
+
     async def describe(self) -> StreamInfo:
         """Shard count and retention; StreamNotFoundError when the stream was not created."""
+        self._outage()
         if self.shard_count is None:
             raise StreamNotFoundError(f"stream {self.url} not found")
         return StreamInfo(self.shard_count, self.retention_hours)
@@ -136,13 +159,20 @@ class FakeTransport:
         self._rr = (self._rr + 1) % self.shard_count
         return self._rr
 
+    async def _wait(self) -> None:
+        delay = self.latency_s + (
+            self._rng.uniform(0, self.latency_jitter_s) if self.latency_jitter_s else 0.0
+        )
+        if delay:
+            await asyncio.sleep(delay)
+
     async def put_records(self, records: Sequence[PutRecord]) -> list[PutResult]:
         """Store records (or fail some, per the fault settings); one result per record."""
-        if self.latency_s:
-            await asyncio.sleep(self.latency_s)
+        await self._wait()
         return self._put(records, None)
 
     def _put(self, records: Sequence[PutRecord], body_bytes: int | None) -> list[PutResult]:
+        self._outage()
         if self.shard_count is None:
             raise StreamNotFoundError(f"stream {self.url} not found")
         self.requests += 1
@@ -153,37 +183,50 @@ class FakeTransport:
         if self.request_fault_rate and self._rng.random() < self.request_fault_rate:
             raise TransportError("503 Service Unavailable (injected)", status=503, retryable=True)
         shards = [self._place(r) for r in records]
-        failing: set[int] = set()
-        if self.fault_rate:
-            if self.fault_shape == "random":
-                failing = {i for i in range(len(records)) if self._rng.random() < self.fault_rate}
-            else:  # tail: per shard in this request, fail everything from a random point on
-                by_shard: dict[int, list[int]] = {}
-                for i, s in enumerate(shards):
-                    by_shard.setdefault(s, []).append(i)
-                for idx in by_shard.values():
-                    if self._rng.random() < self.fault_rate:
-                        cut = self._rng.randrange(len(idx))
-                        failing.update(idx[cut:])
+        failing = self._failing(shards)
+        throttled = {
+            i for i in range(len(records)) if self.throttle_rate and self._rng.random() < self.throttle_rate
+        }
+        unknown = bool(self.unknown_rate) and self._rng.random() < self.unknown_rate
         out: list[PutResult] = []
         for i, (r, s) in enumerate(zip(records, shards, strict=True)):
             if s < 0 or s >= self.shard_count:
                 out.append(PutResult(error_code=-1, error_message="ShardIDOutOfRangeException"))
             elif self.permanent is not None and self.permanent(r.data):
                 out.append(PutResult(error_code=-2, error_message="InvalidArgumentException"))
-            elif i in failing:
+            elif i in failing and not unknown:
                 out.append(PutResult(error_code=-3, error_message="InternalFailure (injected)"))
+            elif i in throttled and not unknown:
+                out.append(PutResult(error_code=-4, error_message="ProvisionedThroughputExceededException"))
             else:
                 log = self.shards[s]
                 seq = len(log) + 1
                 log.append(StoredRecord(s, seq, r.data, r.partition_key, r.client_info))
                 out.append(PutResult(shard_id=s, sequence_number=seq))
+        if unknown:
+            raise TransportError("connection reset after the records were stored (injected)", retryable=True)
+        return out
+
+    def _failing(self, shards: list[int]) -> set[int]:
+        """Indexes of the records to fail with a plain retryable error (see the module docstring)."""
+        rate = self.fault_rate
+        if not rate:
+            return set()
+        if self.fault_shape == "random":
+            return {i for i in range(len(shards)) if self._rng.random() < rate}
+        by_shard: dict[int, list[int]] = {}
+        for i, s in enumerate(shards):
+            by_shard.setdefault(s, []).append(i)
+        out: set[int] = set()
+        for idx in by_shard.values():
+            m = sum(self._rng.random() < rate for _ in idx)  # Binomial(len(idx), rate)
+            if m:
+                out.update(idx[len(idx) - m :] if self.fault_shape == "tail" else idx[:m])
         return out
 
     async def put_records_body(self, body: bytes, record_count: int) -> PutBodyResult:
         """The pre-encoded path: parse the PutRecords JSON body, then as :meth:`put_records`."""
-        if self.latency_s:
-            await asyncio.sleep(self.latency_s)
+        await self._wait()
         doc = orjson.loads(body)
         recs = [
             PutRecord(

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from shardline.deadletter import DeadLetterWriter
-from shardline.engine import ORDERING_MODES, Engine, EngineOptions
+from shardline.engine import Engine, EngineOptions, ordering_mode
 from shardline.errors import ConfigError, ShardlineError
 from shardline.metrics import SinkMetrics
 from shardline.partitioning import resolve_partitioner
@@ -72,7 +72,7 @@ class _Core:
         max_in_flight_bytes: int,
         max_in_flight_requests: int,
         linger_ms: float,
-        retry_deadline_s: float,
+        retry_deadline_s: float | None,
         ordering: str,
         shard_refresh_s: float,
         transport_options: dict[str, Any] | None,
@@ -80,9 +80,15 @@ class _Core:
         columns: list[str] | None,
         backoff_base_s: float,
         backoff_max_s: float,
+        start_timeout_s: float,
     ) -> None:
-        if ordering not in ORDERING_MODES:
-            raise ConfigError(f"ordering={ordering!r}: choose one of {', '.join(ORDERING_MODES)}")
+        ordering = ordering_mode(ordering)
+        if retry_deadline_s is not None and retry_deadline_s <= 0:
+            raise ConfigError(
+                f"retry_deadline_s must be > 0 (or None: retry as long as it takes), got {retry_deadline_s}"
+            )
+        if start_timeout_s <= 0:
+            raise ConfigError(f"start_timeout_s must be > 0, got {start_timeout_s}")
         if max_in_flight_requests < 1:
             raise ConfigError(f"max_in_flight_requests must be >= 1, got {max_in_flight_requests}")
         if max_in_flight_bytes < 1:
@@ -115,6 +121,7 @@ class _Core:
                 shard_refresh_s=shard_refresh_s,
                 backoff_base_s=backoff_base_s,
                 backoff_max_s=backoff_max_s,
+                start_timeout_s=start_timeout_s,
             ),
             self.dead_letter_writer,
             self.metrics,
@@ -188,9 +195,19 @@ class AsyncStreamSink:
     max_in_flight_requests, linger_ms
         Concurrent requests; how long a shard's records may wait for a fuller request.
     retry_deadline_s
-        A record still failing this long after its first failure is dead-lettered.
+        None (default): records refused with retryable errors are retried for as long as it
+        takes (an outage is not a bad record). A number of seconds: a record still refused *per
+        record* that long after its first failure is dead-lettered (whole-request failures such as
+        an unreachable stream never dead-letter).
     ordering
-        ``"strict"`` (default), ``"paranoid"`` or ``"none"``: see :mod:`shardline.engine`.
+        ``"strict"`` (default): for every key, the first occurrences of its records in the stream
+        are in write order, under every failure pattern (duplicates possible); a key gets at most
+        one record per round trip. ``"none"``: many records of a key per request; a key's order
+        breaks when the stream fails a record and accepts a later one of the key in the same
+        response (counted in ``metrics.order_violations``). See :mod:`shardline.engine`.
+    start_timeout_s
+        How long connecting (Describe, Create) retries an unreachable stream before raising
+        :class:`~shardline.StreamUnreachableError`.
     shard_refresh_s
         How often the shard count is re-read (growth is also noticed at once from ShardIDOutOfRange).
     transport_options
@@ -214,7 +231,7 @@ class AsyncStreamSink:
         max_in_flight_bytes: int = 64 * 2**20,
         max_in_flight_requests: int = 16,
         linger_ms: float = 5.0,
-        retry_deadline_s: float = 300.0,
+        retry_deadline_s: float | None = None,
         ordering: str = "strict",
         shard_refresh_s: float = 30.0,
         transport_options: dict[str, Any] | None = None,
@@ -222,6 +239,7 @@ class AsyncStreamSink:
         columns: list[str] | None = None,
         backoff_base_s: float = 0.05,
         backoff_max_s: float = 5.0,
+        start_timeout_s: float = 5.0,
     ) -> None:
         self._core = _Core(
             stream,
@@ -244,6 +262,7 @@ class AsyncStreamSink:
             columns=columns,
             backoff_base_s=backoff_base_s,
             backoff_max_s=backoff_max_s,
+            start_timeout_s=start_timeout_s,
         )
         self._started = False
         self._closed = False
@@ -266,9 +285,9 @@ class AsyncStreamSink:
     async def start(self) -> None:
         """Connect: read the shard count (creating the stream if asked). Called by ``async with``.
 
-        Retryable transport errors are retried (capped backoff, within ``retry_deadline_s``). When
-        starting fails for good, the sink is closed (transport and dead-letter file released) and
-        the error raised.
+        Retryable transport errors are retried (capped backoff) for ``start_timeout_s``, then
+        :class:`~shardline.StreamUnreachableError` is raised. When starting fails, the sink is closed
+        (transport and dead-letter file released) and the error raised.
         """
         if not self._started:
             try:
@@ -328,17 +347,32 @@ class AsyncStreamSink:
         self._core.engine.dead_letter_records(records, reason)
 
     async def flush(self, timeout: float | None = None) -> None:
-        """Wait until everything written so far is written or dead-lettered (and acked)."""
+        """Wait until everything written so far is written or dead-lettered (and acked).
+
+        Raises :class:`~shardline.DeliveryError` (with ``.undelivered``) after ``timeout`` seconds
+        (None: no limit) or when :meth:`stop` left records undelivered.
+        """
         if self._started:
             await self._core.engine.flush(timeout)
 
-    async def close(self) -> None:
-        """Flush, then release the transport and the dead-letter file."""
+    def stop(self) -> None:
+        """Stop retrying at once (what a run does on its first stop signal); call from the sink's loop.
+
+        Requests in flight finish and records never sent may still go out once; records that fail
+        from now on stay unacknowledged. A following :meth:`flush` or :meth:`close` returns as soon
+        as nothing more can be delivered, raising :class:`~shardline.DeliveryError` with the count.
+        """
+        self._core.engine.stop()
+
+    async def close(self, timeout: float | None = 300.0) -> None:
+        """Flush for at most ``timeout`` seconds (None: no limit), then release the transport and
+        the dead-letter file. Raises :class:`~shardline.DeliveryError` naming how many records were
+        not delivered when the flush did not finish (they stay unacknowledged)."""
         if self._closed:
             return
         self._closed = True
         if self._started:
-            await self._core.engine.close(close_transport=self._core.owns_transport)
+            await self._core.engine.close(timeout=timeout, close_transport=self._core.owns_transport)
         else:
             self._core.dead_letter_writer.close()
             if self._core.owns_transport:
@@ -377,7 +411,7 @@ class StreamSink:
         max_in_flight_bytes: int = 64 * 2**20,
         max_in_flight_requests: int = 16,
         linger_ms: float = 5.0,
-        retry_deadline_s: float = 300.0,
+        retry_deadline_s: float | None = None,
         ordering: str = "strict",
         shard_refresh_s: float = 30.0,
         transport_options: dict[str, Any] | None = None,
@@ -385,6 +419,7 @@ class StreamSink:
         columns: list[str] | None = None,
         backoff_base_s: float = 0.05,
         backoff_max_s: float = 5.0,
+        start_timeout_s: float = 5.0,
     ) -> None:
         options = {
             "partition_key": partition_key, "data": data, "data_column": data_column,
@@ -394,6 +429,7 @@ class StreamSink:
             "retry_deadline_s": retry_deadline_s, "ordering": ordering, "shard_refresh_s": shard_refresh_s,
             "transport_options": transport_options, "data_template": data_template, "columns": columns,
             "backoff_base_s": backoff_base_s, "backoff_max_s": backoff_max_s,
+            "start_timeout_s": start_timeout_s,
         }  # fmt: skip
         self._loop = _new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="shardline-sink", daemon=True)
@@ -420,7 +456,12 @@ class StreamSink:
         return AsyncStreamSink(stream, **options)
 
     def _call(self, coro: Any, timeout: float | None = None) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(timeout)
+        except BaseException:
+            future.cancel()  # e.g. KeyboardInterrupt while connecting: do not leave it running
+            raise
 
     def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -473,16 +514,23 @@ class StreamSink:
         self._call(self._sink.dead_letter(records, reason))
 
     def flush(self, timeout: float | None = None) -> None:
-        """Wait until everything written so far is written or dead-lettered (and acked)."""
+        """Wait until everything written so far is written or dead-lettered (and acked); see
+        :meth:`AsyncStreamSink.flush` for ``timeout`` and the :class:`~shardline.DeliveryError`."""
         self._call(self._sink.flush(timeout))
 
-    def close(self) -> None:
-        """Flush, then release the transport, the dead-letter file and the sink's thread."""
+    def stop(self) -> None:
+        """Stop retrying at once (see :meth:`AsyncStreamSink.stop`). Safe from any thread and from a
+        signal handler: it only schedules the stop on the sink's loop."""
+        self._loop.call_soon_threadsafe(self._sink.stop)
+
+    def close(self, timeout: float | None = 300.0) -> None:
+        """Flush for at most ``timeout`` seconds, then release the transport, the dead-letter file
+        and the sink's thread; see :meth:`AsyncStreamSink.close`."""
         if self._closed:
             return
         self._closed = True
         try:
-            self._call(self._sink.close())
+            self._call(self._sink.close(timeout))
         finally:
             self._stop_loop()
 
