@@ -21,8 +21,9 @@ import orjson
 import pytest
 import requests
 from click.testing import CliRunner
-from shardline.errors import ConfigError
+from shardline.errors import ConfigError, TransportError
 from shardline_v3io.__main__ import main
+from shardline_v3io.client import V3ioClient
 from shardline_v3io.faults import FaultConfig
 from shardline_v3io.testing_server import RunningServer, start_server
 
@@ -249,6 +250,35 @@ def test_reset_rate_drops_that_fraction_of_puts(thread_server_factory: Callable[
                 reset += 1
         _assert_rate(reset, requests_n, 0.5)
         assert _read_shard(session, url, 0) == [f"{i}".encode() for i in range(requests_n)]
+
+
+def test_shardline_client_sees_resets_and_late_answers_as_retryable_unknown_outcomes(
+    thread_server_factory: Callable[..., RunningServer],
+) -> None:
+    resetting = thread_server_factory(fault_reset_rate=1.0)
+    slow = thread_server_factory(fault_latency=1000, fault_latency_rate=1.0, fault_seed=18)
+    with requests.Session() as session:
+        urls = [_create(session, server, shards=1) for server in (resetting, slow)]
+    body = orjson.dumps({"Records": [{"Data": _b64(b"unknown")}]})
+
+    async def put(server: RunningServer, url: str, timeout: float) -> tuple[TransportError, int]:
+        path = url.split("/bigdata/", 1)[1]
+        attempts = 0
+        async with V3ioClient(server.url, timeout=timeout) as client:
+            with pytest.raises(TransportError) as err:
+                while attempts < 20:  # the slow server: until an answer comes after the timeout
+                    attempts += 1
+                    await client.put_records_body("bigdata", path, body)
+            return err.value, attempts
+
+    reset_error, _ = asyncio.run(put(resetting, urls[0], 5.0))
+    assert reset_error.retryable and "ClientOSError" in str(reset_error)
+    timeout_error, attempts = asyncio.run(put(slow, urls[1], 0.2))
+    assert timeout_error.retryable and "timed out" in str(timeout_error)
+    with requests.Session() as session:
+        assert _read_shard(session, urls[0], 0) == [b"unknown"]  # written although the client failed
+        # every attempt was written, the timed-out one too
+        assert _read_shard(session, urls[1], 0) == [b"unknown"] * attempts
 
 
 # -- bad values ---------------------------------------------------------------------------------------
