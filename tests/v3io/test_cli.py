@@ -114,7 +114,8 @@ def test_local_urls_need_no_server(tmp_path: Path) -> None:
 
 def test_serve_rejects_bad_options_with_one_line(tmp_path: Path) -> None:
     bad = _cli("serve", "--data-dir", str(tmp_path), "--fault-rate", "2")
-    assert bad.exit_code == 2 and "fault-rate" in bad.output
+    assert bad.exit_code == 1
+    assert bad.output.strip() == "error: --fault-rate must be a fraction within [0, 1] (0.3 = 30%), got 2.0"
 
 
 def test_demo_backfills_sample_parquet_and_reads_it_back(tmp_path: Path) -> None:

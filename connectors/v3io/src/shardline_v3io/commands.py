@@ -29,29 +29,60 @@ from shardline.errors import ConfigError
     "--fault-rate",
     default=0.0,
     show_default=True,
-    type=click.FloatRange(0, 1),
-    help="Fail this fraction of records of each PutRecords with a retryable per-record error.",
+    type=float,
+    metavar="F",
+    help="Fail this expected fraction (0..1) of the records of each PutRecords with the retryable "
+    "per-record error ResourceBusyException, in either shape.",
 )
 @click.option(
     "--fault-shape",
     default="random",
     show_default=True,
     type=click.Choice(["random", "tail"]),
-    help="random: independent records fail; tail: per shard, the records from a random point on fail.",
+    help="random: each record fails independently; tail: per shard, m ~ Binomial(n, F) of its n "
+    "records in the request fail, the last m (how an append log stops).",
 )
 @click.option(
     "--fault-status",
     default=503,
     show_default=True,
-    type=click.IntRange(400, 599),
-    help="HTTP status of whole-request faults.",
+    type=int,
+    metavar="STATUS",
+    help="HTTP status (400..599) of whole-request faults.",
 )
 @click.option(
     "--fault-status-rate",
     default=0.0,
     show_default=True,
-    type=click.FloatRange(0, 1),
-    help="Answer this fraction of stream requests with --fault-status.",
+    type=float,
+    metavar="F",
+    help="Answer this fraction of PutRecords/GetRecords/Seek/DescribeStream requests with "
+    "--fault-status, before anything is written.",
+)
+@click.option(
+    "--fault-reset-rate",
+    default=0.0,
+    show_default=True,
+    type=float,
+    metavar="F",
+    help="For this fraction of PutRecords, write the records, then reset the connection with no "
+    "answer (the client cannot know the outcome: a retry makes duplicates).",
+)
+@click.option(
+    "--fault-latency",
+    default=0.0,
+    show_default=True,
+    type=float,
+    metavar="MS",
+    help="Delay PutRecords answers by a random 0..MS milliseconds (records are written first; "
+    "other requests are not held up).",
+)
+@click.option(
+    "--fault-latency-rate",
+    default=None,
+    type=float,
+    metavar="F",
+    help="Fraction of PutRecords answers that --fault-latency delays.  [default: 1.0 with --fault-latency]",
 )
 @click.option("--fault-seed", default=None, type=int, help="Seed of the fault injection (reproducible runs).")
 @click.option(
@@ -66,27 +97,31 @@ def serve_command(
     fault_shape: str,
     fault_status: int,
     fault_status_rate: float,
+    fault_reset_rate: float,
+    fault_latency: float,
+    fault_latency_rate: float | None,
     fault_seed: int | None,
     fsync: bool,
 ) -> None:
     """Run the embedded v3io-compatible stream server until SIGTERM/SIGINT.
 
-    Prints one line `listening on http://HOST:PORT` when ready.
+    Prints one line `listening on http://HOST:PORT` when ready. The --fault-* options inject
+    failures for your own tests (see the connector README); a bad value exits 1 with one line.
     """
     from shardline_v3io.faults import FaultConfig
     from shardline_v3io.server import ServerOptions, run
 
     key = access_key or os.environ.get("SHARDLINE_ACCESS_KEY") or None
-    try:
-        fault = FaultConfig(
-            rate=fault_rate,
-            shape=fault_shape,
-            status=fault_status,
-            status_rate=fault_status_rate,
-            seed=fault_seed,
-        )
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+    fault = FaultConfig(  # raises ConfigError (one line, exit 1) on a bad value
+        rate=fault_rate,
+        shape=fault_shape,
+        status=fault_status,
+        status_rate=fault_status_rate,
+        reset_rate=fault_reset_rate,
+        latency_ms=fault_latency,
+        latency_rate=fault_latency_rate,
+        seed=fault_seed,
+    )
     try:
         run(ServerOptions(data_dir=data_dir, host=host, port=port, access_key=key, fault=fault, fsync=fsync))
     except OSError as exc:

@@ -13,6 +13,10 @@ KV functions (PutItem, GetItem, ...) are answered with a 400 error body, except 
 directory, which lists object names (``__name``) so that tools that delete a folder item by item work.
 
 Every handler is wrapped: a bad request gets a v3io error body, never a crashed server.
+
+Fault injection (:mod:`shardline_v3io.faults`): whole-request status faults before the body is
+read, per-record faults in the store's write, and, for a written PutRecords, a connection reset or
+a delayed answer, applied after the request's body slot is released.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import contextlib
 import hmac
 import os
 import signal
+import socket
+import struct
 import sys
 import time
 import traceback
@@ -146,6 +152,18 @@ def parse_raw_path(raw: str) -> ParsedPath | None:
     return ParsedPath(segments[0], segments[1:], path_part.endswith("/"), query)
 
 
+def _reset_connection(request: BaseRequest) -> None:
+    """Drop the request's connection at once with a TCP RST (SO_LINGER 0), answering nothing."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
 def _json_response(doc: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(doc), status=status, content_type=_JSON)
 
@@ -196,7 +214,10 @@ class V3ioServer:
             function = request.headers.get("X-v3io-function")
             if function:
                 async with self._body_slots:  # bounds the memory held by request bodies at once
-                    return await self._function(request, function, parsed)
+                    response = await self._function(request, function, parsed)
+                if function == "PutRecords" and response.status == 200:
+                    return await self._answer_faults(request, response)  # outside the slot
+                return response
             return await self._plain(request, parsed)
         except RequestError as exc:
             return _error_response(exc.kind, exc.detail)
@@ -207,6 +228,20 @@ class V3ioServer:
         except Exception as exc:  # never crash on input; say what went wrong
             traceback.print_exc(file=sys.stderr)
             return _error_response(E.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+
+    async def _answer_faults(self, request: BaseRequest, response: web.StreamResponse) -> web.StreamResponse:
+        """Apply ``--fault-reset-rate`` and ``--fault-latency`` to a written PutRecords' answer.
+
+        A reset closes the connection with a TCP RST and no HTTP answer (the returned response
+        cannot be sent; aiohttp drops it quietly). A delay awaits, so other requests go on.
+        """
+        if self.fault.reset_request():
+            _reset_connection(request)
+            return response
+        delay = self.fault.answer_delay_s()
+        if delay > 0.0:
+            await asyncio.sleep(delay)
+        return response
 
     def _authorised(self, request: BaseRequest) -> bool:
         assert self._key is not None

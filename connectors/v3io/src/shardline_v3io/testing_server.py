@@ -24,6 +24,18 @@ from shardline.errors import ShardlineError
 
 _LISTENING = "listening on "
 
+FAULT_OPTIONS = {
+    "fault_rate": "rate",
+    "fault_shape": "shape",
+    "fault_status": "status",
+    "fault_status_rate": "status_rate",
+    "fault_reset_rate": "reset_rate",
+    "fault_latency": "latency_ms",
+    "fault_latency_rate": "latency_rate",
+    "fault_seed": "seed",
+}
+"""The fault options of both starters (Python spelling of ``--fault-*``) -> :class:`FaultConfig` fields."""
+
 
 class RunningServer:
     """A server started by :func:`start_server` (subprocess) or :func:`start_server_thread`."""
@@ -97,7 +109,10 @@ def start_server(
     """Start ``shardline serve`` in a subprocess on a free port and wait until it listens.
 
     ``server_options`` are the serve options in Python spelling (``access_key="k"``,
-    ``fault_rate=0.1``, ``fsync=True``).
+    ``fault_rate=0.1``, ``fsync=True``). The fault options (see :mod:`shardline_v3io.faults`):
+    ``fault_rate``, ``fault_shape`` (``"random"``/``"tail"``), ``fault_status``,
+    ``fault_status_rate``, ``fault_reset_rate``, ``fault_latency`` (ms), ``fault_latency_rate``,
+    ``fault_seed``. Invalid values make the server exit; this raises ShardlineError with its output.
     """
     data_dir = Path(data_dir)
     cmd = [
@@ -183,16 +198,16 @@ class ThreadServer(RunningServer):
 def start_server_thread(
     data_dir: str | os.PathLike[str], *, timeout: float = 30.0, **server_options: Any
 ) -> ThreadServer:
-    """Start the server in a background thread of this process on a free port."""
+    """Start the server in a background thread of this process on a free port.
+
+    Takes the same ``server_options`` as :func:`start_server`; invalid fault values raise
+    :class:`~shardline.errors.ConfigError` here.
+    """
     from shardline_v3io.faults import FaultConfig
     from shardline_v3io.server import ServerOptions, start
 
     fault = FaultConfig(
-        rate=server_options.pop("fault_rate", 0.0),
-        shape=server_options.pop("fault_shape", "random"),
-        status=server_options.pop("fault_status", 503),
-        status_rate=server_options.pop("fault_status_rate", 0.0),
-        seed=server_options.pop("fault_seed", None),
+        **{field: server_options.pop(name) for name, field in FAULT_OPTIONS.items() if name in server_options}
     )
     options = ServerOptions(data_dir=str(data_dir), port=0, fault=fault, **server_options)
     ready: queue.Queue[tuple[str, asyncio.AbstractEventLoop, asyncio.Event] | BaseException] = queue.Queue()
@@ -226,4 +241,4 @@ def start_server_thread(
     return ThreadServer(url, Path(data_dir), loop, stop_event, thread)
 
 
-__all__ = ["RunningServer", "ThreadServer", "start_server", "start_server_thread"]
+__all__ = ["FAULT_OPTIONS", "RunningServer", "ThreadServer", "start_server", "start_server_thread"]

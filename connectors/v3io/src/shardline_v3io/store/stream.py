@@ -357,10 +357,7 @@ class Stream:
                 shard[rr_mask] = (self._rr + np.arange(m)) % count
                 self._rr = (self._rr + m) % count
             if fault is not None and fault.enabled:
-                candidates = np.flatnonzero(code == 0).tolist()
-                bad = fault.failing(shard.tolist(), candidates)
-                if bad:
-                    code[np.fromiter(bad, dtype=np.int64, count=len(bad))] = _BUSY
+                code[fault.failing(shard, code == 0)] = _BUSY
             ok = code == 0
             n_ok = int(np.count_nonzero(ok))
             steps = np.diff(shard)
