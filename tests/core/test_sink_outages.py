@@ -64,7 +64,7 @@ def test_flush_with_a_timeout_raises_and_leaves_the_records_queued() -> None:
     with StreamSink(transport, partition_key="k", **FAST) as sink:
         transport.down = True
         sink.write(keyed(0, 500, keys=5))
-        with pytest.raises(DeliveryError, match="flush timed out after 0.2 s with 500 records"):
+        with pytest.raises(DeliveryError, match=r"flush timed out after 0\.2 s with 500 records"):
             sink.flush(timeout=0.2)
         transport.down = False
         sink.flush(timeout=30)  # the same records, delivered once the stream is back
