@@ -76,7 +76,7 @@ class FakeSink:
         self.dead_lettered += [(r, reason) for r in records]
         self.metrics.dead_letters += len(records)
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> None:
         self.closed = True
         if self.ack_limit is not None and len(self.batches) > self.ack_limit:
             raise DeliveryError("gave up (test)")
@@ -153,7 +153,8 @@ def test_stop_delivers_what_was_read_checkpoints_it_and_the_next_run_resumes(
     runner = Runner(_config(events, tmp_path), sink_factory=sink)
     summary = runner.run()
     assert summary.stopped_by == "SIGTERM"
-    assert summary.exit_code == 0
+    assert summary.exit_code == 143  # stopped is not finished
+    assert "run the same command again" in summary.problems()[0]
     assert 7 <= len(sink.batches) <= 8  # stops within a batch
     assert _checkpoint(tmp_path)["rows"] == summary.rows_acked == len(sink.batches) * 250
     rest = FakeSink()
@@ -177,7 +178,7 @@ def test_sigterm_is_handled_like_stop_and_the_handlers_are_restored(events: Path
     runner = Runner(_config(events, tmp_path), sink_factory=sink)
     summary = runner.run(handle_signals=True)
     assert summary.stopped_by == "SIGTERM"
-    assert summary.exit_code == 0
+    assert summary.exit_code == 143
     assert len(sink.batches) < ROWS // 250
     assert _checkpoint(tmp_path)["rows"] == summary.rows_acked == len(sink.batches) * 250
     assert signal.getsignal(signal.SIGTERM) is before
@@ -209,7 +210,8 @@ def test_exit_codes() -> None:
     assert RunSummary(dead_letters=2).exit_code == 1
     assert RunSummary(dead_letters=2, allow_dead_letters=True).exit_code == 0
     assert RunSummary(stopped_by="SIGINT").exit_code == 130
-    assert RunSummary(stopped_by="SIGTERM").exit_code == 0
+    assert RunSummary(stopped_by="SIGTERM").exit_code == 143  # a stopped run has not finished
+    assert RunSummary(stopped_by="stop()").exit_code == 1
     line = RunSummary(records=1500, bytes=2048, requests=3, retries=1, dead_letters=0, seconds=2.0).line()
     assert line == (
         "shardline: 1,500 records, 2.0 KiB, 3 requests, 1 retries, 0 dead letters in 2.0 s (750 records/s)"

@@ -96,6 +96,8 @@ _MIN_ALLOWANCE = 10
 """AIMD floor: a throttled shard still gets requests of up to this many records."""
 _SCAN_FACTOR = 4
 """While packing at most one record per key, look this many times the request size into a queue."""
+_OUTAGE_LOG_EVERY_S = 10.0
+"""At most one warning this often while requests fail as a whole."""
 _SCAN_SEGMENTS = 256  # and at most this many queue segments (a queue under faults is fragmented)
 
 T = TypeVar("T")
@@ -269,6 +271,7 @@ class Engine:
         self._flushing = 0
         self._body_path = callable(getattr(transport, "put_records_body", None))
         self._warned_violation = False
+        self._outage_logged = -_OUTAGE_LOG_EVERY_S
 
     @property
     def shard_count(self) -> int:
@@ -330,7 +333,14 @@ class Engine:
                         f"{self.options.start_timeout_s:g} s; check the URL and that the server is up "
                         f"(`shardline stream describe URL` tells), then run again"
                     ) from exc
-                log.info("%s of %s failed (%s); retry %d", what, self.stream, exc, throttle.hard_streak)
+                if throttle.hard_streak == 1:
+                    log.warning(
+                        "cannot reach stream %s (%s: %s); retrying for up to %g s",
+                        self.stream,
+                        what,
+                        exc,
+                        self.options.start_timeout_s,
+                    )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopped.wait(), throttle.not_before - now)
 
@@ -372,6 +382,13 @@ class Engine:
                 lane.frozen = True
         self._notify()
 
+    def abort(self) -> None:
+        """:meth:`stop`, and cancel the requests in flight too (their outcome stays unknown: records
+        go back unacknowledged). A pending :meth:`flush` or :meth:`close` then returns at once."""
+        self.stop()
+        for task in list(self._sends):
+            task.cancel()
+
     # ------------------------------------------------------------------ intake
 
     async def submit(
@@ -384,11 +401,21 @@ class Engine:
         """
         assert self._wake is not None
         nbytes = enc.nbytes
-        while self._error is None and (
-            self._growing or (self._bytes > 0 and self._reserved(nbytes) > self.options.max_in_flight_bytes)
+        while (
+            self._error is None
+            and not self._stopping
+            and (
+                self._growing
+                or (self._bytes > 0 and self._reserved(nbytes) > self.options.max_in_flight_bytes)
+            )
         ):
             await self._changes()
         self.check()
+        if self._stopping:
+            raise DeliveryError(
+                f"the sink is stopping: a batch of {enc.num_records:,} records was not queued",
+                undelivered=enc.num_records,
+            )
         if enc.shard_count != self.shard_count and enc.num_records:
             return False
         self._bytes += nbytes
@@ -792,6 +819,14 @@ class Engine:
         """The request failed as a whole (retryable): every record goes back, the lanes back off."""
         now = time.monotonic()
         self.metrics.failed_requests += 1
+        if now - self._outage_logged >= _OUTAGE_LOG_EVERY_S:
+            self._outage_logged = now
+            log.warning(
+                "a request to %s failed (%s); %s records wait and are retried with backoff",
+                self.stream,
+                whole.error,
+                f"{self.undelivered:,}",
+            )
         for lane, segs in request.by_lane():
             lane.busy = False
             n = sum(s.end - s.start for s in segs)

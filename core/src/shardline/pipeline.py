@@ -18,17 +18,21 @@ How a run goes:
    ``[checkpoint] interval_s`` seconds, and once more at the end. The checkpoint only ever covers
    acknowledged batches, so a run killed at any moment (even SIGKILL) resumes with no gap; batches
    in flight at the time are sent again (at-least-once).
-4. SIGINT or SIGTERM: stop reading, let the sink deliver what it holds, ack, checkpoint, return.
-   A second signal aborts at once (the last checkpoint still holds).
-5. The run ends with a :class:`RunSummary`. Its ``exit_code`` is 130 after SIGINT, 1 when records
-   were dead-lettered (unless ``allow_dead_letters``), else 0 (also after SIGTERM: a requested,
-   clean stop).
+4. SIGINT or SIGTERM: stop reading and stop retrying at once; requests in flight finish and what
+   was never sent may still go out, for at most ``stop_timeout_s`` (then what is in flight is
+   cancelled); acknowledged batches are checkpointed, the rest stays unacknowledged for the next
+   run. A signal while the sink is still connecting ends the run at once. A second signal aborts
+   at once (the last checkpoint still holds).
+5. The run ends with a :class:`RunSummary`. Its ``exit_code`` is 130 after SIGINT, 143 after
+   SIGTERM (a stopped run is not a finished one), 1 after another stop or when records were
+   dead-lettered (unless ``allow_dead_letters``), else 0.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -38,6 +42,7 @@ from typing import Any
 
 from shardline.checkpoint import CheckpointStore
 from shardline.config import PipelineConfig, load_pipeline
+from shardline.errors import DeliveryError
 from shardline.progress import Display, human_bytes, make_display
 from shardline.source import AckToken, Source
 
@@ -62,6 +67,7 @@ class RunSummary:
     checkpoint_writes: int = 0
     dead_letter_target: str | None = None
     allow_dead_letters: bool = False
+    undelivered: int = 0
     metrics: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -71,9 +77,10 @@ class RunSummary:
 
     @property
     def exit_code(self) -> int:
-        """130 after SIGINT; 1 when records were dead-lettered and that is not allowed; else 0."""
-        if self.stopped_by == "SIGINT":
-            return 130
+        """130 after SIGINT, 143 after SIGTERM, 1 after another stop or when records were
+        dead-lettered and that is not allowed; else 0."""
+        if self.stopped_by is not None:
+            return {"SIGINT": 130, "SIGTERM": 143}.get(self.stopped_by, 1)
         if self.dead_letters and not self.allow_dead_letters:
             return 1
         return 0
@@ -81,6 +88,8 @@ class RunSummary:
     def line(self) -> str:
         """One line: records, bytes, requests, retries, dead letters, seconds, records/s."""
         stopped = f" (stopped by {self.stopped_by})" if self.stopped_by else ""
+        if self.undelivered:
+            stopped += f" ({self.undelivered:,} records not delivered)"
         if self.resumed_rows:
             stopped += f" (resumed after {self.resumed_rows:,} rows acknowledged earlier)"
         return (
@@ -90,14 +99,23 @@ class RunSummary:
         )
 
     def problems(self) -> list[str]:
-        """Messages for what makes the run fail (dead letters when not allowed)."""
+        """Messages for what makes the run fail (a stop before the end, dead letters when not allowed)."""
+        out: list[str] = []
+        if self.stopped_by is not None:
+            left = f"; {self.undelivered:,} records read were not delivered" if self.undelivered else ""
+            resume = (
+                f"run the same command again to go on from the checkpoint {self.checkpoint}"
+                if self.checkpoint
+                else "the pipeline has no [checkpoint]: a new run starts from the beginning"
+            )
+            out.append(f"stopped by {self.stopped_by} before the source ended{left}; {resume}")
         if self.dead_letters and not self.allow_dead_letters:
             where = f" (see {self.dead_letter_target})" if self.dead_letter_target else ""
-            return [
+            out.append(
                 f"{self.dead_letters:,} records could not be written and were dead-lettered{where}; "
                 "pass --allow-dead-letters to accept that"
-            ]
-        return []
+            )
+        return out
 
 
 class _Stop:
@@ -105,6 +123,8 @@ class _Stop:
 
     def __init__(self, on_stop: Callable[[], None]) -> None:
         self.signal_name: str | None = None
+        self.at: float | None = None
+        self.opening = False  # while the sink connects, a signal interrupts the main thread at once
         self._on_stop = on_stop
         self._previous: dict[int, Any] = {}
 
@@ -122,13 +142,15 @@ class _Stop:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signal_name is not None:
             raise KeyboardInterrupt  # second signal: abort now; the last checkpoint stays valid
-        self.signal_name = signal.Signals(signum).name
-        self._on_stop()
+        self.request(signal.Signals(signum).name)
+        if self.opening:
+            raise KeyboardInterrupt  # nothing was sent yet: stop connecting now
 
     def request(self, name: str) -> None:
         """Ask for a clean stop from code (tests, embedding applications)."""
         if self.signal_name is None:
             self.signal_name = name
+            self.at = time.monotonic()
             self._on_stop()
 
 
@@ -142,8 +164,13 @@ class Runner:
         allow_dead_letters: bool = False,
         progress: bool | None = None,
         sink_factory: Callable[..., Any] | None = None,
+        stop_timeout_s: float = 5.0,
     ) -> None:
         self.config = config
+        self.stop_timeout_s = stop_timeout_s
+        self._sink: Any = None
+        self._aborted = False
+        self._undelivered = 0
         self.allow_dead_letters = allow_dead_letters
         self.progress = progress
         self._sink_factory = sink_factory
@@ -165,6 +192,19 @@ class Runner:
     def _request_stop(self) -> None:
         if self._source is not None:
             self._source.stop()
+        stop = getattr(self._sink, "stop", None)
+        if stop is not None:
+            stop()  # no more retries; thread-safe
+
+    def _enforce_stop_timeout(self) -> None:
+        """After a stop, give what is in flight ``stop_timeout_s``, then cancel it."""
+        at = self._stop.at
+        if at is None or self._aborted or time.monotonic() - at < self.stop_timeout_s:
+            return
+        self._aborted = True
+        abort = getattr(self._sink, "abort", None)
+        if abort is not None:
+            abort()
 
     def run(self, *, handle_signals: bool = False) -> RunSummary:
         """Run until the source is exhausted or a stop is requested; return the summary."""
@@ -183,7 +223,18 @@ class Runner:
         display: Display | None = None
         done_rows = 0
         try:
-            sink = self._open_sink()
+            self._stop.opening = True
+            try:
+                sink = self._open_sink()
+            except KeyboardInterrupt:
+                if self._stop.signal_name is None:
+                    raise
+                return self._summary(None, started, done_rows, state, store)
+            finally:
+                self._stop.opening = False
+            self._sink = sink
+            if self._stop.signal_name is not None:
+                self._request_stop()
             source.set_flush(sink.flush)
             source.set_dead_letter(_source_dead_letter(sink))
             display = make_display(self.progress, config.source_type, _safe_progress(source))
@@ -196,8 +247,19 @@ class Runner:
             saved_state: dict[str, Any] | None = state
             interval = config.checkpoint.interval_s if config.checkpoint else 1.0
 
+            announced = False
+
             def tick() -> None:
-                nonlocal last_save, saved_state
+                nonlocal last_save, saved_state, announced
+                if self._stop.signal_name is not None and not announced:
+                    announced = True
+                    if handle_signals:
+                        print(
+                            f"shardline: {self._stop.signal_name}: stopping; delivering what is in flight "
+                            f"for at most {self.stop_timeout_s:g} s (signal again to abort at once)",
+                            file=sys.stderr,
+                        )
+                self._enforce_stop_timeout()
                 display.update(done_rows + self._acked_rows, sink.metrics.bytes)
                 if store is not None and time.monotonic() - last_save >= interval:
                     saved_state = self._save(store, source, saved_state)
@@ -227,6 +289,17 @@ class Runner:
                 display.close()
             self._stop.restore()
             source.close()
+        return self._summary(sink, started, done_rows, state, store)
+
+    def _summary(
+        self,
+        sink: Any,
+        started: float,
+        done_rows: int,
+        state: dict[str, Any] | None,
+        store: CheckpointStore | None,
+    ) -> RunSummary:
+        config = self.config
         metrics = sink.metrics.snapshot() if sink is not None else {}
         return RunSummary(
             records=int(metrics.get("records", 0)),
@@ -245,6 +318,7 @@ class Runner:
             checkpoint_writes=store.writes if store is not None else 0,
             dead_letter_target=config.sink.dead_letter,
             allow_dead_letters=self.allow_dead_letters,
+            undelivered=self._undelivered,
             metrics=metrics,
         )
 
@@ -266,6 +340,9 @@ class Runner:
                 sink.write(batch, ack=self._ack_callback(source, token, batch.num_rows))
                 if self._stop.signal_name is not None:
                     break
+        except DeliveryError as exc:
+            if self._stop.signal_name is None:  # else the sink refused a batch as the run stops
+                self._reader_error = exc
         except BaseException as exc:
             self._reader_error = exc
 
@@ -285,7 +362,12 @@ class Runner:
 
     def _close_sink(self, sink: Any) -> None:
         try:
-            sink.close()
+            sink.close(timeout=None)  # after a stop, _enforce_stop_timeout bounds it
+        except DeliveryError as exc:
+            if self._stop.signal_name is not None and exc.undelivered:
+                self._undelivered = exc.undelivered
+            else:
+                self._close_error = exc
         except BaseException as exc:
             self._close_error = exc
 
@@ -340,18 +422,25 @@ def run_pipeline(
     progress: bool | None = False,
     handle_signals: bool = False,
     sink_factory: Callable[..., Any] | None = None,
+    stop_timeout_s: float = 5.0,
 ) -> RunSummary:
     """Load (unless given a :class:`PipelineConfig`) and run a pipeline; return its summary.
 
     ``progress``: True shows the rich bar, None shows it when stdout is a terminal, False (the
-    default for library use) never. ``handle_signals`` installs the SIGINT/SIGTERM handlers (only
-    from the main thread). ``sink_factory(stream, **kwargs)`` replaces :class:`StreamSink` (tests).
-    Raises :class:`~shardline.ShardlineError` subclasses for bad configs, checkpoints and delivery
+    default for library use) never. ``stop_timeout_s``: after a stop, how long requests in flight
+    and records never sent may still go out before they are cancelled. ``handle_signals``
+    installs the SIGINT/SIGTERM handlers (only from the main thread).
+    ``sink_factory(stream, **kwargs)`` replaces :class:`StreamSink` (tests). Raises
+    :class:`~shardline.ShardlineError` subclasses for bad configs, checkpoints and delivery
     failures; dead letters do not raise, they set ``summary.dead_letters`` and ``exit_code``.
     """
     if not isinstance(config, PipelineConfig):
         config = load_pipeline(config, overrides)
     runner = Runner(
-        config, allow_dead_letters=allow_dead_letters, progress=progress, sink_factory=sink_factory
+        config,
+        allow_dead_letters=allow_dead_letters,
+        progress=progress,
+        sink_factory=sink_factory,
+        stop_timeout_s=stop_timeout_s,
     )
     return runner.run(handle_signals=handle_signals)

@@ -364,6 +364,11 @@ class AsyncStreamSink:
         """
         self._core.engine.stop()
 
+    def abort(self) -> None:
+        """:meth:`stop`, and cancel the requests in flight (a second stop signal, or a stop whose
+        grace ran out); call from the sink's loop."""
+        self._core.engine.abort()
+
     async def close(self, timeout: float | None = 300.0) -> None:
         """Flush for at most ``timeout`` seconds (None: no limit), then release the transport and
         the dead-letter file. Raises :class:`~shardline.DeliveryError` naming how many records were
@@ -522,6 +527,11 @@ class StreamSink:
         """Stop retrying at once (see :meth:`AsyncStreamSink.stop`). Safe from any thread and from a
         signal handler: it only schedules the stop on the sink's loop."""
         self._loop.call_soon_threadsafe(self._sink.stop)
+
+    def abort(self) -> None:
+        """:meth:`stop` and cancel the requests in flight (see :meth:`AsyncStreamSink.abort`); safe
+        from any thread."""
+        self._loop.call_soon_threadsafe(self._sink.abort)
 
     def close(self, timeout: float | None = 300.0) -> None:
         """Flush for at most ``timeout`` seconds, then release the transport, the dead-letter file
