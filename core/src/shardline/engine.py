@@ -98,6 +98,8 @@ _SCAN_FACTOR = 4
 """While packing at most one record per key, look this many times the request size into a queue."""
 _OUTAGE_LOG_EVERY_S = 10.0
 """At most one warning this often while requests fail as a whole."""
+_MIN_SCAN = 64
+"""With few hot keys a scan looks about 8x as far as the keys it found last time, at least this far."""
 _SCAN_SEGMENTS = 256  # and at most this many queue segments (a queue under faults is fragmented)
 
 T = TypeVar("T")
@@ -111,6 +113,14 @@ class Outcome(enum.IntEnum):
     THROTTLED = 2
     REFRESH = 3
     PERMANENT = 4
+
+
+_WRITTEN, _THROTTLED, _REFRESH, _PERMANENT = (
+    int(Outcome.WRITTEN),
+    int(Outcome.THROTTLED),
+    int(Outcome.REFRESH),
+    int(Outcome.PERMANENT),
+)  # plain ints for the settling loop (an enum attribute look-up per record shows in profiles)
 
 
 def classify(message: str) -> Outcome:
@@ -190,6 +200,7 @@ class _Lane:
     busy: bool = False
     oldest: float = 0.0
     frozen: bool = False  # stopping: its records failed after the stop and are not retried
+    scan_hint: int = 0  # records the last one-per-key scan found (0: it filled its request)
 
 
 def _runs(positions: npt.NDArray[np.int64]) -> list[tuple[int, int]]:
@@ -647,6 +658,8 @@ class Engine:
         occurrence of every key), so the cost has no Python step per scanned record.
         """
         budget = max(want, 1) * _SCAN_FACTOR
+        if lane.scan_hint:  # the last scan found only this many keys: look a few times that far
+            budget = min(budget, max(_MIN_SCAN, lane.scan_hint * 2 * _SCAN_FACTOR))
         queue = lane.queue
         window: list[tuple[_Seg, int]] = []  # (segment, records of it in the scan window)
         hashes: list[npt.NDArray[np.uint64]] = []
@@ -697,6 +710,7 @@ class Engine:
                 keep.append(seg)
             base = seg_end
         queue.extendleft(reversed(keep))
+        lane.scan_hint = len(take) if len(take) < want else 0
         return len(take), used
 
     @staticmethod
@@ -864,9 +878,14 @@ class Engine:
         offset: int,
         now: float,
     ) -> None:
-        """Settle one lane's part of an answered request (``status``: an Outcome per record)."""
+        """Settle one lane's part of an answered request (``status``: an Outcome per record).
+
+        A lane's part is often cut into many small segments (retries, skipped repeats of a key), so
+        this walks Python lists: numpy calls per tiny segment cost more than they save.
+        """
         lane.busy = False
         self._in_flight_done(lane, len(status))
+        codes: list[int] = status.tolist()
         retry: list[_Seg] = []
         written = 0
         error = ""
@@ -874,46 +893,62 @@ class Engine:
         pos = 0
         for seg in segs:
             k = seg.end - seg.start
-            st = status[pos : pos + k]
+            part = codes[pos : pos + k]
             enc = seg.batch.enc
-            ok = st == Outcome.WRITTEN
-            n_ok = int(ok.sum())
-            if n_ok:
-                sizes = np.diff(enc.data_offsets[seg.start : seg.end + 1])
-                self.metrics.bytes += int(sizes[ok].sum())
-                self._done(seg.batch, n_ok)
-                written += n_ok
-            for i in np.flatnonzero(st == Outcome.PERMANENT).tolist():
-                message = messages[offset + pos + i]
-                self._dead_letter(enc.record(seg.start + i), message, "rejected by the stream")
-                self._done(seg.batch, 1)
-            again = np.flatnonzero((st != Outcome.WRITTEN) & (st != Outcome.PERMANENT))
-            if len(again):
-                error = messages[offset + pos + int(again[-1])]
-                first = seg.first_failure
-                if deadline is not None and first is not None and now - first > deadline:
-                    for i in again.tolist():
-                        self._dead_letter(
-                            enc.record(seg.start + i),
-                            messages[offset + pos + i],
-                            f"retry deadline of {deadline:g} s exceeded after {seg.attempt + 1} attempts",
-                        )
-                    self._done(seg.batch, len(again))
+            offs = enc.data_offsets
+            seg_bytes = int(offs[seg.end] - offs[seg.start])
+            if not any(part):  # all written
+                written += k
+                self._done(seg.batch, k)
+                self.metrics.bytes += seg_bytes
+                pos += k
+                continue
+            first = seg.first_failure
+            expired = deadline is not None and first is not None and now - first > deadline
+            run_start: int | None = None
+            for j, code in enumerate(part):
+                if code == _WRITTEN:
+                    if run_start is not None:
+                        retry.append(self._retried(seg, seg.start + run_start, seg.start + j, now, error))
+                        run_start = None
+                    continue
+                i = seg.start + j
+                seg_bytes -= int(offs[i + 1] - offs[i])
+                message = messages[offset + pos + j]
+                if code == _PERMANENT or expired:
+                    if run_start is not None:
+                        retry.append(self._retried(seg, seg.start + run_start, i, now, error))
+                        run_start = None
+                    reason = (
+                        "rejected by the stream"
+                        if code == _PERMANENT
+                        else f"retry deadline of {deadline:g} s exceeded after {seg.attempt + 1} attempts"
+                    )
+                    self._dead_letter(enc.record(i), message, reason)
+                    self._done(seg.batch, 1)
                 else:
-                    for a, b in _runs(again + seg.start):
-                        retry.append(self._retried(seg, a, b, now, error))
+                    error = message
+                    if run_start is None:
+                        run_start = j
+            if run_start is not None:
+                retry.append(self._retried(seg, seg.start + run_start, seg.end, now, error))
+            n_ok = part.count(_WRITTEN)
+            if n_ok:
+                written += n_ok
+                self._done(seg.batch, n_ok)
+                self.metrics.bytes += seg_bytes
             pos += k
         if written:
             self.metrics.records += written
             self.metrics.shard_records[lane.shard] = self.metrics.shard_records.get(lane.shard, 0) + written
-        if (status == Outcome.THROTTLED).any():
+        if _THROTTLED in codes:
             lane.throttle.throttled(now)
         elif written:
             lane.throttle.written()
         elif retry:
             lane.throttle.refused(now)
         self.metrics.shard_allowance[lane.shard] = lane.throttle.allowance
-        if (status == Outcome.REFRESH).any() and self._refresh_now is not None:
+        if _REFRESH in codes and self._refresh_now is not None:
             self._refresh_now.set()
         if retry:
             self._requeue(lane, retry, now)
