@@ -134,7 +134,7 @@ def shardline_on_dead_letter(stream: str, record: dict[str, Any], reason: str) -
     """Called for each record sent to the dead-letter target.
 
     ``record`` is the dead-letter entry (as written to the ``.jsonl`` file), ``reason`` why the
-    record can never be written (too large, invalid, retry deadline passed, ...).
+    record can never be written (too large, invalid, an opt-in retry deadline passed, ...).
     """
 
 

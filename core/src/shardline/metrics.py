@@ -13,7 +13,8 @@ class SinkMetrics:
 
     ``records``/``bytes`` count records written (Data bytes, before base64); ``requests`` PutRecords
     requests sent; ``retries`` records sent again after a failure; ``dead_letters`` records given
-    up; ``order_violations`` keys whose order a server broke (see the sink's ordering modes);
+    up; ``order_violations`` keys whose order the stream broke in ``ordering="none"`` (never in the
+    default ``"strict"``, which rules it out);
     ``buffered_bytes`` encoded records not yet acknowledged and ``request_bytes`` the bodies of the
     requests in flight (together under ``max_in_flight_bytes``).
     """
