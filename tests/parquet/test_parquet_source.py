@@ -69,7 +69,7 @@ def test_projection_keeps_only_the_named_columns(events: Path) -> None:
 
 
 def test_a_missing_column_is_a_schema_error_naming_it(events: Path) -> None:
-    with pytest.raises(SchemaError, match="source.columns: 'nope' is in none of the 3 files"):
+    with pytest.raises(SchemaError, match=r"source\.columns: 'nope' is in none of the 3 files"):
         ParquetSource(ParquetOptions(path=str(events), columns=["seq", "nope"]))
 
 

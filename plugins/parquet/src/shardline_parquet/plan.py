@@ -53,14 +53,18 @@ def arrow_message(exc: BaseException) -> str:
 def file_error(path: str, exc: BaseException, doing: str = "read") -> ParquetFileError:
     """A :class:`ParquetFileError` for ``exc`` raised while doing ``doing`` on ``path``."""
     if isinstance(exc, FileNotFoundError):
-        return ParquetFileError(f"source.path: {path} vanished while it was being {doing}; run again")
+        return ParquetFileError(
+            f"source.path: {path} was removed during the run (cannot {doing} it); "
+            "run again to list the files anew"
+        )
     if isinstance(exc, PermissionError):
         return ParquetFileError(
             f"source.path: cannot read {path}: permission denied; "
             "grant read access or leave it out of source.path"
         )
     message = arrow_message(exc)
-    if "magic bytes" in message.lower() or "parquet file size is 0" in message.lower():
+    lowered = message.lower()
+    if "magic bytes" in lowered or "file size is 0" in lowered or "minimum file footer" in lowered:
         return ParquetFileError(
             f"source.path: {path} is not a Parquet file (or is truncated): {message}; remove it or narrow "
             "source.path to the Parquet files (e.g. 'dir/**/*.parquet')"
