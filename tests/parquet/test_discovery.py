@@ -1,4 +1,4 @@
-"""One discovery rule for directories and globs: names starting with '.' or '_' below the root are not data."""
+"""One discovery rule for directories and globs: names starting with "." or "_" are not data."""
 
 from __future__ import annotations
 
@@ -27,7 +27,9 @@ def spark_output(tmp_path: Path) -> Path:
     out = tmp_path / "out"
     _write(out / "part-00000-abc.snappy.parquet", 10)
     _write(out / "part-00001-abc.snappy.parquet", 10, start=10)
-    _write(out / "_temporary" / "0" / "_temporary" / "attempt_202401_0001_m_000000_0" / "part-00000.parquet", 10)
+    _write(
+        out / "_temporary" / "0" / "_temporary" / "attempt_202401_0001_m_000000_0" / "part-00000.parquet", 10
+    )
     (out / "_SUCCESS").write_text("")
     (out / ".part-00000-abc.snappy.parquet.crc").write_bytes(b"crc")
     return out
@@ -39,7 +41,10 @@ def test_a_recursive_glob_over_spark_output_reads_only_the_committed_files(spark
 
 def test_a_directory_of_spark_output_reads_only_the_committed_files(spark_output: Path) -> None:
     source = ParquetSource(ParquetOptions(path=str(spark_output)))
-    assert [Path(f).name for f in source.files] == ["part-00000-abc.snappy.parquet", "part-00001-abc.snappy.parquet"]
+    assert [Path(f).name for f in source.files] == [
+        "part-00000-abc.snappy.parquet",
+        "part-00001-abc.snappy.parquet",
+    ]
     assert _rows(str(spark_output)) == 20
 
 

@@ -49,7 +49,9 @@ def test_partition_columns_come_after_the_files_columns_as_int64_when_every_valu
     events: Path,
 ) -> None:
     source = ParquetSource(ParquetOptions(path=str(events)))
-    assert source.plan.schema == pa.schema([("user_id", pa.string()), ("amount", pa.int64()), ("year", pa.int64())])
+    assert source.plan.schema == pa.schema(
+        [("user_id", pa.string()), ("amount", pa.int64()), ("year", pa.int64())]
+    )
 
 
 def test_a_glob_below_the_root_keeps_the_partition_columns(events: Path) -> None:
@@ -101,7 +103,7 @@ def test_a_partition_column_is_a_partition_key_in_a_run(
 
 def test_checkpoints_name_the_file_below_the_root_and_its_partition_values(events: Path) -> None:
     source = ParquetSource(ParquetOptions(path=str(events), batch_size=1))
-    batch, token = next(iter(source.batches()))
+    _batch, token = next(iter(source.batches()))
     source.ack(token)
     state = source.checkpoint()
     assert state["relative"].startswith("year=2023/") and state["relative"].endswith(".parquet")
@@ -115,7 +117,11 @@ def test_a_partitioned_source_with_a_filter_conforms_to_the_resume_contract(tmp_
     n = 3_000
     table = pa.table({"seq": list(range(n)), "day": [f"2024-01-0{1 + i % 3}" for i in range(n)]})
     pq.write_to_dataset(table, tmp_path / "days", partition_cols=["day"], row_group_size=250)
-    options = {"path": str(tmp_path / "days"), "batch_size": 70, "filter": "day != '2024-01-02' and seq >= 100"}
+    options = {
+        "path": str(tmp_path / "days"),
+        "batch_size": 70,
+        "filter": "day != '2024-01-02' and seq >= 100",
+    }
     facts = check_source(ParquetSource, options, resume_after=(1, 5, 13))
     assert facts["rows"] == len([i for i in range(100, n) if i % 3 != 1])
 
