@@ -13,7 +13,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-
 _READ = """
 import json, sys
 from shardline_parquet import ParquetOptions, ParquetSource
@@ -45,7 +44,8 @@ def _one_row_group(path: Path, rows: int) -> float:
 
 def _peak_growth_mib(path: Path, rows: int) -> float:
     """Peak RSS a subprocess adds while it reads ``path`` through the source (batch_size 10,000)."""
-    proc = subprocess.run([sys.executable, "-c", _READ, str(path)], capture_output=True, text=True, timeout=120)
+    command = [sys.executable, "-c", _READ, str(path)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     facts = json.loads(proc.stdout)
     assert facts["rows"] == rows
