@@ -12,7 +12,7 @@ from shardline.sink import StreamSink
 def _batch(rows: int, oversized: int) -> pa.RecordBatch:
     payload = ["x" * 100] * rows
     payload[oversized] = "x" * (1_100_000)  # Data above the 1 MB record limit: dead-lettered
-    return pa.record_batch({"id": list(range(rows)), "payload": payload})
+    return pa.RecordBatch.from_pydict({"id": list(range(rows)), "payload": payload})
 
 
 def test_a_dead_letter_holds_its_row_in_the_written_batch_across_chunks() -> None:
