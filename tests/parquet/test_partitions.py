@@ -162,3 +162,17 @@ def test_a_partition_column_that_is_also_a_file_column_is_refused(tmp_path: Path
     pq.write_table(pa.table({"year": [2024]}), tmp_path / "events" / "year=2024" / "part-0.parquet")
     with pytest.raises(SchemaError, match=r"'year' is both a partition directory .* partitioning = \"none\""):
         ParquetSource(ParquetOptions(path=str(tmp_path / "events")))
+
+
+def test_a_checkpoint_resumes_by_the_path_below_the_root_when_the_dataset_moved(
+    events: Path, tmp_path: Path
+) -> None:
+    source = ParquetSource(ParquetOptions(path=str(events), batch_size=1))
+    iterator = iter(source.batches())
+    for _ in range(3):  # u1 and u5 (year=2023), then u2 (year=2024)
+        _batch, token = next(iterator)
+        source.ack(token)
+    state = source.checkpoint()
+    moved = events.rename(tmp_path / "moved")
+    resumed = ParquetSource(ParquetOptions(path=str(moved)), checkpoint=state)
+    assert [r["user_id"] for r in _read(resumed)] == ["u3", "u4", "u6"]
