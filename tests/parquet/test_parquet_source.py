@@ -214,3 +214,20 @@ def test_filtered_rows_are_regrouped_into_full_batches(events: Path) -> None:
     for sizes in per_row_group.values():
         assert all(n == 200 for n in sizes[:-1])  # only a row group's last batch may be short
         assert 0 < sizes[-1] <= 200
+
+
+def test_positions_are_row_numbers_of_the_row_group_whatever_the_filter(tmp_path: Path) -> None:
+    pq.write_table(pa.table({"seq": list(range(100))}), tmp_path / "part-0.parquet", row_group_size=100)
+    source = ParquetSource(ParquetOptions(path=str(tmp_path), filter="seq >= 10", batch_size=5))
+    batch, token = next(iter(source.batches()))
+    source.ack(token)
+    assert batch.column("seq").to_pylist() == [10, 11, 12, 13, 14]
+    assert source.checkpoint()["row_offset"] == 15  # the next read starts at row 15, not at the 6th kept row
+
+
+def test_an_old_checkpoint_counting_filtered_rows_is_refused_with_what_to_do(events: Path) -> None:
+    old = {"file": str(sorted(events.glob("*.parquet"))[0]), "file_index": 0, "row_group": 0, "row_offset": 7}
+    with pytest.raises(CheckpointError, match=r"older shardline-parquet.*delete the checkpoint"):
+        ParquetSource(ParquetOptions(path=str(events), filter="seq > 3"), checkpoint={**old, "rows": 7})
+    unfiltered = ParquetSource(ParquetOptions(path=str(events)), checkpoint={**old, "rows": 7})
+    assert _read_all(unfiltered).column("seq")[0].as_py() == 7  # without a filter both formats agree
