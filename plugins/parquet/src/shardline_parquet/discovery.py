@@ -17,7 +17,8 @@ Partitioning (``partitioning`` option):
   values of those columns, in that order (``events/2024/01/part-0.parquet``).
 
 The root is the directory you named, or for a glob the directory before its first wildcard; a
-single file has no partition columns.
+single file has no partition columns. A glob that matches a directory (Spark writes
+``events.parquet/`` folders) reads the data files in it, by the same rule.
 """
 
 from __future__ import annotations
@@ -78,7 +79,10 @@ def _entry(entry: str, partitioning: Partitioning) -> list[DataFile]:
         root = _glob_root(expanded)
         matches = []
         for match in glob.glob(expanded, recursive=True):
-            if os.path.isfile(match) and not _hidden_below(root, match):
+            if os.path.isdir(match):  # e.g. Spark's events.parquet/ folder: its data files
+                if not _hidden_below(root, os.path.join(match, "x")):
+                    matches.extend(_walk(os.path.abspath(match)))
+            elif os.path.isfile(match) and not _hidden_below(root, match):
                 matches.append(os.path.abspath(match))
         if not matches:
             raise ConfigError(
