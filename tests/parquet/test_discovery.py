@@ -98,7 +98,9 @@ def test_the_discovery_rule(name: str, directory: bool, hidden: bool) -> None:
     assert is_hidden(name, directory=directory) is hidden
 
 
-def test_a_glob_matching_a_spark_folder_reads_the_data_files_in_it(spark_output: Path, tmp_path: Path) -> None:
+def test_a_glob_matching_a_spark_folder_reads_the_data_files_in_it(
+    spark_output: Path, tmp_path: Path
+) -> None:
     spark_output.rename(tmp_path / "events.parquet")
     _write(tmp_path / "other.parquet", 3)
     assert _rows(str(tmp_path / "*.parquet")) == 20 + 3
