@@ -38,9 +38,10 @@ from shardline.errors import ConfigError, SchemaError
 from shardline.partitioning import Partitioner, resolve_partitioner, xxh64_many
 
 Codec = Callable[[pa.RecordBatch, "RecordMapping"], "pa.Array | Sequence[bytes]"]
+"""A Data codec: ``codec(batch, mapping)`` returns one Data value per row (binary array or bytes)."""
+
 Origin = Callable[[int], dict[str, Any]]
 """``origin(row)``: where row ``row`` of a written batch came from (the source's position)."""
-"""A Data codec: ``codec(batch, mapping)`` returns one Data value per row (binary array or bytes)."""
 
 PARTITIONERS = ("hash", "modulo", "server", "column", "round-robin")
 """The built-in partitioners (plugins may register more)."""
