@@ -176,3 +176,38 @@ def test_a_checkpoint_resumes_by_the_path_below_the_root_when_the_dataset_moved(
     moved = events.rename(tmp_path / "moved")
     resumed = ParquetSource(ParquetOptions(path=str(moved)), checkpoint=state)
     assert [r["user_id"] for r in _read(resumed)] == ["u3", "u4", "u6"]
+
+
+def test_a_stopped_backfill_of_a_partitioned_dataset_resumes_without_a_gap(
+    tmp_path: Path, server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shardline.config import load_pipeline
+    from shardline.pipeline import Runner
+
+    n = 2_000
+    table = pa.table({"seq": list(range(n)), "region": [["eu", "us", "ap"][i % 3] for i in range(n)]})
+    pq.write_to_dataset(table, tmp_path / "sales", partition_cols=["region"], row_group_size=300)
+    stream = f"{server.url}/bigdata/partitioned-resume"
+    source = {"path": str(tmp_path / "sales"), "batch_size": 100, "filter": "region != 'us'"}
+    pipeline = write_pipeline(tmp_path, source, stream, mapping={"partition_key": "region"})
+    runner: Runner | None = None
+    original = ParquetSource.batches
+
+    def stop_after_five(self: ParquetSource) -> Any:
+        for i, item in enumerate(original(self)):
+            yield item
+            if i == 4 and runner is not None:
+                runner.stop("SIGTERM")
+
+    monkeypatch.setattr(ParquetSource, "batches", stop_after_five)
+    runner = Runner(load_pipeline(pipeline))
+    first = runner.run()
+    assert first.stopped_by == "SIGTERM" and 0 < first.rows_acked < n
+    checkpoint = json.loads(Path(str(pipeline) + ".ckpt").read_text())["source"]
+    assert checkpoint["partition"] == {"region": "ap"} and checkpoint["relative"].startswith("region=ap/")
+    monkeypatch.setattr(ParquetSource, "batches", original)
+    second = Runner(load_pipeline(pipeline)).run()
+    assert first.rows_acked + second.rows_acked == len([i for i in range(n) if i % 3 != 1])
+    records = stream_records(stream)
+    assert sorted(row["seq"] for _, row in records) == [i for i in range(n) if i % 3 != 1]  # once each
+    assert all(key == row["region"] for key, row in records)
