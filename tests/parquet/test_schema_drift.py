@@ -127,3 +127,10 @@ def test_the_dropped_directory_with_a_null_filter_sends_the_null_rows(
         {"coupon": None, "user_id": "d"},
         {"coupon": None, "user_id": "e"},
     ]
+
+
+def test_files_of_different_schemas_conform_to_the_resume_contract(dropped: Path) -> None:
+    from shardline.testing import check_source
+
+    facts = check_source(ParquetSource, {"path": str(dropped), "batch_size": 2}, resume_after=(1, 2, 3))
+    assert facts["rows"] == 5
