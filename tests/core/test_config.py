@@ -217,8 +217,12 @@ def test_sizes() -> None:
     assert parse_size(7) == 7
 
 
-def test_the_example_backfill_validates() -> None:
-    env = {**os.environ}
+def test_the_example_backfill_validates(tmp_path: Path) -> None:
+    from shardline_parquet import write_sample
+
+    write_sample(tmp_path / "events", 100, files=2)  # validate opens the files the example reads
+    env = {**os.environ, "EVENTS_PATH": str(tmp_path / "events")}
     result = CliRunner(env=env).invoke(_build(), ["validate", str(REPO / "examples" / "backfill.toml")])
     assert result.exit_code == 0, result.stderr
     assert "ok: parquet source ->" in result.output
+    assert "source: 2 files; 100 rows; columns seq, user_id, kind, amount, ts" in result.output

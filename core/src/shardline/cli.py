@@ -59,11 +59,14 @@ def validate_command(pipeline: str, overrides: tuple[str, ...]) -> None:
     from shardline.config import load_pipeline
 
     config = load_pipeline(pipeline, overrides)
+    source_summary = config.source_cls.preflight(config.source_options)  # what run checks first
     checkpoint = config.checkpoint.path if config.checkpoint else "none"
     click.echo(
         f"{pipeline}: ok: {config.source_type} source -> {config.sink.stream} "
         f"(data={config.mapping.data}, partitioner={config.mapping.partitioner}, checkpoint={checkpoint})"
     )
+    if source_summary:
+        click.echo(f"  source: {source_summary}")
 
 
 @click.command(name="run")

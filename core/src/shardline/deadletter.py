@@ -4,8 +4,10 @@ A target is chosen by the path's extension: ``.jsonl`` (one JSON object per line
 flushed at once) or ``.parquet`` (rows buffered and written in row groups; the file is complete
 after :meth:`DeadLetterWriter.close`). Each dead letter holds the record's ``data`` (text when it is
 valid UTF-8, otherwise base64, as said by ``data_encoding``), ``partition_key``, ``shard_id``,
-``client_info`` (base64), ``row`` (its row in the written batch), ``error`` (what the server or
-the engine said), ``reason`` (why it is final) and ``time`` (UTC, ISO-8601).
+``client_info`` (base64), ``row`` (its row in the written batch), ``origin`` (where the source
+read it, when the source says: e.g. ``{"file", "row_group", "row", "file_row"}``; a JSON object in
+``.jsonl``, its JSON text in ``.parquet``), ``error`` (what the server or the engine said),
+``reason`` (why it is final) and ``time`` (UTC, ISO-8601).
 
 With no target configured the sink still counts dead letters and keeps the latest ones in memory
 (:attr:`DeadLetterWriter.recent`), and logs a warning for the first one.
@@ -38,6 +40,7 @@ DEAD_LETTER_SCHEMA = pa.schema(
         ("shard_id", pa.int64()),
         ("client_info", pa.string()),
         ("row", pa.int64()),
+        ("origin", pa.string()),
         ("error", pa.string()),
         ("reason", pa.string()),
         ("time", pa.string()),
@@ -61,6 +64,7 @@ def dead_letter_entry(stream: str, record: dict[str, Any], error: str, reason: s
         "shard_id": record.get("shard_id"),
         "client_info": base64.b64encode(ci).decode("ascii") if ci is not None else None,
         "row": record.get("row"),
+        "origin": record.get("origin"),
         "error": error,
         "reason": reason,
         "time": dt.datetime.now(dt.UTC).isoformat(),
@@ -114,7 +118,11 @@ class DeadLetterWriter:
     def _flush_parquet(self) -> None:
         if not self._rows or self.path is None:
             return
-        table = pa.Table.from_pylist(self._rows, schema=DEAD_LETTER_SCHEMA)
+        rows = [
+            {**r, "origin": orjson.dumps(r["origin"]).decode() if r.get("origin") is not None else None}
+            for r in self._rows
+        ]
+        table = pa.Table.from_pylist(rows, schema=DEAD_LETTER_SCHEMA)
         if self._parquet is None:
             self._parquet = pq.ParquetWriter(self.path, DEAD_LETTER_SCHEMA)
         self._parquet.write_table(table)

@@ -30,6 +30,7 @@ How a run goes:
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 import sys
@@ -333,11 +334,17 @@ class Runner:
         return StreamSink(self.config.sink.stream, **kwargs)
 
     def _read(self, source: Source, sink: Any) -> None:
+        takes_origin = _accepts_keyword(sink.write, "origin")  # a sink_factory's sink may not
         try:
             for batch, token in source.batches():
                 self._read_batches += 1
                 self._read_rows += batch.num_rows
-                sink.write(batch, ack=self._ack_callback(source, token, batch.num_rows))
+                ack = self._ack_callback(source, token, batch.num_rows)
+                origin = source.origin(token) if takes_origin else None  # for dead letters
+                if origin is None:
+                    sink.write(batch, ack=ack)
+                else:
+                    sink.write(batch, ack=ack, origin=origin)
                 if self._stop.signal_name is not None:
                     break
         except DeliveryError as exc:
@@ -405,6 +412,14 @@ def _source_dead_letter(sink: Any) -> Callable[[list[dict[str, Any]], str], None
         sink.dead_letter(records, reason)
 
     return dead_letter
+
+
+def _accepts_keyword(function: Callable[..., Any], name: str) -> bool:
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 def _safe_progress(source: Source) -> dict[str, Any]:

@@ -40,6 +40,9 @@ from shardline.partitioning import Partitioner, resolve_partitioner, xxh64_many
 Codec = Callable[[pa.RecordBatch, "RecordMapping"], "pa.Array | Sequence[bytes]"]
 """A Data codec: ``codec(batch, mapping)`` returns one Data value per row (binary array or bytes)."""
 
+Origin = Callable[[int], dict[str, Any]]
+"""``origin(row)``: where row ``row`` of a written batch came from (the source's position)."""
+
 PARTITIONERS = ("hash", "modulo", "server", "column", "round-robin")
 """The built-in partitioners (plugins may register more)."""
 
@@ -404,6 +407,8 @@ class MappedColumns:
     key_json: pa.Array | None = None  # per distinct key: its JSON string literal
     client_info: pa.Array | None = None  # large_binary or None
     shard_ids: npt.NDArray[np.int64] | None = None
+    row_base: int = 0  # row of the written batch where these rows start (the sink writes chunks)
+    origin: Origin | None = None  # where a row of the written batch came from (dead letters)
 
     @property
     def data_lengths(self) -> npt.NDArray[np.int64]:
@@ -609,6 +614,8 @@ class EncodedBatch:
     dead: list[tuple[int, str]]  # (row, reason) of rows that can never be written
     shard_bounds: dict[int, tuple[int, int]] = field(default_factory=dict)
     data_offsets: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(1, np.int64))
+    row_base: int = 0
+    origin: Origin | None = None
     _frag_array: Any = None
     _key_list: list[str] | None = None
 
@@ -631,13 +638,16 @@ class EncodedBatch:
         ci = None
         if self.client_info is not None and self.client_info[i].is_valid:
             ci = self.client_info[i].as_py()
-        return {
-            "data": self.data[i].as_py(),
-            "partition_key": key,
-            "shard_id": int(self.shards[i]),
-            "client_info": ci,
-            "row": int(self.rows[i]),
-        }
+        return _with_origin(
+            {
+                "data": self.data[i].as_py(),
+                "partition_key": key,
+                "shard_id": int(self.shards[i]),
+                "client_info": ci,
+                "row": self.row_base + int(self.rows[i]),
+            },
+            self.origin,
+        )
 
 
 def _shards_for(
@@ -749,6 +759,8 @@ def place(
         dead=dead,
         shard_bounds=bounds,
         data_offsets=_offsets(data) if m else np.zeros(1, np.int64),
+        row_base=cols.row_base,
+        origin=cols.origin,
         _frag_array=frags,
     )
 
@@ -762,13 +774,26 @@ def dead_record(cols: MappedColumns, row: int) -> dict[str, Any]:
     if cols.client_info is not None and cols.client_info[row].is_valid:
         ci = cols.client_info[row].as_py()
     shard = int(cols.shard_ids[row]) if cols.shard_ids is not None else None
-    return {
-        "data": cols.data[row].as_py(),
-        "partition_key": key,
-        "shard_id": shard,
-        "client_info": ci,
-        "row": row,
-    }
+    return _with_origin(
+        {
+            "data": cols.data[row].as_py(),
+            "partition_key": key,
+            "shard_id": shard,
+            "client_info": ci,
+            "row": cols.row_base + row,
+        },
+        cols.origin,
+    )
+
+
+def _with_origin(record: dict[str, Any], origin: Origin | None) -> dict[str, Any]:
+    """Add ``origin`` (the source's position of the record's row) when the writer gave one."""
+    if origin is not None:
+        try:
+            record["origin"] = origin(record["row"])
+        except Exception as exc:  # a source bug must not lose the dead letter itself
+            record["origin"] = {"error": f"origin unknown: {exc}"}
+    return record
 
 
 def encode_body(parts: Sequence[memoryview | bytes]) -> bytes:

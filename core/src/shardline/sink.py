@@ -28,7 +28,15 @@ from shardline.engine import Engine, EngineOptions, ordering_mode
 from shardline.errors import ConfigError, ShardlineError
 from shardline.metrics import SinkMetrics
 from shardline.partitioning import resolve_partitioner
-from shardline.records import EncodedBatch, MappedColumns, RecordMapping, dead_record, map_columns, place
+from shardline.records import (
+    EncodedBatch,
+    MappedColumns,
+    Origin,
+    RecordMapping,
+    dead_record,
+    map_columns,
+    place,
+)
 from shardline.transport import Transport
 
 _MAX_CHUNK_ROWS = 65_536
@@ -297,11 +305,18 @@ class AsyncStreamSink:
                 raise
             self._started = True
 
-    async def write(self, batch: pa.RecordBatch | pa.Table, ack: Callable[[], None] | None = None) -> None:
+    async def write(
+        self,
+        batch: pa.RecordBatch | pa.Table,
+        ack: Callable[[], None] | None = None,
+        *,
+        origin: Origin | None = None,
+    ) -> None:
         """Queue a batch; ``ack()`` is called once every record of it is written or dead-lettered.
 
         Raises :class:`~shardline.SchemaError` at once when the mapping does not fit the batch. Waits
-        while ``max_in_flight_bytes`` is reached. Acks come in write order.
+        while ``max_in_flight_bytes`` is reached. Acks come in write order. ``origin(row)`` (optional)
+        says where row ``row`` of ``batch`` came from; a dead letter of that row holds it as ``origin``.
         """
         if self._closed:
             raise ShardlineError("write() on a closed sink")
@@ -312,6 +327,7 @@ class AsyncStreamSink:
             if ack is not None:
                 await self._submit_empty(ack)
             return
+        row_base = 0
         for i, chunk in enumerate(chunks):
             # big chunks are encoded in a worker thread, so requests keep flowing meanwhile
             offload = chunk.num_rows >= _OFFLOAD_ROWS
@@ -319,6 +335,8 @@ class AsyncStreamSink:
                 cols = await asyncio.to_thread(map_columns, chunk, self._core.mapping)
             else:
                 cols = map_columns(chunk, self._core.mapping)
+            cols.row_base, cols.origin = row_base, origin
+            row_base += chunk.num_rows
             if self._core.needs_refresh(cols):
                 await self._core.engine.refresh()
             last = i == len(chunks) - 1
@@ -489,10 +507,17 @@ class StreamSink:
         """The shard count the sink currently places records for."""
         return self._sink.shard_count
 
-    def write(self, batch: pa.RecordBatch | pa.Table, ack: Callable[[], None] | None = None) -> None:
+    def write(
+        self,
+        batch: pa.RecordBatch | pa.Table,
+        ack: Callable[[], None] | None = None,
+        *,
+        origin: Origin | None = None,
+    ) -> None:
         """Queue a batch; ``ack()`` is called (from the sink's thread) once every record of it is
         written or dead-lettered, in write order. Raises :class:`~shardline.SchemaError` at once when
-        the mapping does not fit; blocks while ``max_in_flight_bytes`` is reached."""
+        the mapping does not fit; blocks while ``max_in_flight_bytes`` is reached. ``origin``: see
+        :meth:`AsyncStreamSink.write`."""
         if self._closed:
             raise ShardlineError("write() on a closed sink")
         core = self._sink._core
@@ -504,8 +529,11 @@ class StreamSink:
                 if ack is not None:
                     self._call(self._sink._submit_empty(ack))
                 return
+            row_base = 0
             for i, chunk in enumerate(chunks):
                 cols = map_columns(chunk, core.mapping)  # encoded in the caller's thread
+                cols.row_base, cols.origin = row_base, origin
+                row_base += chunk.num_rows
                 if core.needs_refresh(cols):
                     self._call(engine.refresh())
                 last = i == len(chunks) - 1

@@ -95,6 +95,27 @@ class Source(abc.ABC):
         """
         return options.model_dump(mode="json")
 
+    @classmethod
+    def preflight(cls, options: SourceOptions) -> str | None:
+        """Check, before anything is sent, what a run would refuse that options alone cannot show.
+
+        ``shardline validate`` calls this (a run makes the same checks when the source is made):
+        e.g. Parquet opens every file's footer and checks columns and filter against them. Raise a
+        :class:`~shardline.ShardlineError` with the same one-line message a run gives; return an
+        optional one-line summary (``"3 files; 12,000 rows"``). Must not connect anywhere slow or
+        send anything. Default: nothing to check.
+        """
+        return None
+
+    def origin(self, token: AckToken) -> Callable[[int], dict[str, Any]] | None:
+        """Where each row of the batch of ``token`` came from, for the sink's dead letters.
+
+        Return ``where(row) -> dict`` (row numbers of the yielded batch; e.g. Parquet:
+        ``{"file", "row_group", "row", "file_row"}``); a dead letter then holds it as ``origin``.
+        Called once per batch by the pipeline's reader thread; the default (None) adds nothing.
+        """
+        return None
+
     def progress(self) -> dict[str, Any]:
         """Optional progress facts for the display.
 

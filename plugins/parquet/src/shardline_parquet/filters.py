@@ -184,3 +184,32 @@ def _compile_dnf(spec: list[Any]) -> pc.Expression:
         raise
     except Exception as exc:
         raise FilterSyntaxError(f"invalid filter list: {exc}") from None
+
+
+def filter_columns(spec: str | list[Any] | None) -> list[str]:
+    """The column names a (valid) filter refers to, each once; ``[]`` for no filter."""
+    names: list[str] = []
+    if isinstance(spec, str):
+        tree = ast.parse(spec.strip(), mode="eval")
+        calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
+        functions = {id(c.func) for c in calls}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "col":
+                if node.args and isinstance(node.args[0], ast.Constant):
+                    names.append(str(node.args[0].value))
+            elif (
+                isinstance(node, ast.Name)
+                and id(node) not in functions
+                and node.id not in ("True", "False", "None")
+            ):
+                names.append(node.id)
+    elif isinstance(spec, list):
+        terms = _tuples(spec)
+        stack = [terms]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, tuple):
+                names.append(item[0])
+            else:
+                stack.extend(reversed(item))
+    return list(dict.fromkeys(names))

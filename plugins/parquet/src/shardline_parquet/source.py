@@ -1,44 +1,60 @@
-"""The Parquet source: files, directories and globs, streamed row group by row group.
+"""The Parquet source: files, directories and globs, streamed ``batch_size`` rows at a time.
+
+Files
+    ``path`` is a file, a directory (searched recursively), a glob (``data/**/*.parquet``) or a
+    list of these; names starting with ``.`` or ``_`` below what you wrote are skipped, hive
+    ``key=value`` directories become columns (see :mod:`shardline_parquet.discovery`). Files are
+    read in sorted path order.
+
+Plan
+    When the source is made (and in ``shardline validate``, through :meth:`ParquetSource.preflight`)
+    every file's footer is read and one schema is built; columns, filter and types are checked
+    against it before anything is sent (see :mod:`shardline_parquet.plan`). A column a file lacks
+    reads as null there.
 
 Reading
-    ``path`` is a file, a directory (searched recursively, the way pyarrow.dataset discovers files:
-    names starting with ``.`` or ``_`` are skipped), a glob (``data/**/*.parquet``) or a list of
-    these. Files are read in sorted path order, each row group on its own, ``batch_size`` rows at a
-    time, with pyarrow's buffered streams and no pre-buffering: memory is bounded by the batch size
-    and the in-flight cap of the sink, not by the size of a file or of the dataset.
-
-Projection and filters
-    ``columns`` picks the columns to send; ``filter`` drops rows (see :mod:`shardline_parquet.filters`
-    for the syntax). A filter may use columns that are not projected.
+    Each row group is streamed with ``ParquetFile.iter_batches``: memory is bounded by
+    ``batch_size`` and the sink's in-flight cap, not by the size of a row group, a file or the
+    dataset. A filter prunes whole files by their partition values and row groups by their
+    statistics; what is left is filtered batch by batch.
 
 Positions and checkpoints
-    Every batch carries a :class:`ParquetAckToken` (file, row group, row offset). The offset counts
-    the rows of that row group that passed the filter. The checkpoint is the position just after the
-    last *acknowledged* batch, so a run that is killed resumes there: nothing is skipped, and what
-    was in flight but not acknowledged is sent again (at-least-once). Files are identified by their
-    absolute path; adding files that sort before the checkpoint's file is not noticed.
+    Every batch carries a :class:`ParquetAckToken`: file, row group, and the row of that row group
+    the next read starts at (a physical row number, so it does not depend on the filter). The
+    checkpoint is the position just after the last *acknowledged* batch, so a run that is killed
+    resumes there: nothing is skipped, and what was in flight is sent again (at-least-once). It
+    names the file by absolute path, by its path below the root (which keeps the partition
+    directories) and by its partition values; adding files that sort before it is not noticed.
+
+Dead letters
+    :meth:`ParquetSource.origin` tells the pipeline where each row of a batch came from: ``file``,
+    ``row_group``, ``row`` (inside the row group) and ``file_row`` (inside the file).
 """
 
 from __future__ import annotations
 
-import glob
-import os
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pydantic import Field, field_validator
-from shardline.errors import CheckpointError, ConfigError, SchemaError
+from shardline.errors import CheckpointError, ShardlineError
 from shardline.source import Source, SourceOptions
 
-from shardline_parquet.filters import FilterSyntaxError, compile_filter
+from shardline_parquet.discovery import discover
+from shardline_parquet.filters import FilterSyntaxError, compile_filter, filter_columns
+from shardline_parquet.plan import Plan, PlannedFile, file_error, make_plan
+from shardline_parquet.reader import Piece, read_row_group
 
-_GLOB_CHARS = set("*?[")
+CHECKPOINT_FORMAT = 2
+"""2: ``row_offset`` is a row number of the row group (format 1 counted rows that passed the filter)."""
 
 
 class ParquetOptions(SourceOptions):
@@ -47,6 +63,9 @@ class ParquetOptions(SourceOptions):
     path: str | list[str] = Field(description="a file, directory or glob, or a list of them")
     columns: list[str] | None = Field(None, description="columns to send (default: all)")
     filter: str | list[Any] | None = Field(None, description="row filter: expression string or DNF list")
+    partitioning: Literal["hive", "none"] | list[str] = Field(
+        "hive", description='partition directories: "hive" (key=value), "none", or a list of column names'
+    )
     batch_size: int = Field(10_000, ge=1, description="rows per batch handed to the sink")
     buffer_size: int = Field(1 << 20, ge=4096, description="bytes of the buffered read stream per column")
 
@@ -67,13 +86,21 @@ class ParquetOptions(SourceOptions):
             raise ValueError(f"invalid filter: {exc}") from None
         return value
 
+    @field_validator("partitioning")
+    @classmethod
+    def _valid_partitioning(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and (not value or len(set(value)) != len(value) or not all(value)):
+            raise ValueError('expected "hive", "none" or a non-empty list of distinct column names')
+        return value
+
 
 @dataclass(frozen=True, slots=True)
 class ParquetAckToken:
     """Position just after one yielded batch.
 
-    ``row_offset`` counts the filtered rows of ``row_group`` yielded so far, this batch included;
-    ``end_of_row_group`` is True for the last batch of the row group.
+    ``row_offset`` is the row of ``row_group`` the next read starts at; ``end_of_row_group`` is
+    True for the last batch of the row group. ``row_numbers`` holds each row's row number inside
+    the row group (for dead letters).
     """
 
     file_index: int
@@ -82,55 +109,51 @@ class ParquetAckToken:
     rows: int
     nbytes: int
     end_of_row_group: bool
+    row_numbers: npt.NDArray[np.int64] = field(
+        default_factory=lambda: np.zeros(0, np.int64), compare=False, repr=False
+    )
+
+
+def build_plan(options: ParquetOptions) -> Plan:
+    """Find the files, read every footer and check columns and filter (see :mod:`shardline_parquet.plan`)."""
+    files = discover(options.path, options.partitioning)
+    return make_plan(
+        files,
+        options.columns,
+        compile_filter(options.filter),
+        filter_columns(options.filter),
+        options.filter,
+    )
 
 
 def resolve_paths(path: str | list[str]) -> list[str]:
-    """Expand files, directories and globs into a sorted, de-duplicated list of absolute file paths."""
-    files: set[str] = set()
-    for entry in [path] if isinstance(path, str) else path:
-        expanded = os.path.expanduser(entry)
-        if _GLOB_CHARS & set(expanded):
-            matches = [m for m in glob.glob(expanded, recursive=True) if os.path.isfile(m)]
-            if not matches:
-                raise ConfigError(f"source.path: {entry!r} matches no files")
-            files.update(os.path.abspath(m) for m in matches)
-        elif os.path.isdir(expanded):
-            found = ds.dataset(expanded, format="parquet").files
-            if not found:
-                raise ConfigError(f"source.path: directory {entry!r} holds no Parquet files")
-            files.update(os.path.abspath(f) for f in found)
-        elif os.path.isfile(expanded):
-            files.add(os.path.abspath(expanded))
-        else:
-            raise ConfigError(f"source.path: no such file or directory: {entry!r}")
-    return sorted(files)
+    """Expand files, directories and globs into the sorted list of absolute data file paths."""
+    return [f.path for f in discover(path)]
 
 
 class ParquetSource(Source):
-    """Streams Parquet files row group by row group; resumable from (file, row group, row offset)."""
+    """Streams Parquet files row group by row group; resumable from (file, row group, row)."""
 
     Options = ParquetOptions
     options: ParquetOptions
 
     def __init__(self, options: ParquetOptions, checkpoint: dict[str, Any] | None = None) -> None:
         super().__init__(options, checkpoint)
-        self._files = resolve_paths(options.path)
-        self._filter = compile_filter(options.filter)
-        self._format = ds.ParquetFileFormat(
-            default_fragment_scan_options=ds.ParquetFragmentScanOptions(
-                use_buffered_stream=True, buffer_size=options.buffer_size, pre_buffer=False
-            )
-        )
-        self._fs = pafs.LocalFileSystem()
+        self._plan = build_plan(options)
+        self._files = [f.path for f in self._plan.files]
         self._lock = threading.Lock()
         self._start = self._resume_position(checkpoint)
         self._acked = self._start
         self._done_rows_at_start = int((checkpoint or {}).get("rows", 0))
         self._acked_rows = self._done_rows_at_start
-        self._total_rows: int | None = None
-        self._schema_checked = False
 
     # -- the contract ---------------------------------------------------------------------------
+
+    @classmethod
+    def preflight(cls, options: SourceOptions) -> str:
+        """Everything ``run`` checks before sending (files, footers, columns, filter); a summary line."""
+        assert isinstance(options, ParquetOptions)
+        return build_plan(options).summary()
 
     @classmethod
     def resume_identity(cls, options: SourceOptions) -> dict[str, Any]:
@@ -142,22 +165,25 @@ class ParquetSource(Source):
         """The files this source reads, in order."""
         return list(self._files)
 
+    @property
+    def plan(self) -> Plan:
+        """The files with their footers, the unified schema, the output columns and the filter."""
+        return self._plan
+
     def batches(self) -> Iterator[tuple[pa.RecordBatch, ParquetAckToken]]:
         """Yield ``(batch, token)`` from the resume position to the end (or until :meth:`stop`)."""
-        start_file, start_rg, start_offset = self._start
-        for file_index in range(start_file, len(self._files)):
-            fragment = self._format.make_fragment(self._files[file_index], filesystem=self._fs)
-            self._check_columns(fragment, self._files[file_index])
-            for rg_fragment in fragment.split_by_row_group():
-                row_group = rg_fragment.row_groups[0].id
-                if file_index == start_file and row_group < start_rg:
-                    continue
-                skip = start_offset if (file_index == start_file and row_group == start_rg) else 0
-                yield from self._row_group(file_index, row_group, rg_fragment, skip)
+        start_file, start_rg, start_row = self._start
+        kept = self._plan.kept_files()
+        for file_index in range(start_file, len(self._plan.files)):
+            planned = self._plan.files[file_index]
+            if planned.path not in kept:
+                continue  # its partition values exclude every row
+            first_rg = start_rg if file_index == start_file else 0
+            for row_group in self._row_groups(planned, first_rg):
+                skip = start_row if (file_index == start_file and row_group == start_rg) else 0
+                yield from self._row_group(file_index, planned, row_group, skip)
                 if self.stopping:
                     return
-            if self.stopping:
-                return
 
     def ack(self, token: ParquetAckToken) -> None:
         """Record that the batch of ``token`` (and every earlier one) is durably written."""
@@ -174,99 +200,121 @@ class ParquetSource(Source):
         with self._lock:
             file_index, row_group, row_offset = self._acked
             rows = self._acked_rows
-        file = self._files[file_index] if file_index < len(self._files) else None
+        planned = self._plan.files[file_index] if file_index < len(self._plan.files) else None
         return {
-            "file": file,
+            "format": CHECKPOINT_FORMAT,
+            "file": planned.path if planned else None,
+            "relative": planned.relative if planned else None,
+            "partition": dict(planned.partition) if planned else None,
             "file_index": file_index,
             "row_group": row_group,
             "row_offset": row_offset,
             "rows": rows,
         }
 
+    def origin(self, token: ParquetAckToken) -> Callable[[int], dict[str, Any]]:
+        """Where row ``i`` of the batch of ``token`` came from: file, row group, row, file row."""
+        planned = self._plan.files[token.file_index]
+        group_start = planned.first_row(token.row_group)
+
+        def where(i: int) -> dict[str, Any]:
+            row = int(token.row_numbers[i])
+            return {
+                "file": planned.path,
+                "row_group": token.row_group,
+                "row": row,
+                "file_row": group_start + row,
+            }
+
+        return where
+
     def progress(self) -> dict[str, Any]:
-        """``total_rows`` from the files' metadata (when there is no filter) and ``done_rows``."""
+        """``total_rows`` from the files' footers (when there is no filter) and ``done_rows``."""
         facts: dict[str, Any] = {"done_rows": self._done_rows_at_start, "files": len(self._files)}
-        if self._filter is None:
-            if self._total_rows is None:
-                self._total_rows = sum(pq.read_metadata(f).num_rows for f in self._files)
-            facts["total_rows"] = self._total_rows
+        if self._plan.filter is None:
+            facts["total_rows"] = self._plan.num_rows
         return facts
 
     # -- internals ------------------------------------------------------------------------------
 
+    def _row_groups(self, planned: PlannedFile, first: int) -> list[int]:
+        """Row groups of ``planned`` from ``first`` on that the filter's statistics do not exclude."""
+        groups = list(range(first, len(planned.row_group_rows)))
+        if self._plan.filter is None or not groups:
+            return groups
+        try:
+            fragment = ds.ParquetFileFormat().make_fragment(
+                planned.path,
+                filesystem=pafs.LocalFileSystem(),
+                partition_expression=self._plan.guarantee(planned),
+            )
+            pieces = fragment.split_by_row_group(filter=self._plan.filter, schema=self._plan.schema)
+            kept = {p.row_groups[0].id for p in pieces}
+        except (OSError, pa.ArrowException, ValueError, TypeError):
+            return groups  # pruning is an optimisation; the filter is applied to every row anyway
+        return [g for g in groups if g in kept]
+
     def _row_group(
-        self, file_index: int, row_group: int, fragment: ds.ParquetFileFragment, skip: int
+        self, file_index: int, planned: PlannedFile, row_group: int, skip: int
     ) -> Iterator[tuple[pa.RecordBatch, ParquetAckToken]]:
-        offset = skip  # filtered rows of this row group consumed so far (skipped or yielded)
-        pending: pa.RecordBatch | None = None  # one batch of lookahead, to mark the row group's last
-        for batch in self._sized(self._scan(fragment, skip)):
+        pending: Piece | None = None  # one batch of lookahead, to mark the row group's last
+        for piece in self._sized(self._read(planned, row_group, skip)):
             if pending is not None:
-                offset += pending.num_rows
-                token = ParquetAckToken(
-                    file_index, row_group, offset, pending.num_rows, pending.nbytes, False
-                )
-                yield pending, token
+                yield pending.batch, self._token(file_index, row_group, pending, False)
                 if self.stopping:
                     return
-            pending = batch
+            pending = piece
         if pending is not None:
-            offset += pending.num_rows
-            yield (
-                pending,
-                ParquetAckToken(file_index, row_group, offset, pending.num_rows, pending.nbytes, True),
-            )
+            yield pending.batch, self._token(file_index, row_group, pending, True)
 
-    def _scan(self, fragment: ds.ParquetFileFragment, skip: int) -> Iterator[pa.RecordBatch]:
-        """The filtered, projected, non-empty batches of one row group, after its first ``skip`` rows."""
-        scanned = fragment.to_batches(
-            columns=self.options.columns,
-            filter=self._filter,
-            batch_size=self.options.batch_size,
-            batch_readahead=0,
-            fragment_readahead=0,
-            use_threads=True,
+    @staticmethod
+    def _token(file_index: int, row_group: int, piece: Piece, last: bool) -> ParquetAckToken:
+        batch = piece.batch
+        next_row = int(piece.rows[-1]) + 1
+        return ParquetAckToken(
+            file_index, row_group, next_row, batch.num_rows, batch.nbytes, last, piece.rows
         )
-        for batch in scanned:
-            if skip:
-                if batch.num_rows <= skip:
-                    skip -= batch.num_rows
-                    continue
-                batch = batch.slice(skip)
-                skip = 0
-            if batch.num_rows:
-                yield batch
 
-    def _sized(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        """Re-cut batches to ``batch_size`` rows (a filter leaves small ones), keeping row order."""
+    def _read(self, planned: PlannedFile, row_group: int, skip: int) -> Iterator[Piece]:
+        """The pieces of one row group; every pyarrow/OS error becomes a one-line error naming the file."""
+        try:
+            parquet_file = pq.ParquetFile(
+                planned.path, buffer_size=self.options.buffer_size, pre_buffer=False
+            )
+        except (OSError, pa.ArrowException) as exc:
+            raise file_error(planned.path, exc, "open") from None
+        try:
+            yield from read_row_group(
+                parquet_file, planned, self._plan, row_group, skip, self.options.batch_size
+            )
+        except ShardlineError:
+            raise
+        except (OSError, pa.ArrowException) as exc:
+            raise file_error(planned.path, exc, f"read row group {row_group} of") from None
+        finally:
+            parquet_file.close()
+
+    def _sized(self, pieces: Iterator[Piece]) -> Iterator[Piece]:
+        """Re-cut pieces to ``batch_size`` rows (a filter leaves small ones), keeping row order."""
         size = self.options.batch_size
-        held: list[pa.RecordBatch] = []
+        held: list[Piece] = []
         held_rows = 0
-        for batch in batches:
-            if not held and batch.num_rows == size:
-                yield batch  # the common case without a filter: no copy
+        for piece in pieces:
+            if not held and piece.batch.num_rows == size:
+                yield piece  # the common case without a filter: no copy
                 continue
-            held.append(batch)
-            held_rows += batch.num_rows
+            held.append(piece)
+            held_rows += piece.batch.num_rows
             while held_rows >= size:
-                table = pa.Table.from_batches(held)
-                yield table.slice(0, size).combine_chunks().to_batches()[0]
+                table = pa.Table.from_batches([p.batch for p in held])
+                rows = np.concatenate([p.rows for p in held])
+                yield Piece(_one_batch(table.slice(0, size)), rows[:size])
                 rest = table.slice(size)
-                held = rest.combine_chunks().to_batches() if rest.num_rows else []
+                held = [Piece(_one_batch(rest), rows[size:])] if rest.num_rows else []
                 held_rows = rest.num_rows
         if held_rows:
-            yield pa.Table.from_batches(held).combine_chunks().to_batches()[0]
-
-    def _check_columns(self, fragment: ds.ParquetFileFragment, path: str) -> None:
-        if self._schema_checked or not self.options.columns:
-            return
-        names = set(fragment.physical_schema.names)
-        missing = [c for c in self.options.columns if c not in names]
-        if missing:
-            raise SchemaError(
-                f"source.columns: {', '.join(map(repr, missing))} not in {path} "
-                f"(its columns: {', '.join(sorted(names))})"
-            )
-        self._schema_checked = True
+            table = pa.Table.from_batches([p.batch for p in held])
+            yield Piece(_one_batch(table), np.concatenate([p.rows for p in held]))
 
     def _resume_position(self, checkpoint: dict[str, Any] | None) -> tuple[int, int, int]:
         if not checkpoint:
@@ -277,11 +325,29 @@ class ParquetSource(Source):
             row_offset = int(checkpoint["row_offset"])
         except (KeyError, TypeError, ValueError):
             raise CheckpointError(f"not a Parquet source checkpoint: {checkpoint!r}") from None
+        if checkpoint.get("format") is None and self.options.filter is not None and row_offset:
+            raise CheckpointError(
+                "the checkpoint was written by an older shardline-parquet, which counted a filter's rows "
+                "differently; delete the checkpoint to start over"
+            )
         if file is None:
             return (len(self._files), 0, 0)  # everything was read and acknowledged
-        if file not in self._files:
-            raise CheckpointError(
-                f"the checkpoint stopped in {file}, which source.path no longer matches; "
-                "delete the checkpoint to start over"
-            )
-        return (self._files.index(file), row_group, row_offset)
+        if file in self._files:
+            return (self._files.index(file), row_group, row_offset)
+        relative = checkpoint.get("relative")
+        same = [i for i, f in enumerate(self._plan.files) if relative is not None and f.relative == relative]
+        if len(same) == 1:
+            return (same[0], row_group, row_offset)
+        raise CheckpointError(
+            f"the checkpoint stopped in {file}, which source.path no longer matches; "
+            "delete the checkpoint to start over"
+        )
+
+
+def _one_batch(table: pa.Table) -> pa.RecordBatch:
+    batches = table.combine_chunks().to_batches()
+    if len(batches) == 1:
+        return batches[0]
+    return pa.RecordBatch.from_arrays(
+        [table.column(i).combine_chunks() for i in range(table.num_columns)], schema=table.schema
+    )
