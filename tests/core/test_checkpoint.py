@@ -1,13 +1,20 @@
-"""The checkpoint store: atomic replacement, and refusal of another pipeline's checkpoint."""
+"""The checkpoint store: atomic replacement, refusal of foreign or damaged states, the run lock."""
 
 from __future__ import annotations
 
 import json
+import os
+import socket
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import pyarrow as pa
 import pytest
-from shardline.checkpoint import CheckpointStore
+from pydantic import Field
+from shardline.checkpoint import CheckpointLock, CheckpointLockedError, CheckpointStore
 from shardline.errors import CheckpointError
+from shardline.source import Source, SourceCheckpoint
 
 
 def test_a_missing_checkpoint_loads_as_none(tmp_path: Path) -> None:
@@ -55,3 +62,105 @@ def test_unserialisable_state_is_refused_and_the_old_checkpoint_kept(tmp_path: P
     with pytest.raises(CheckpointError, match="not JSON-serialisable"):
         store.save({"n": object()})
     assert store.load() == {"n": 1}
+
+
+# -- one run at a time: the lock beside the checkpoint --------------------------------------------
+
+
+def test_a_held_lock_refuses_a_second_holder_naming_the_first(tmp_path: Path) -> None:
+    with CheckpointLock(tmp_path / "x.ckpt") as first:
+        assert first.held and first.path == tmp_path / "x.ckpt.lock"
+        with pytest.raises(CheckpointLockedError) as exc:
+            CheckpointLock(tmp_path / "x.ckpt").acquire()
+    message = str(exc.value)
+    assert message.startswith(f"checkpoint {tmp_path / 'x.ckpt'} is in use by another run of this pipeline")
+    assert f"pid {os.getpid()} on host {socket.gethostname()} since 20" in message
+    assert "\n" not in message
+
+
+def test_a_released_lock_can_be_taken_again_and_names_nobody(tmp_path: Path) -> None:
+    lock = CheckpointLock(tmp_path / "x.ckpt")
+    lock.acquire()
+    lock.release()
+    assert not lock.held
+    assert (tmp_path / "x.ckpt.lock").read_text() == ""  # no stale holder left behind
+    with CheckpointLock(tmp_path / "x.ckpt") as again:
+        assert again.held
+
+
+# -- checkpoint contents are checked against the source's model -----------------------------------
+
+
+class _CursorCheckpoint(SourceCheckpoint):
+    cursor: str = Field(min_length=1)
+    pages: int = Field(ge=0)
+
+
+class _CursorSource(Source):
+    """A third-party source declaring its checkpoint model."""
+
+    Checkpoint = _CursorCheckpoint
+
+    def batches(self) -> Iterator[tuple[pa.RecordBatch, Any]]:
+        yield from ()
+
+    def ack(self, token: Any) -> None:
+        pass
+
+    def checkpoint(self) -> dict[str, Any]:
+        return {"cursor": "c1", "pages": 0}
+
+
+class _PickySource(_CursorSource):
+    """A source with a check no model can express."""
+
+    @classmethod
+    def validate_checkpoint(cls, state: dict[str, Any]) -> dict[str, Any]:
+        state = super().validate_checkpoint(state)
+        if not state["cursor"].startswith("c"):
+            raise ValueError(f"cursor {state['cursor']!r} is not one this API hands out")
+        return state
+
+
+def _store_with(tmp_path: Path, state: dict[str, Any]) -> CheckpointStore:
+    store = CheckpointStore(tmp_path / "x.ckpt", "fp")
+    store.save(state)
+    return store
+
+
+def test_a_state_the_sources_model_accepts_loads(tmp_path: Path) -> None:
+    store = _store_with(tmp_path, {"cursor": "c9", "pages": 4})
+    assert store.load(_CursorSource) == {"cursor": "c9", "pages": 4}
+
+
+@pytest.mark.parametrize(
+    ("state", "problem"),
+    [
+        ({}, "source.cursor: missing; source.pages: missing"),
+        ({"cursor": "c9", "pages": -1}, "source.pages: expected greater than or equal to 0, got -1"),
+        ({"cursor": "c9", "pages": "4"}, 'source.pages: expected a valid integer, got "4"'),
+        ({"cursor": "c9", "pages": 4, "extra": 1}, "source.extra: unknown key"),
+    ],
+)
+def test_a_state_the_sources_model_refuses_is_one_line_naming_file_and_field(
+    tmp_path: Path, state: dict[str, Any], problem: str
+) -> None:
+    store = _store_with(tmp_path, state)
+    with pytest.raises(CheckpointError) as exc:
+        store.load(_CursorSource)
+    message = str(exc.value)
+    assert message.startswith(f"checkpoint {store.path}: {problem}; it was edited or damaged")
+    assert "delete it to start over" in message and "\n" not in message
+
+
+def test_a_sources_own_check_is_reported_like_the_models(tmp_path: Path) -> None:
+    store = _store_with(tmp_path, {"cursor": "x1", "pages": 4})
+    with pytest.raises(CheckpointError, match=r"x\.ckpt: source: cursor 'x1' is not one this API hands out"):
+        store.load(_PickySource)
+
+
+def test_a_source_without_a_checkpoint_model_gets_the_state_as_saved(tmp_path: Path) -> None:
+    class Unmodelled(_CursorSource):
+        Checkpoint = None
+
+    assert _store_with(tmp_path, {"anything": [1]}).load(Unmodelled) == {"anything": [1]}

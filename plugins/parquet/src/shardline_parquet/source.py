@@ -32,9 +32,10 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
+from shardline.checkpoint import describe_state_errors
 from shardline.errors import CheckpointError, ConfigError, SchemaError
-from shardline.source import Source, SourceOptions
+from shardline.source import Source, SourceCheckpoint, SourceOptions
 
 from shardline_parquet.filters import FilterSyntaxError, compile_filter
 
@@ -66,6 +67,19 @@ class ParquetOptions(SourceOptions):
         except FilterSyntaxError as exc:
             raise ValueError(f"invalid filter: {exc}") from None
         return value
+
+
+class ParquetCheckpoint(SourceCheckpoint):
+    """What :meth:`ParquetSource.checkpoint` returns: the position after the last acknowledged batch.
+
+    ``file`` is None once everything was read and acknowledged.
+    """
+
+    file: str | None = Field(description="absolute path of the file to resume in")
+    file_index: int = Field(ge=0, description="index of that file in the sorted list (informational)")
+    row_group: int = Field(ge=0, description="row group of that file to resume at")
+    row_offset: int = Field(ge=0, description="filtered rows of that row group already acknowledged")
+    rows: int = Field(ge=0, description="rows acknowledged by every run so far")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +124,7 @@ class ParquetSource(Source):
     """Streams Parquet files row group by row group; resumable from (file, row group, row offset)."""
 
     Options = ParquetOptions
+    Checkpoint = ParquetCheckpoint
     options: ParquetOptions
 
     def __init__(self, options: ParquetOptions, checkpoint: dict[str, Any] | None = None) -> None:
@@ -269,19 +284,40 @@ class ParquetSource(Source):
         self._schema_checked = True
 
     def _resume_position(self, checkpoint: dict[str, Any] | None) -> tuple[int, int, int]:
-        if not checkpoint:
+        if checkpoint is None:
             return (0, 0, 0)
         try:
-            file = checkpoint["file"]
-            row_group = int(checkpoint["row_group"])
-            row_offset = int(checkpoint["row_offset"])
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"not a Parquet source checkpoint: {checkpoint!r}") from None
-        if file is None:
+            state = ParquetCheckpoint.model_validate(checkpoint)
+        except ValidationError as exc:
+            raise CheckpointError(f"not a Parquet source checkpoint: {describe_state_errors(exc)}") from None
+        if state.file is None:
             return (len(self._files), 0, 0)  # everything was read and acknowledged
-        if file not in self._files:
+        if state.file not in self._files:
             raise CheckpointError(
-                f"the checkpoint stopped in {file}, which source.path no longer matches; "
+                f"the checkpoint stopped in {state.file}, which source.path no longer matches; "
                 "delete the checkpoint to start over"
             )
-        return (self._files.index(file), row_group, row_offset)
+        self._check_position(state)
+        return (self._files.index(state.file), state.row_group, state.row_offset)
+
+    def _check_position(self, state: ParquetCheckpoint) -> None:
+        """Refuse a position past the end of its file (or, without a filter, of its row group)."""
+        assert state.file is not None
+        try:
+            metadata = pq.read_metadata(state.file)
+        except (OSError, pa.ArrowInvalid) as exc:
+            why = f"the checkpoint stopped in {state.file}, which cannot be read: {exc}"
+            raise CheckpointError(why) from None
+        groups = metadata.num_row_groups
+        if state.row_group > groups or (state.row_group == groups and state.row_offset):
+            raise CheckpointError(
+                f"source.row_group: {state.row_group} (offset {state.row_offset}) is past the end of "
+                f"{state.file}, which has {groups} row groups; delete the checkpoint to start over"
+            )
+        if state.row_group < groups and self._filter is None:
+            rows = metadata.row_group(state.row_group).num_rows
+            if state.row_offset > rows:
+                raise CheckpointError(
+                    f"source.row_offset: {state.row_offset} is past the end of row group {state.row_group} "
+                    f"of {state.file}, which has {rows} rows; delete the checkpoint to start over"
+                )
