@@ -61,6 +61,8 @@ from shardline.source import Source, SourceOptions
 
 BUILTIN_CODECS = ("json", "raw", "arrow", "template")
 BUILTIN_PARTITIONERS = ("hash", "modulo", "server", "column", "round-robin")
+Ordering = Literal["strict", "paranoid", "none"]
+"""The sink's ordering modes (``shardline.engine.ORDERING_MODES``)."""
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {
@@ -114,7 +116,7 @@ class SinkConfig(StrictModel):
     stream: str = Field(min_length=1, description="stream URL: http(s)://, v3io://, local://, kinesis://")
     create: CreateOptions | None = None
     dead_letter: str | None = Field(None, min_length=1, description="a .jsonl or .parquet file")
-    ordering: str = Field("strict", min_length=1)
+    ordering: Ordering = "strict"
     access_key: str | None = Field(None, description="credentials for the transport (use ${ENV})")
     limits: LimitsOptions = Field(default_factory=lambda: LimitsOptions.model_validate({}))
     transport: dict[str, Any] = Field(default_factory=dict, description="transport-specific options")
@@ -378,7 +380,10 @@ def build_pipeline(
 
     if model is not None:
         errors.extend(_check_names(model.mapping, ctx))
-        errors.extend(_check_stream(model.sink.stream, ctx))
+        stream_errors = _check_stream(model.sink.stream, ctx)
+        errors.extend(stream_errors)
+        if not stream_errors:
+            errors.extend(_check_transport_options(model.sink.stream, model.sink.transport, ctx))
 
     if errors:
         raise ConfigError("; ".join(errors))
@@ -401,26 +406,141 @@ def _check_stream(stream: str, ctx: _ErrorContext) -> list[str]:
     if not sep or not scheme or not rest:
         expected = "expected a stream URL like http://HOST:PORT/CONTAINER/STREAM, v3io:///… or local://DIR/…"
         return [ctx.line(("sink", "stream"), expected, stream)]
-    schemes = sorted(registered("transports"))
-    if scheme.lower() not in schemes:
-        known = ", ".join(schemes) or "none"
+    transports = registered("transports")
+    if scheme.lower() not in transports:
+        known = ", ".join(sorted(transports)) or "none"
         expected = f"no transport for {scheme + '://'!r} (known: {known}; see `shardline plugins`)"
         return [ctx.line(("sink", "stream"), expected)]
     return []
 
 
-def _check_names(mapping: MappingConfig, ctx: _ErrorContext) -> list[str]:
+def _check_transport_options(stream: str, options: Mapping[str, Any], ctx: _ErrorContext) -> list[str]:
+    """Errors of ``[sink.transport]`` against the ``Options`` model the stream's transport declares."""
     from shardline.plugins import registered
 
-    errors = []
-    codecs = sorted(set(BUILTIN_CODECS) | set(registered("codecs")))
-    if mapping.data not in codecs:
-        errors.append(ctx.line(("mapping", "data"), f"expected one of {_choices(codecs)}", mapping.data))
-    partitioners = sorted(set(BUILTIN_PARTITIONERS) | set(registered("partitioners")))
-    if mapping.partitioner not in partitioners:
-        expected = f"expected one of {_choices(partitioners)}"
-        errors.append(ctx.line(("mapping", "partitioner"), expected, mapping.partitioner))
-    return errors
+    factory = registered("transports").get(stream.partition("://")[0].lower())
+    model = transport_options_model(factory)
+    if model is None:
+        return []
+    ctx.hidden.update(("sink", "transport", k) for k in options if _looks_secret(k))
+    try:
+        model.model_validate(dict(options))
+    except ValidationError as exc:
+        return ctx.format(exc, model, prefix=("sink", "transport"))
+    return []
+
+
+def transport_options_model(factory: Any) -> type[BaseModel] | None:
+    """The options model a transport factory declares (its ``Options`` attribute), or None."""
+    model = getattr(factory, "Options", None)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+# --------------------------------------------------------------------------- the Python API's options
+
+
+@dataclass(frozen=True)
+class SinkOptions:
+    """The sink options :func:`check_sink_options` validated (``create`` as a dict, limits in units)."""
+
+    create: dict[str, int] | None
+    limits: LimitsOptions
+
+
+def check_sink_options(
+    *,
+    create: Any,
+    ordering: Any,
+    data: Any,
+    partitioner: Any,
+    limits: Mapping[str, Any],
+    origin: str = "StreamSink",
+) -> SinkOptions:
+    """Validate the dict-shaped and enumerated options of StreamSink/AsyncStreamSink as the config does.
+
+    ``create`` with :class:`CreateOptions`, ``ordering`` with :data:`Ordering`, ``limits``
+    (``max_in_flight_bytes`` ...) with :class:`LimitsOptions`, ``data`` and ``partitioner`` against
+    the built-in and registered names. Raises :class:`ConfigError`, one line naming every bad
+    option: ``StreamSink: create.shard: unknown key (expected one of: retention_hours, shards)``.
+    """
+    ctx = _ErrorContext(origin, set(), set())
+    errors: list[str] = []
+    created: dict[str, int] | None = None
+    if create is not None:
+        if not isinstance(create, Mapping):
+            errors.append(
+                ctx.line(("create",), "expected a dict like {'shards': 4, 'retention_hours': 24}", create)
+            )
+        else:
+            try:
+                created = CreateOptions.model_validate(dict(create)).model_dump()
+            except ValidationError as exc:
+                errors.extend(ctx.format(exc, CreateOptions, prefix=("create",)))
+    checked_limits = LimitsOptions.model_validate({})
+    try:
+        checked_limits = LimitsOptions.model_validate(dict(limits))
+    except ValidationError as exc:
+        errors.extend(ctx.format(exc, LimitsOptions))
+    try:
+        _OrderingModel.model_validate({"ordering": ordering})
+    except ValidationError as exc:
+        errors.extend(ctx.format(exc, _OrderingModel))
+    errors.extend(_check_name("codecs", data, ("data",), ctx))
+    errors.extend(_check_name("partitioners", partitioner, ("partitioner",), ctx))
+    if errors:
+        raise ConfigError("; ".join(errors))
+    return SinkOptions(created, checked_limits)
+
+
+def check_transport_options(
+    stream: str, factory: Any, options: Mapping[str, Any] | None, origin: str = "StreamSink"
+) -> dict[str, Any]:
+    """Validate ``transport_options`` against the factory's ``Options`` model (when it declares one).
+
+    Returns the options to call the factory with (the given keys, as the model read them). Values
+    of keys that look secret (``access_key``, ``*password*``, ``*token*``, ``*secret*``) are never
+    shown. Raises :class:`ConfigError`: ``StreamSink: transport_options.timeout: expected a number > 0``.
+    """
+    options = dict(options or {})
+    model = transport_options_model(factory)
+    if model is None:
+        return options
+    hidden: set[tuple[str | int, ...]] = {("transport_options", k) for k in options if _looks_secret(k)}
+    ctx = _ErrorContext(origin, set(), set(), hidden)
+    try:
+        validated = model.model_validate(options)
+    except ValidationError as exc:
+        scheme = stream.partition("://")[0]
+        lines = ctx.format(exc, model, prefix=("transport_options",))
+        raise ConfigError(f"{'; '.join(lines)} (options of the {scheme}:// transport)") from None
+    return validated.model_dump(include=set(options))
+
+
+def _looks_secret(key: str) -> bool:
+    lowered = key.lower()
+    return lowered == "access_key" or any(w in lowered for w in ("password", "secret", "token"))
+
+
+class _OrderingModel(StrictModel):
+    ordering: Ordering = "strict"
+
+
+def _check_name(kind: str, value: Any, loc: tuple[str, ...], ctx: _ErrorContext) -> list[str]:
+    from shardline import partitioning, records
+    from shardline.plugins import registered
+
+    builtin = records.BUILTIN_CODECS if kind == "codecs" else partitioning.BUILTIN_PARTITIONERS
+    names = sorted(set(builtin) | set(registered(kind)))
+    if value not in names:
+        return [ctx.line(loc, f"expected one of {_choices(names)}", value)]
+    return []
+
+
+def _check_names(mapping: MappingConfig, ctx: _ErrorContext) -> list[str]:
+    return [
+        *_check_name("codecs", mapping.data, ("mapping", "data"), ctx),
+        *_check_name("partitioners", mapping.partitioner, ("mapping", "partitioner"), ctx),
+    ]
 
 
 # --------------------------------------------------------------------------- error messages
@@ -535,6 +655,7 @@ class _ErrorContext:
     origin: str
     from_env: set[tuple[str | int, ...]]
     overridden: set[tuple[str, ...]]
+    hidden: set[tuple[str | int, ...]] = field(default_factory=set)  # secrets: never echo their value
 
     def line(self, loc: Sequence[str | int], expectation: str, value: Any = ..., *, show: bool = True) -> str:
         loc = tuple(loc)
@@ -543,7 +664,9 @@ class _ErrorContext:
         else:
             text = f"{self.origin}: {_dotted(loc)}: {expectation}"
         if value is not ... and show:
-            if loc in self.from_env:
+            if loc in self.hidden:
+                text += " (value not shown)"
+            elif loc in self.from_env:
                 text += ", got a value from the environment"
             else:
                 text += f", got {_show(value)}"

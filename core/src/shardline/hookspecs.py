@@ -81,9 +81,12 @@ def shardline_register_transports(register: Callable[[str, Any], None]) -> None:
     Call ``register(scheme, factory)`` where ``scheme`` is a lower-case URL scheme such as
     ``"http"``, ``"v3io"``, ``"kinesis"`` or ``"local"``, and ``factory(url: str, **options)``
     returns a :class:`shardline.Transport` for a stream URL of that scheme. ``options`` come from
-    the pipeline's ``[sink.transport]`` table (plus ``access_key`` from ``[sink]``); raise
-    :class:`shardline.ConfigError` for an unknown option or a malformed URL. The factory is called
-    when a sink opens; import heavy client libraries inside it, not at module level.
+    the pipeline's ``[sink.transport]`` table (plus ``access_key`` from ``[sink]``). Declare them
+    by setting ``factory.Options`` to a :class:`shardline.transport.TransportOptions` subclass:
+    the config and ``StreamSink(transport_options=...)`` then validate them (unknown keys are
+    errors) before the factory is called. Raise :class:`shardline.ConfigError` for a malformed URL.
+    The factory is called when a sink opens; import heavy client libraries inside it, not at
+    module level.
     """
 
 
