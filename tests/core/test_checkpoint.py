@@ -12,7 +12,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 from pydantic import Field
-from shardline.checkpoint import CheckpointLock, CheckpointLockedError, CheckpointStore
+from shardline.checkpoint import MAX_CHECKPOINT_BYTES, CheckpointLock, CheckpointLockedError, CheckpointStore
 from shardline.errors import CheckpointError
 from shardline.source import Source, SourceCheckpoint
 
@@ -164,3 +164,39 @@ def test_a_source_without_a_checkpoint_model_gets_the_state_as_saved(tmp_path: P
         Checkpoint = None
 
     assert _store_with(tmp_path, {"anything": [1]}).load(Unmodelled) == {"anything": [1]}
+
+
+def test_the_lock_is_one_per_file_whatever_name_reaches_it(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "alias").symlink_to(tmp_path / "real")
+    (tmp_path / "real" / "x.ckpt").write_text("{}")
+    (tmp_path / "other-name.ckpt").symlink_to(tmp_path / "real" / "x.ckpt")
+    with CheckpointLock(tmp_path / "real" / "x.ckpt"):
+        for name in (tmp_path / "alias" / "x.ckpt", tmp_path / "other-name.ckpt"):
+            with pytest.raises(CheckpointLockedError):
+                CheckpointLock(name).acquire()
+
+
+def test_a_version_that_is_not_the_integer_1_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "x.ckpt"
+    path.write_text('{"version": true, "fingerprint": "fp", "source": {}}')  # true == 1 in Python
+    with pytest.raises(CheckpointError, match="format version True"):
+        CheckpointStore(path, "fp").load()
+
+
+def test_a_deeply_nested_or_huge_file_is_refused_not_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "x.ckpt"
+    path.write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        CheckpointStore(path, "fp").load()
+    with path.open("wb") as f:
+        f.truncate(MAX_CHECKPOINT_BYTES + 1)
+    with pytest.raises(CheckpointError, match="larger than 16 MiB"):
+        CheckpointStore(path, "fp").load()
+
+
+def test_a_long_bad_value_is_cut_in_the_message(tmp_path: Path) -> None:
+    store = _store_with(tmp_path, {"cursor": "c1", "pages": "9" * 10_000})
+    with pytest.raises(CheckpointError) as exc:
+        store.load(_CursorSource)
+    assert len(str(exc.value)) < 400 and "10,002 characters" in str(exc.value)

@@ -272,10 +272,27 @@ HALF_DONE = """
         def checkpoint(self):
             return {}
 
+    class NoBatches(shardline.Source):
+        batches = None
+        def ack(self, token):
+            pass
+        def checkpoint(self):
+            return {}
+
+    def transport(url, **options):
+        raise RuntimeError("never called")
+
+    transport.Options = {"timeout": float}   # not a model
+
     @shardline.hookimpl
     def shardline_register_sources(register):
         register("half", HalfSource)
         register("duck", LooksLikeASource)
+        register("nobatches", NoBatches)
+
+    @shardline.hookimpl
+    def shardline_register_transports(register):
+        register("halfproto", transport)
 """
 
 IMPOSTOR = """
@@ -354,6 +371,16 @@ def test_a_source_with_abstract_methods_left_is_not_registered_and_its_plugin_is
         for b in info.broken
     )
     assert "half" not in plugins.registered("sources")
+
+
+def test_a_source_whose_contract_method_is_not_callable_is_not_registered(hostile_site: Path) -> None:
+    assert any("'nobatches'" in b and "does not implement batches" in b for b in _info("half").broken)
+    assert "nobatches" not in plugins.registered("sources")
+
+
+def test_a_transport_whose_options_are_not_a_model_is_not_registered(hostile_site: Path) -> None:
+    assert any("transport 'halfproto' whose Options is" in b for b in _info("half").broken)
+    assert "halfproto" not in plugins.registered("transports")
 
 
 def test_a_source_class_not_derived_from_source_is_not_registered(hostile_site: Path) -> None:

@@ -129,3 +129,38 @@ def test_a_pipelines_ordering_is_checked_when_the_config_loads(tmp_path: Any) ->
         ConfigError, match=r"p\.toml: sink\.ordering: expected 'strict', 'paranoid' or 'none'"
     ):
         build_pipeline(doc, origin="p.toml")
+
+
+def test_true_is_not_a_number_of_shards_or_requests(stream: str) -> None:
+    assert (
+        _refused(stream, create={"shards": True})
+        == "StreamSink: create.shards: expected an integer >= 1, got true"
+    )
+    assert "max_in_flight_requests: expected an integer >= 1, got true" in _refused(
+        stream, max_in_flight_requests=True
+    )
+    with pytest.raises(
+        ConfigError, match=r"p\.toml: sink\.create\.shards: expected an integer >= 1, got true"
+    ):
+        build_pipeline(
+            {
+                "source": {"type": "parquet", "path": "."},
+                "sink": {"stream": "local://s/b/s", "create": {"shards": True}},
+            },
+            origin="p.toml",
+        )
+
+
+def test_backoff_must_be_positive(stream: str) -> None:
+    assert _refused(stream, backoff_base_s=-1) == "StreamSink: backoff_base_s: expected a number > 0, got -1"
+
+
+def test_transport_options_must_be_a_dict(stream: str) -> None:
+    assert _refused(stream, transport_options=[("timeout", 5)]) == (
+        "StreamSink: transport_options: expected a dict of options, got a list"
+    )
+
+
+def test_a_size_string_for_the_byte_cap_is_read_as_the_config_reads_it(stream: str) -> None:
+    with StreamSink(stream, create={"shards": 1}, max_in_flight_bytes="8MiB") as sink:  # type: ignore[arg-type]
+        assert sink._sink._core.max_in_flight_bytes == 8 * 2**20  # type: ignore[attr-defined]

@@ -40,6 +40,8 @@ except ImportError:  # pragma: no cover - not POSIX: runs are not locked
     fcntl = None  # type: ignore[assignment]
 
 FORMAT_VERSION = 1
+MAX_CHECKPOINT_BYTES = 16 * 2**20
+"""A checkpoint is a small state; a bigger file is refused rather than read into memory."""
 
 
 class CheckpointLockedError(CheckpointError):
@@ -58,7 +60,8 @@ class CheckpointLock:
 
     def __init__(self, checkpoint_path: str | os.PathLike[str]) -> None:
         self.checkpoint = Path(checkpoint_path)
-        self.path = self.checkpoint.with_name(self.checkpoint.name + ".lock")
+        real = Path(os.path.realpath(checkpoint_path))  # one lock per file, whatever name reaches it
+        self.path = real.with_name(real.name + ".lock")
         self._fd: int | None = None
 
     @property
@@ -140,14 +143,20 @@ class CheckpointStore:
         (one line naming the file, and the field when the state is refused).
         """
         try:
-            raw = self.path.read_bytes()
+            with self.path.open("rb") as f:
+                raw = f.read(MAX_CHECKPOINT_BYTES + 1)
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise CheckpointError(f"checkpoint {self.path}: cannot read: {exc.strerror or exc}") from None
+        if len(raw) > MAX_CHECKPOINT_BYTES:
+            raise CheckpointError(
+                f"checkpoint {self.path} is larger than {MAX_CHECKPOINT_BYTES // 2**20} MiB, "
+                "which no shardline checkpoint is; delete it or move it away"
+            )
         try:
             doc = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise CheckpointError(
                 f"checkpoint {self.path} is not valid JSON; delete it to start over "
                 "(the run will begin again from the start of the source)"
@@ -156,9 +165,10 @@ class CheckpointStore:
             raise CheckpointError(
                 f"checkpoint {self.path} is not a shardline checkpoint; delete it or move it away"
             )
-        if doc.get("version") != FORMAT_VERSION:
+        version = doc.get("version")
+        if type(version) is not int or version != FORMAT_VERSION:
             raise CheckpointError(
-                f"checkpoint {self.path} has format version {doc.get('version')!r}, "
+                f"checkpoint {self.path} has format version {version!r}, "
                 f"this shardline reads version {FORMAT_VERSION}"
             )
         if doc.get("fingerprint") != self.fingerprint:
@@ -243,6 +253,8 @@ def _describe_error(err: Any) -> str:
     shown = json.dumps(value) if isinstance(value, str | int | float | bool) or value is None else "a table"
     if isinstance(value, list):
         shown = "a list"
+    if len(shown) > 80:
+        shown = shown[:60] + "... (" + f"{len(shown):,} characters)"
     return f"{loc}: {message}, got {shown}"
 
 

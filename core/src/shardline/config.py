@@ -55,6 +55,7 @@ from typing import Annotated, Any, Literal
 import annotated_types
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from shardline.errors import ConfigError, PluginError
 from shardline.source import Source, SourceOptions
@@ -80,9 +81,26 @@ def parse_size(value: Any) -> Any:
     return value
 
 
+def _refuse_bool(kind: str) -> Any:
+    """A before-validator refusing ``true``/``false`` where a number belongs (pydantic reads true as 1)."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, bool):
+            raise PydanticCustomError(kind, "Input should be a valid number, not true or false")
+        return value
+
+    return BeforeValidator(check)
+
+
+Int = Annotated[int, _refuse_bool("int_type")]
+"""An integer option: numbers and numeric strings (``"${SHARDS}"``), never ``true``."""
+Float = Annotated[float, _refuse_bool("float_type")]
+"""A number option: numbers and numeric strings, never ``true``."""
+
 ByteSize = Annotated[
     int,
     BeforeValidator(parse_size),
+    _refuse_bool("int_type"),
     Field(ge=1, json_schema_extra={"expected": 'a size in bytes >= 1 (a number or a string like "64MiB")'}),
 ]
 
@@ -96,18 +114,18 @@ class StrictModel(BaseModel):
 class CreateOptions(StrictModel):
     """``[sink] create``: create the stream with these settings when it does not exist."""
 
-    shards: int = Field(ge=1, description="number of shards of the new stream")
-    retention_hours: int = Field(24, ge=1, description="how long the stream keeps records")
+    shards: Int = Field(ge=1, description="number of shards of the new stream")
+    retention_hours: Int = Field(24, ge=1, description="how long the stream keeps records")
 
 
 class LimitsOptions(StrictModel):
     """``[sink.limits]``: how much the sink keeps in flight and how long it retries."""
 
     max_in_flight_bytes: ByteSize = 64 * 2**20
-    max_in_flight_requests: int = Field(16, ge=1)
-    linger_ms: float = Field(5.0, ge=0)
-    retry_deadline_s: float = Field(300.0, gt=0)
-    shard_refresh_s: float = Field(30.0, gt=0)
+    max_in_flight_requests: Int = Field(16, ge=1)
+    linger_ms: Float = Field(5.0, ge=0)
+    retry_deadline_s: Float = Field(300.0, gt=0)
+    shard_refresh_s: Float = Field(30.0, gt=0)
 
 
 class SinkConfig(StrictModel):
@@ -445,6 +463,8 @@ class SinkOptions:
 
     create: dict[str, int] | None
     limits: LimitsOptions
+    backoff_base_s: float = 0.05
+    backoff_max_s: float = 5.0
 
 
 def check_sink_options(
@@ -454,17 +474,20 @@ def check_sink_options(
     data: Any,
     partitioner: Any,
     limits: Mapping[str, Any],
+    backoff: Mapping[str, Any] | None = None,
     origin: str = "StreamSink",
 ) -> SinkOptions:
     """Validate the dict-shaped and enumerated options of StreamSink/AsyncStreamSink as the config does.
 
     ``create`` with :class:`CreateOptions`, ``ordering`` with :data:`Ordering`, ``limits``
-    (``max_in_flight_bytes`` ...) with :class:`LimitsOptions`, ``data`` and ``partitioner`` against
+    (``max_in_flight_bytes`` ...) with :class:`LimitsOptions`, ``backoff`` (``backoff_base_s``,
+    ``backoff_max_s``: numbers > 0), ``data`` and ``partitioner`` against
     the built-in and registered names. Raises :class:`ConfigError`, one line naming every bad
     option: ``StreamSink: create.shard: unknown key (expected one of: retention_hours, shards)``.
     """
     ctx = _ErrorContext(origin, set(), set())
     errors: list[str] = []
+    backoff = dict(backoff or {})
     created: dict[str, int] | None = None
     if create is not None:
         if not isinstance(create, Mapping):
@@ -481,15 +504,16 @@ def check_sink_options(
         checked_limits = LimitsOptions.model_validate(dict(limits))
     except ValidationError as exc:
         errors.extend(ctx.format(exc, LimitsOptions))
+    api = _ApiOnlyModel.model_validate({})
     try:
-        _OrderingModel.model_validate({"ordering": ordering})
+        api = _ApiOnlyModel.model_validate({"ordering": ordering, **backoff})
     except ValidationError as exc:
-        errors.extend(ctx.format(exc, _OrderingModel))
+        errors.extend(ctx.format(exc, _ApiOnlyModel))
     errors.extend(_check_name("codecs", data, ("data",), ctx))
     errors.extend(_check_name("partitioners", partitioner, ("partitioner",), ctx))
     if errors:
         raise ConfigError("; ".join(errors))
-    return SinkOptions(created, checked_limits)
+    return SinkOptions(created, checked_limits, api.backoff_base_s, api.backoff_max_s)
 
 
 def check_transport_options(
@@ -501,6 +525,8 @@ def check_transport_options(
     of keys that look secret (``access_key``, ``*password*``, ``*token*``, ``*secret*``) are never
     shown. Raises :class:`ConfigError`: ``StreamSink: transport_options.timeout: expected a number > 0``.
     """
+    if options is not None and not isinstance(options, Mapping):
+        raise ConfigError(f"{origin}: transport_options: expected a dict of options, got {_kind(options)}")
     options = dict(options or {})
     model = transport_options_model(factory)
     if model is None:
@@ -521,8 +547,12 @@ def _looks_secret(key: str) -> bool:
     return lowered == "access_key" or any(w in lowered for w in ("password", "secret", "token"))
 
 
-class _OrderingModel(StrictModel):
+class _ApiOnlyModel(StrictModel):
+    """Options of StreamSink that a config sets elsewhere (ordering) or not at all (backoff)."""
+
     ordering: Ordering = "strict"
+    backoff_base_s: Float = Field(0.05, gt=0)
+    backoff_max_s: Float = Field(5.0, gt=0)
 
 
 def _check_name(kind: str, value: Any, loc: tuple[str, ...], ctx: _ErrorContext) -> list[str]:

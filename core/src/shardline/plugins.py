@@ -281,6 +281,8 @@ def _check_value(kind: str, name: str, value: Any) -> str | None:
             return f"registered source {name!r} as {value!r}: expected a subclass of shardline.Source"
         where = f"{value.__module__}.{value.__qualname__}"
         missing = sorted(getattr(value, "__abstractmethods__", ()))
+        contract = ("batches", "ack", "checkpoint")
+        missing += [m for m in contract if m not in missing and not callable(getattr(value, m, None))]
         if missing:
             return (
                 f"registered source {name!r} as {where}, which does not implement "
@@ -302,6 +304,15 @@ def _check_value(kind: str, name: str, value: Any) -> str | None:
         return f"registered {singular} {name!r} as None"
     elif kind in ("transports", "codecs") and not callable(value):
         return f"registered {singular} {name!r} as {value!r}: expected a callable"
+    elif kind == "transports" and getattr(value, "Options", None) is not None:
+        from pydantic import BaseModel
+
+        model = value.Options
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return (
+                f"registered transport {name!r} whose Options is {model!r}: "
+                "expected None or a subclass of shardline.transport.TransportOptions"
+            )
     return None
 
 

@@ -103,17 +103,15 @@ class _Core:
                 "retry_deadline_s": retry_deadline_s,
                 "shard_refresh_s": shard_refresh_s,
             },
+            backoff={"backoff_base_s": backoff_base_s, "backoff_max_s": backoff_max_s},
             origin=origin,
         )
-        create = checked.create
-        limits = checked.limits
+        create, limits = checked.create, checked.limits  # from here on: the values as validated
         max_in_flight_bytes = limits.max_in_flight_bytes
         max_in_flight_requests = limits.max_in_flight_requests
-        linger_ms, retry_deadline_s, shard_refresh_s = (
-            limits.linger_ms,
-            limits.retry_deadline_s,
-            limits.shard_refresh_s,
-        )
+        linger_ms, retry_deadline_s = limits.linger_ms, limits.retry_deadline_s
+        shard_refresh_s = limits.shard_refresh_s
+        backoff_base_s, backoff_max_s = checked.backoff_base_s, checked.backoff_max_s
         self.mapping = RecordMapping(
             data=data,
             data_column=data_column,

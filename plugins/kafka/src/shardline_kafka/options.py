@@ -206,5 +206,5 @@ class KafkaCheckpoint(SourceCheckpoint):
     def _keys_are_topic_partitions(cls, value: dict[str, int]) -> dict[str, int]:
         bad = [k for k in value if not _TOPIC_PARTITION.match(k)]
         if bad:
-            raise ValueError(f"keys must be 'topic:partition', got {bad[0]!r}")
+            raise ValueError(f"keys must be 'topic:partition', got {bad[0][:80]!r}")
         return value

@@ -120,6 +120,12 @@ def resolve_paths(path: str | list[str]) -> list[str]:
     return sorted(files)
 
 
+def _shown(path: str) -> str:
+    """A path from a checkpoint, fit for a one-line message (quoted when odd, cut when long)."""
+    text = path if path.isprintable() else repr(path)
+    return text if len(text) <= 300 else text[:280] + f"... ({len(text):,} characters)"
+
+
 class ParquetSource(Source):
     """Streams Parquet files row group by row group; resumable from (file, row group, row offset)."""
 
@@ -294,7 +300,7 @@ class ParquetSource(Source):
             return (len(self._files), 0, 0)  # everything was read and acknowledged
         if state.file not in self._files:
             raise CheckpointError(
-                f"the checkpoint stopped in {state.file}, which source.path no longer matches; "
+                f"the checkpoint stopped in {_shown(state.file)}, which source.path no longer matches; "
                 "delete the checkpoint to start over"
             )
         self._check_position(state)
@@ -306,18 +312,18 @@ class ParquetSource(Source):
         try:
             metadata = pq.read_metadata(state.file)
         except (OSError, pa.ArrowInvalid) as exc:
-            why = f"the checkpoint stopped in {state.file}, which cannot be read: {exc}"
+            why = f"the checkpoint stopped in {_shown(state.file)}, which cannot be read: {exc}"
             raise CheckpointError(why) from None
         groups = metadata.num_row_groups
         if state.row_group > groups or (state.row_group == groups and state.row_offset):
             raise CheckpointError(
                 f"source.row_group: {state.row_group} (offset {state.row_offset}) is past the end of "
-                f"{state.file}, which has {groups} row groups; delete the checkpoint to start over"
+                f"{_shown(state.file)}, which has {groups} row groups; delete the checkpoint to start over"
             )
         if state.row_group < groups and self._filter is None:
             rows = metadata.row_group(state.row_group).num_rows
             if state.row_offset > rows:
                 raise CheckpointError(
                     f"source.row_offset: {state.row_offset} is past the end of row group {state.row_group} "
-                    f"of {state.file}, which has {rows} rows; delete the checkpoint to start over"
+                    f"of {_shown(state.file)}, which has {rows} rows; delete the checkpoint to start over"
                 )
