@@ -24,7 +24,7 @@ def test_acknowledged_offsets_per_topic_partition_load(tmp_path: Path) -> None:
         ({}, "source.group_id: missing; source.offsets: missing"),
         ({"group_id": "b", "offsets": {"orders:0": -3}}, "source.offsets.orders:0: expected greater than"),
         ({"group_id": "bridge", "offsets": {"orders": 3}}, "keys must be 'topic:partition', got 'orders'"),
-        ({"group_id": "", "offsets": {}}, "source.group_id: string should have at least 1 character"),
+        ({"group_id": 5, "offsets": {}}, "source.group_id: expected a valid string, got 5"),
     ],
 )
 def test_a_damaged_kafka_checkpoint_is_refused(tmp_path: Path, state: dict[str, Any], problem: str) -> None:
@@ -33,3 +33,11 @@ def test_a_damaged_kafka_checkpoint_is_refused(tmp_path: Path, state: dict[str, 
     with pytest.raises(CheckpointError) as exc:
         store.load(KafkaSource)
     assert problem in str(exc.value)
+
+
+def test_what_the_source_saves_is_what_its_model_accepts() -> None:
+    source = KafkaSource(
+        KafkaSource.Options.model_validate({"bootstrap_servers": "127.0.0.1:1", "topics": ["t"]})
+    )
+    state = source.checkpoint()
+    assert KafkaSource.validate_checkpoint(state) == state == {"group_id": "shardline", "offsets": {}}

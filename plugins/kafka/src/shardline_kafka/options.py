@@ -196,7 +196,7 @@ class KafkaCheckpoint(SourceCheckpoint):
     refused rather than trusted.
     """
 
-    group_id: str = Field(min_length=1)
+    group_id: str
     offsets: dict[str, Annotated[int, Field(ge=0)]] = Field(
         description="next offset to read per 'topic:partition'"
     )
