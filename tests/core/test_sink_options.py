@@ -164,3 +164,16 @@ def test_transport_options_must_be_a_dict(stream: str) -> None:
 def test_a_size_string_for_the_byte_cap_is_read_as_the_config_reads_it(stream: str) -> None:
     with StreamSink(stream, create={"shards": 1}, max_in_flight_bytes="8MiB") as sink:  # type: ignore[arg-type]
         assert sink._sink._core.max_in_flight_bytes == 8 * 2**20  # type: ignore[attr-defined]
+
+
+def test_column_options_are_checked_like_the_configs_mapping(stream: str) -> None:
+    assert (
+        _refused(stream, data="raw") == 'StreamSink: data "raw" needs data_column="<binary or string column>"'
+    )
+    assert (
+        _refused(stream, partition_key=5) == "StreamSink: partition_key: expected a non-empty string, got 5"
+    )
+    assert _refused(stream, columns="abc") == (
+        'StreamSink: columns: expected a non-empty list of column names, got "abc"'
+    )
+    assert "data_template: expected a non-empty string" in _refused(stream, data="template", data_template="")

@@ -475,15 +475,19 @@ def check_sink_options(
     partitioner: Any,
     limits: Mapping[str, Any],
     backoff: Mapping[str, Any] | None = None,
+    mapping: Mapping[str, Any] | None = None,
     origin: str = "StreamSink",
 ) -> SinkOptions:
     """Validate the dict-shaped and enumerated options of StreamSink/AsyncStreamSink as the config does.
 
     ``create`` with :class:`CreateOptions`, ``ordering`` with :data:`Ordering`, ``limits``
     (``max_in_flight_bytes`` ...) with :class:`LimitsOptions`, ``backoff`` (``backoff_base_s``,
-    ``backoff_max_s``: numbers > 0), ``data`` and ``partitioner`` against
-    the built-in and registered names. Raises :class:`ConfigError`, one line naming every bad
-    option: ``StreamSink: create.shard: unknown key (expected one of: retention_hours, shards)``.
+    ``backoff_max_s``: numbers > 0), ``data`` and ``partitioner`` against the built-in and
+    registered names, ``mapping`` (the column options: ``partition_key``, ``data_column``,
+    ``data_template``, ``client_info``, ``shard_id``, ``columns``) as ``[mapping]`` is, with the
+    same rules (``data="raw"`` needs ``data_column``, ...). Raises :class:`ConfigError`, one line
+    naming every bad option, e.g.
+    ``StreamSink: create.shard: unknown key (expected one of: retention_hours, shards)``.
     """
     ctx = _ErrorContext(origin, set(), set())
     errors: list[str] = []
@@ -511,6 +515,15 @@ def check_sink_options(
         errors.extend(ctx.format(exc, _ApiOnlyModel))
     errors.extend(_check_name("codecs", data, ("data",), ctx))
     errors.extend(_check_name("partitioners", partitioner, ("partitioner",), ctx))
+    columns = dict(mapping or {})
+    try:
+        _ApiMappingModel.model_validate(columns)
+    except ValidationError as exc:
+        errors.extend(ctx.format(exc, _ApiMappingModel))
+    if data == "raw" and not columns.get("data_column"):
+        errors.append(f'{origin}: data "raw" needs data_column="<binary or string column>"')
+    if data == "template" and not columns.get("data_template"):
+        errors.append(f'{origin}: data "template" needs data_template="<text with {{column}} fields>"')
     if errors:
         raise ConfigError("; ".join(errors))
     return SinkOptions(created, checked_limits, api.backoff_base_s, api.backoff_max_s)
@@ -545,6 +558,19 @@ def check_transport_options(
 def _looks_secret(key: str) -> bool:
     lowered = key.lower()
     return lowered == "access_key" or any(w in lowered for w in ("password", "secret", "token"))
+
+
+class _ApiMappingModel(StrictModel):
+    """The column options of StreamSink (``[mapping]`` in a config, ``template`` named ``data_template``)."""
+
+    partition_key: str | None = Field(None, min_length=1)
+    data_column: str | None = Field(None, min_length=1)
+    data_template: str | None = Field(None, min_length=1)
+    client_info: str | None = Field(None, min_length=1)
+    shard_id: str | None = Field(None, min_length=1)
+    columns: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        None, min_length=1, json_schema_extra={"expected": "a non-empty list of column names"}
+    )
 
 
 class _ApiOnlyModel(StrictModel):

@@ -104,6 +104,14 @@ class _Core:
                 "shard_refresh_s": shard_refresh_s,
             },
             backoff={"backoff_base_s": backoff_base_s, "backoff_max_s": backoff_max_s},
+            mapping={
+                "partition_key": partition_key,
+                "data_column": data_column,
+                "data_template": data_template,
+                "client_info": client_info,
+                "shard_id": shard_id,
+                "columns": columns,
+            },
             origin=origin,
         )
         create, limits = checked.create, checked.limits  # from here on: the values as validated
