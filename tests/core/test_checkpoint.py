@@ -200,3 +200,20 @@ def test_a_long_bad_value_is_cut_in_the_message(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError) as exc:
         store.load(_CursorSource)
     assert len(str(exc.value)) < 400 and "10,002 characters" in str(exc.value)
+
+
+def test_a_lock_file_planted_as_a_symlink_is_refused_and_its_target_untouched(tmp_path: Path) -> None:
+    victim = tmp_path / "precious.txt"
+    victim.write_text("keep me")
+    (tmp_path / "x.ckpt.lock").symlink_to(victim)
+    with pytest.raises(CheckpointError, match="symlink, which is never followed"):
+        CheckpointLock(tmp_path / "x.ckpt").acquire()
+    assert victim.read_text() == "keep me"
+
+
+def test_a_forged_holder_in_the_lock_file_cannot_break_the_message_into_lines(tmp_path: Path) -> None:
+    with CheckpointLock(tmp_path / "x.ckpt") as held:
+        held.path.write_text(json.dumps({"pid": 1, "host": "evil\nerror: fake line" * 50, "since": "x"}))
+        with pytest.raises(CheckpointLockedError) as exc:
+            CheckpointLock(tmp_path / "x.ckpt").acquire()
+    assert "\n" not in str(exc.value) and len(str(exc.value)) < 400

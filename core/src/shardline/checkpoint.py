@@ -18,9 +18,11 @@ exits (even ``kill -9``), so a lock never outlives its run and never needs delet
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import socket
+import stat
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -73,15 +75,23 @@ class CheckpointLock:
         """Take the lock now or raise :class:`CheckpointLockedError` (or CheckpointError: cannot open)."""
         if self._fd is not None or fcntl is None:
             return
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+            fd = os.open(self.path, flags, 0o644)  # never through a symlink: we truncate the file
         except OSError as exc:
-            why = exc.strerror or exc
-            raise CheckpointError(f"checkpoint lock {self.path}: cannot open: {why}") from None
+            why = "it is a symlink, which is never followed" if exc.errno == errno.ELOOP else exc.strerror
+            raise CheckpointError(f"checkpoint lock {self.path}: cannot open: {why or exc}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise CheckpointError(f"checkpoint lock {self.path} is not a regular file; move it away")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                os.close(fd)
+                reason = exc.strerror or str(exc)
+                raise CheckpointError(f"checkpoint lock {self.path}: cannot lock: {reason}") from None
             holder = _describe_holder(fd)
             os.close(fd)
             raise CheckpointLockedError(
@@ -120,7 +130,12 @@ def _describe_holder(fd: int) -> str:
         doc = {}
     if not isinstance(doc, dict) or "pid" not in doc:
         return "a process that is just starting"
-    return f"pid {doc.get('pid')} on host {doc.get('host', '?')} since {doc.get('since', '?')}"
+
+    def shown(key: str) -> str:  # the file is anyone's to write: keep the message one short line
+        text = str(doc.get(key, "?"))
+        return text[:80] if text.isprintable() else repr(text)[:80]
+
+    return f"pid {shown('pid')} on host {shown('host')} since {shown('since')}"
 
 
 class CheckpointStore:
