@@ -39,10 +39,17 @@ class HttpPollOptions(shardline.SourceOptions):
     headers: dict[str, str] = Field(default_factory=dict, description="extra request headers (e.g. auth)")
 
 
+class HttpPollCheckpoint(shardline.SourceCheckpoint):
+    """What :meth:`HttpPollSource.checkpoint` returns (a loaded checkpoint is checked against it)."""
+
+    cursor: int | float | str | None = Field(description="the last acknowledged cursor (None: none yet)")
+
+
 class HttpPollSource(shardline.Source):
     """Polls ``url`` and yields each answer's records as one Arrow batch."""
 
     Options = HttpPollOptions
+    Checkpoint = HttpPollCheckpoint
     options: HttpPollOptions
 
     def __init__(self, options: HttpPollOptions, checkpoint: dict[str, Any] | None = None) -> None:

@@ -17,8 +17,9 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from shardline.checkpoint import CheckpointLock, CheckpointLockedError
 from shardline.config import build_pipeline
-from shardline.errors import DeliveryError
+from shardline.errors import CheckpointError, DeliveryError
 from shardline.pipeline import Runner, RunSummary, run_pipeline
 from shardline_parquet import write_sample
 
@@ -277,3 +278,94 @@ def test_rows_a_source_cannot_use_reach_the_sinks_dead_letters_and_the_summary(
     assert record["data"] == b"{nope" and record["partition_key"] == "ann" and record["row"] == 41
     assert record["error"] == "bad (topic t, partition 2, offset 41)"
     assert summary.dead_letters == 1 and summary.exit_code == 1
+
+
+# -- the checkpoint lock and the checkpoint's contents ----------------------------------------------
+
+
+def test_a_run_refuses_while_another_holds_the_checkpoint_lock_and_opens_no_sink(
+    events: Path, tmp_path: Path
+) -> None:
+    sink = FakeSink()
+    held = CheckpointLock(tmp_path / "run.ckpt")
+    with held, pytest.raises(CheckpointLockedError, match="in use by another run"):
+        run_pipeline(_config(events, tmp_path), sink_factory=sink)
+    assert sink.kwargs == {} and sink.batches == []  # refused before connecting or reading
+
+
+def test_the_lock_is_released_when_a_run_fails_so_the_next_run_starts(events: Path, tmp_path: Path) -> None:
+    with pytest.raises(DeliveryError):
+        run_pipeline(_config(events, tmp_path), sink_factory=FakeSink(ack_limit=1))
+    with CheckpointLock(tmp_path / "run.ckpt") as lock:
+        assert lock.held
+
+
+def test_a_pipeline_without_a_checkpoint_takes_no_lock(events: Path, tmp_path: Path) -> None:
+    config = build_pipeline(
+        {
+            "source": {"type": "parquet", "path": str(events)},
+            "sink": {"stream": "http://127.0.0.1:1/bigdata/t"},
+        }
+    )
+    run_pipeline(config, sink_factory=FakeSink())
+    assert not list(tmp_path.rglob("*.lock"))
+
+
+def _tamper(tmp_path: Path, **changes: Any) -> None:
+    path = tmp_path / "run.ckpt"
+    doc = json.loads(path.read_text())
+    doc["source"] = {**doc["source"], **changes} if changes else {}
+    path.write_text(json.dumps(doc))
+
+
+def _stopped_run(events: Path, tmp_path: Path, batches: int = 5) -> None:
+    """A run stopped after ``batches`` batches, leaving a mid-file checkpoint."""
+    with pytest.raises(DeliveryError):
+        run_pipeline(_config(events, tmp_path), sink_factory=FakeSink(ack_limit=batches))
+
+
+def test_an_emptied_source_state_is_refused_not_a_silent_restart(events: Path, tmp_path: Path) -> None:
+    _stopped_run(events, tmp_path)
+    _tamper(tmp_path)
+    sink = FakeSink()
+    with pytest.raises(CheckpointError) as exc:
+        run_pipeline(_config(events, tmp_path), sink_factory=sink)
+    assert str(exc.value).startswith(f"checkpoint {tmp_path / 'run.ckpt'}: source.file: missing;")
+    assert sink.batches == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        (
+            {"row_group": -5, "row_offset": -100},
+            "source.row_group: expected greater than or equal to 0, got -5;",
+        ),
+        ({"row_offset": "250"}, 'source.row_offset: expected a valid integer, got "250"'),
+        ({"rows": 1.5}, "source.rows: expected a valid integer, got 1.5"),
+        ({"file": 7}, "source.file: expected a valid string, got 7"),
+        ({"skip": True}, "source.skip: unknown key"),
+        ({"row_group": 99, "row_offset": 0}, "source.row_group: 99 (offset 0) is past the end of"),
+        ({"row_group": 0, "row_offset": 1_001}, "source.row_offset: 1001 is past the end of row group 0"),
+    ],
+)
+def test_a_damaged_parquet_position_is_refused_naming_the_file_and_field(
+    events: Path, tmp_path: Path, changes: dict[str, Any], problem: str
+) -> None:
+    _stopped_run(events, tmp_path)
+    _tamper(tmp_path, **changes)
+    with pytest.raises(CheckpointError) as exc:
+        run_pipeline(_config(events, tmp_path), sink_factory=FakeSink())
+    message = str(exc.value)
+    assert message.startswith(f"checkpoint {tmp_path / 'run.ckpt'}: ")
+    assert problem in message and "\n" not in message
+
+
+def test_a_valid_hand_written_position_resumes_exactly_there(events: Path, tmp_path: Path) -> None:
+    _stopped_run(events, tmp_path)
+    first_file = sorted(str(p) for p in events.rglob("*.parquet"))[0]
+    _tamper(tmp_path, file=first_file, file_index=0, row_group=2, row_offset=250, rows=2_250)
+    sink = FakeSink()
+    summary = run_pipeline(_config(events, tmp_path), sink_factory=sink)
+    assert sink.seqs() == list(range(2_250, ROWS))
+    assert summary.resumed_rows == 2_250

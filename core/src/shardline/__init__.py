@@ -5,7 +5,7 @@ The public API is re-exported here; everything else is private by convention.
 
 from __future__ import annotations
 
-from shardline.checkpoint import CheckpointStore
+from shardline.checkpoint import CheckpointLockedError, CheckpointStore
 from shardline.config import PipelineConfig, load_pipeline
 from shardline.errors import (
     AccessDeniedError,
@@ -28,7 +28,7 @@ from shardline.pipeline import RunSummary, run_pipeline
 from shardline.plugins import register_plugin
 from shardline.records import RecordMapping
 from shardline.sink import AsyncStreamSink, StreamSink
-from shardline.source import AckToken, Source, SourceOptions
+from shardline.source import AckToken, Source, SourceCheckpoint, SourceOptions
 from shardline.transport import PutRecord, PutResult, StreamInfo, Transport
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "AckToken",
     "AsyncStreamSink",
     "CheckpointError",
+    "CheckpointLockedError",
     "CheckpointStore",
     "ConfigError",
     "DeliveryError",
@@ -52,6 +53,7 @@ __all__ = [
     "ShardlineError",
     "SinkMetrics",
     "Source",
+    "SourceCheckpoint",
     "SourceOptions",
     "StreamExistsError",
     "StreamInfo",

@@ -5,22 +5,137 @@ acknowledged batches) and the fingerprint of the pipeline that wrote it. Writing
 file in the same directory, which is fsynced and then renamed over the old one (and the directory
 is fsynced), so a crash at any moment leaves either the old or the new checkpoint, never a torn one.
 Loading a checkpoint written by another pipeline (other source options or another stream) raises
-:class:`shardline.CheckpointError` instead of silently skipping data.
+:class:`shardline.CheckpointError` instead of silently skipping data, and so does a source state
+that its source's checkpoint model refuses (:meth:`shardline.Source.validate_checkpoint`).
+
+One run at a time: :class:`CheckpointLock` holds an OS lock (``flock``) on ``<checkpoint>.lock``
+for the whole run, so a second run of the same pipeline refuses at once
+(:class:`CheckpointLockedError`, naming the pid, host and start time of the run holding it) instead
+of sending everything a second time. The kernel drops the lock when the holder exits, however it
+exits (even ``kill -9``), so a lock never outlives its run and never needs deleting by hand.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import socket
+import stat
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
 
 from shardline.errors import CheckpointError
 
+if TYPE_CHECKING:
+    from shardline.source import Source
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: runs are not locked
+    fcntl = None  # type: ignore[assignment]
+
 FORMAT_VERSION = 1
+MAX_CHECKPOINT_BYTES = 16 * 2**20
+"""A checkpoint is a small state; a bigger file is refused rather than read into memory."""
+
+
+class CheckpointLockedError(CheckpointError):
+    """Another run of the pipeline holds the checkpoint's lock."""
+
+
+class CheckpointLock:
+    """An exclusive OS lock on ``<checkpoint path>.lock``, held while one run uses the checkpoint.
+
+    :meth:`acquire` takes it without waiting and writes who holds it (pid, host, start time, as
+    JSON) into the lock file; it raises :class:`CheckpointLockedError` naming that holder when
+    another process (or another open of it in this process) has it. :meth:`release` (or leaving the
+    ``with`` block) gives it up; the kernel gives it up when the process dies, however it dies.
+    The lock file is left in place: deleting it could let two runs lock two different files.
+    """
+
+    def __init__(self, checkpoint_path: str | os.PathLike[str]) -> None:
+        self.checkpoint = Path(checkpoint_path)
+        real = Path(os.path.realpath(checkpoint_path))  # one lock per file, whatever name reaches it
+        self.path = real.with_name(real.name + ".lock")
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        """True between a successful :meth:`acquire` and :meth:`release`."""
+        return self._fd is not None
+
+    def acquire(self) -> None:
+        """Take the lock now or raise :class:`CheckpointLockedError` (or CheckpointError: cannot open)."""
+        if self._fd is not None or fcntl is None:
+            return
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, flags, 0o644)  # never through a symlink: we truncate the file
+        except OSError as exc:
+            why = "it is a symlink, which is never followed" if exc.errno == errno.ELOOP else exc.strerror
+            raise CheckpointError(f"checkpoint lock {self.path}: cannot open: {why or exc}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise CheckpointError(f"checkpoint lock {self.path} is not a regular file; move it away")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                os.close(fd)
+                reason = exc.strerror or str(exc)
+                raise CheckpointError(f"checkpoint lock {self.path}: cannot lock: {reason}") from None
+            holder = _describe_holder(fd)
+            os.close(fd)
+            raise CheckpointLockedError(
+                f"checkpoint {self.checkpoint} is in use by another run of this pipeline ({holder}); "
+                "wait for it to end or stop it (a run that died holds no lock)"
+            ) from None
+        since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        holder_doc = {"pid": os.getpid(), "host": socket.gethostname(), "since": since}
+        with contextlib.suppress(OSError):  # who holds it is information only; the flock is the lock
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(holder_doc).encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Give the lock up (nothing when not held)."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)  # while still locked: nobody reads a stale holder afterwards
+        os.close(fd)  # closing the descriptor releases the flock
+
+    def __enter__(self) -> CheckpointLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _describe_holder(fd: int) -> str:
+    """``pid 123 on host h since 2026-01-01T00:00:00Z`` from a lock file, or what is known of it."""
+    try:
+        doc = json.loads(os.pread(fd, 4096, 0) or b"{}")
+    except (OSError, ValueError):
+        doc = {}
+    if not isinstance(doc, dict) or "pid" not in doc:
+        return "a process that is just starting"
+
+    def shown(key: str) -> str:  # the file is anyone's to write: keep the message one short line
+        text = str(doc.get(key, "?"))
+        return text[:80] if text.isprintable() else repr(text)[:80]
+
+    return f"pid {shown('pid')} on host {shown('host')} since {shown('since')}"
 
 
 class CheckpointStore:
@@ -35,17 +150,28 @@ class CheckpointStore:
         self.fingerprint = fingerprint
         self.writes = 0
 
-    def load(self) -> dict[str, Any] | None:
-        """Return the saved source state, or None when there is no checkpoint yet."""
+    def load(self, source_cls: type[Source] | None = None) -> dict[str, Any] | None:
+        """Return the saved source state, or None when there is no checkpoint yet.
+
+        With ``source_cls``, the state is checked by ``source_cls.validate_checkpoint`` (its
+        ``Checkpoint`` model) and what that returns is returned. Raises :class:`CheckpointError`
+        (one line naming the file, and the field when the state is refused).
+        """
         try:
-            raw = self.path.read_bytes()
+            with self.path.open("rb") as f:
+                raw = f.read(MAX_CHECKPOINT_BYTES + 1)
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise CheckpointError(f"checkpoint {self.path}: cannot read: {exc.strerror or exc}") from None
+        if len(raw) > MAX_CHECKPOINT_BYTES:
+            raise CheckpointError(
+                f"checkpoint {self.path} is larger than {MAX_CHECKPOINT_BYTES // 2**20} MiB, "
+                "which no shardline checkpoint is; delete it or move it away"
+            )
         try:
             doc = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise CheckpointError(
                 f"checkpoint {self.path} is not valid JSON; delete it to start over "
                 "(the run will begin again from the start of the source)"
@@ -54,9 +180,10 @@ class CheckpointStore:
             raise CheckpointError(
                 f"checkpoint {self.path} is not a shardline checkpoint; delete it or move it away"
             )
-        if doc.get("version") != FORMAT_VERSION:
+        version = doc.get("version")
+        if type(version) is not int or version != FORMAT_VERSION:
             raise CheckpointError(
-                f"checkpoint {self.path} has format version {doc.get('version')!r}, "
+                f"checkpoint {self.path} has format version {version!r}, "
                 f"this shardline reads version {FORMAT_VERSION}"
             )
         if doc.get("fingerprint") != self.fingerprint:
@@ -65,7 +192,27 @@ class CheckpointStore:
                 "from this config); delete it to start over, or set [checkpoint] path to another file"
             )
         state: dict[str, Any] = doc["source"]
+        if source_cls is not None:
+            state = self._validate(source_cls, state)
         return state
+
+    def _validate(self, source_cls: type[Source], state: dict[str, Any]) -> dict[str, Any]:
+        redo = (
+            "; it was edited or damaged: restore it, or delete it to start over "
+            "(the run then begins again at the start of the source)"
+        )
+        try:
+            checked = source_cls.validate_checkpoint(state)
+        except ValidationError as exc:
+            raise CheckpointError(f"checkpoint {self.path}: {describe_state_errors(exc)}{redo}") from None
+        except (ValueError, TypeError, CheckpointError) as exc:
+            raise CheckpointError(f"checkpoint {self.path}: source: {exc}{redo}") from None
+        if not isinstance(checked, dict):
+            raise CheckpointError(
+                f"checkpoint {self.path}: {source_cls.__name__}.validate_checkpoint returned "
+                f"{type(checked).__name__}, not a dict (a bug in the source plugin)"
+            )
+        return checked
 
     def save(self, state: dict[str, Any], **facts: Any) -> None:
         """Atomically replace the checkpoint with ``state`` (plus informational ``facts``)."""
@@ -100,6 +247,30 @@ class CheckpointStore:
         """Remove the checkpoint (a finished run that should start over next time)."""
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+
+
+def describe_state_errors(exc: ValidationError) -> str:
+    """One line for a checkpoint model's errors: ``source.row_group: expected ... >= 0, got -5; ...``."""
+    return "; ".join(_describe_error(err) for err in exc.errors(include_url=False))
+
+
+def _describe_error(err: Any) -> str:
+    """``source.row_group: expected a number >= 0, got -5`` from one pydantic error."""
+    loc = ".".join(str(p) for p in ("source", *err["loc"]))
+    if err["type"] == "missing":
+        return f"{loc}: missing"
+    if err["type"] == "extra_forbidden":
+        return f"{loc}: unknown key"
+    message = str(err["msg"]).removeprefix("Value error, ")
+    message = message[0].lower() + message[1:] if message else message
+    message = message.replace("input should be", "expected")
+    value = err.get("input")
+    shown = json.dumps(value) if isinstance(value, str | int | float | bool) or value is None else "a table"
+    if isinstance(value, list):
+        shown = "a list"
+    if len(shown) > 80:
+        shown = shown[:60] + "... (" + f"{len(shown):,} characters)"
+    return f"{loc}: {message}, got {shown}"
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -29,7 +29,11 @@ def cli() -> None:
 
 @click.command(name="plugins")
 def plugins_command() -> None:
-    """List installed plugins and what they register; broken ones are listed with the reason."""
+    """List installed plugins and what they register; broken ones are listed with the reason.
+
+    Exits 1 when any plugin is broken or had a registration refused (e.g. a name clash with a
+    built-in), so a deployment check can rely on it.
+    """
     from shardline import plugins
 
     infos = plugins.list_plugins()
@@ -40,15 +44,24 @@ def plugins_command() -> None:
             owners.setdefault(owner, []).append(f"{kind[:-1]}:{name}")
     for info in infos:
         dist = f" ({info.distribution})" if info.distribution else ""
+        provides = ", ".join(owners.get(info.name, [])) or "-"
         if info.error:
             click.echo(f"{info.name}{dist}  BROKEN: {info.error}")
+            continue
+        if info.broken:
+            click.echo(f"{info.name}{dist}  BROKEN: {info.broken[0]}")
+            for reason in info.broken[1:]:
+                click.echo(f"    broken: {reason}")
+            if owners.get(info.name):
+                click.echo(f"    provides: {provides}")
         else:
-            provides = ", ".join(owners.get(info.name, [])) or "-"
             click.echo(f"{info.name}{dist}  {provides}")
-            for problem in info.problems:
-                click.echo(f"    refused: {problem}")
+        for problem in info.problems:
+            click.echo(f"    refused: {problem}")
     for err in errors:
         click.echo(f"error: {err}", err=True)
+    if errors:
+        sys.exit(1)
 
 
 @click.command(name="validate")

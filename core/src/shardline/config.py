@@ -55,12 +55,15 @@ from typing import Annotated, Any, Literal
 import annotated_types
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from shardline.errors import ConfigError, PluginError
 from shardline.source import Source, SourceOptions
 
 BUILTIN_CODECS = ("json", "raw", "arrow", "template")
 BUILTIN_PARTITIONERS = ("hash", "modulo", "server", "column", "round-robin")
+Ordering = Literal["strict", "paranoid", "none"]
+"""The sink's ordering modes (``shardline.engine.ORDERING_MODES``)."""
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {
@@ -78,9 +81,26 @@ def parse_size(value: Any) -> Any:
     return value
 
 
+def _refuse_bool(kind: str) -> Any:
+    """A before-validator refusing ``true``/``false`` where a number belongs (pydantic reads true as 1)."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, bool):
+            raise PydanticCustomError(kind, "Input should be a valid number, not true or false")
+        return value
+
+    return BeforeValidator(check)
+
+
+Int = Annotated[int, _refuse_bool("int_type")]
+"""An integer option: numbers and numeric strings (``"${SHARDS}"``), never ``true``."""
+Float = Annotated[float, _refuse_bool("float_type")]
+"""A number option: numbers and numeric strings, never ``true``."""
+
 ByteSize = Annotated[
     int,
     BeforeValidator(parse_size),
+    _refuse_bool("int_type"),
     Field(ge=1, json_schema_extra={"expected": 'a size in bytes >= 1 (a number or a string like "64MiB")'}),
 ]
 
@@ -94,21 +114,21 @@ class StrictModel(BaseModel):
 class CreateOptions(StrictModel):
     """``[sink] create``: create the stream with these settings when it does not exist."""
 
-    shards: int = Field(ge=1, description="number of shards of the new stream")
-    retention_hours: int = Field(24, ge=1, description="how long the stream keeps records")
+    shards: Int = Field(ge=1, description="number of shards of the new stream")
+    retention_hours: Int = Field(24, ge=1, description="how long the stream keeps records")
 
 
 class LimitsOptions(StrictModel):
     """``[sink.limits]``: how much the sink keeps in flight and how long it retries."""
 
     max_in_flight_bytes: ByteSize = 64 * 2**20
-    max_in_flight_requests: int = Field(16, ge=1)
-    linger_ms: float = Field(5.0, ge=0)
-    retry_deadline_s: float | None = Field(
+    max_in_flight_requests: Int = Field(16, ge=1)
+    linger_ms: Float = Field(5.0, ge=0)
+    retry_deadline_s: Float | None = Field(
         None, gt=0, description="dead-letter records still refused per record this long (default: never)"
     )
-    shard_refresh_s: float = Field(30.0, gt=0)
-    start_timeout_s: float = Field(5.0, gt=0, description="how long connecting retries an unreachable stream")
+    shard_refresh_s: Float = Field(30.0, gt=0)
+    start_timeout_s: Float = Field(5.0, gt=0, description="how long connecting retries an unreachable stream")
 
 
 class SinkConfig(StrictModel):
@@ -117,9 +137,7 @@ class SinkConfig(StrictModel):
     stream: str = Field(min_length=1, description="stream URL: http(s)://, v3io://, local://, kinesis://")
     create: CreateOptions | None = None
     dead_letter: str | None = Field(None, min_length=1, description="a .jsonl or .parquet file")
-    ordering: Literal["strict", "none", "paranoid"] = Field(
-        "strict", description='"strict" keeps every key\'s order under any failure; "none" may break it'
-    )
+    ordering: Ordering = "strict"
     access_key: str | None = Field(None, description="credentials for the transport (use ${ENV})")
     limits: LimitsOptions = Field(default_factory=lambda: LimitsOptions.model_validate({}))
     transport: dict[str, Any] = Field(default_factory=dict, description="transport-specific options")
@@ -383,7 +401,10 @@ def build_pipeline(
 
     if model is not None:
         errors.extend(_check_names(model.mapping, ctx))
-        errors.extend(_check_stream(model.sink.stream, ctx))
+        stream_errors = _check_stream(model.sink.stream, ctx)
+        errors.extend(stream_errors)
+        if not stream_errors:
+            errors.extend(_check_transport_options(model.sink.stream, model.sink.transport, ctx))
 
     if errors:
         raise ConfigError("; ".join(errors))
@@ -406,26 +427,179 @@ def _check_stream(stream: str, ctx: _ErrorContext) -> list[str]:
     if not sep or not scheme or not rest:
         expected = "expected a stream URL like http://HOST:PORT/CONTAINER/STREAM, v3io:///… or local://DIR/…"
         return [ctx.line(("sink", "stream"), expected, stream)]
-    schemes = sorted(registered("transports"))
-    if scheme.lower() not in schemes:
-        known = ", ".join(schemes) or "none"
+    transports = registered("transports")
+    if scheme.lower() not in transports:
+        known = ", ".join(sorted(transports)) or "none"
         expected = f"no transport for {scheme + '://'!r} (known: {known}; see `shardline plugins`)"
         return [ctx.line(("sink", "stream"), expected)]
     return []
 
 
-def _check_names(mapping: MappingConfig, ctx: _ErrorContext) -> list[str]:
+def _check_transport_options(stream: str, options: Mapping[str, Any], ctx: _ErrorContext) -> list[str]:
+    """Errors of ``[sink.transport]`` against the ``Options`` model the stream's transport declares."""
     from shardline.plugins import registered
 
-    errors = []
-    codecs = sorted(set(BUILTIN_CODECS) | set(registered("codecs")))
-    if mapping.data not in codecs:
-        errors.append(ctx.line(("mapping", "data"), f"expected one of {_choices(codecs)}", mapping.data))
-    partitioners = sorted(set(BUILTIN_PARTITIONERS) | set(registered("partitioners")))
-    if mapping.partitioner not in partitioners:
-        expected = f"expected one of {_choices(partitioners)}"
-        errors.append(ctx.line(("mapping", "partitioner"), expected, mapping.partitioner))
-    return errors
+    factory = registered("transports").get(stream.partition("://")[0].lower())
+    model = transport_options_model(factory)
+    if model is None:
+        return []
+    ctx.hidden.update(("sink", "transport", k) for k in options if _looks_secret(k))
+    try:
+        model.model_validate(dict(options))
+    except ValidationError as exc:
+        return ctx.format(exc, model, prefix=("sink", "transport"))
+    return []
+
+
+def transport_options_model(factory: Any) -> type[BaseModel] | None:
+    """The options model a transport factory declares (its ``Options`` attribute), or None."""
+    model = getattr(factory, "Options", None)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+# --------------------------------------------------------------------------- the Python API's options
+
+
+@dataclass(frozen=True)
+class SinkOptions:
+    """The sink options :func:`check_sink_options` validated (``create`` as a dict, limits in units)."""
+
+    create: dict[str, int] | None
+    limits: LimitsOptions
+    backoff_base_s: float = 0.05
+    backoff_max_s: float = 5.0
+
+
+def check_sink_options(
+    *,
+    create: Any,
+    ordering: Any,
+    data: Any,
+    partitioner: Any,
+    limits: Mapping[str, Any],
+    backoff: Mapping[str, Any] | None = None,
+    mapping: Mapping[str, Any] | None = None,
+    origin: str = "StreamSink",
+) -> SinkOptions:
+    """Validate the dict-shaped and enumerated options of StreamSink/AsyncStreamSink as the config does.
+
+    ``create`` with :class:`CreateOptions`, ``ordering`` with :data:`Ordering`, ``limits``
+    (``max_in_flight_bytes`` ...) with :class:`LimitsOptions`, ``backoff`` (``backoff_base_s``,
+    ``backoff_max_s``: numbers > 0), ``data`` and ``partitioner`` against the built-in and
+    registered names, ``mapping`` (the column options: ``partition_key``, ``data_column``,
+    ``data_template``, ``client_info``, ``shard_id``, ``columns``) as ``[mapping]`` is, with the
+    same rules (``data="raw"`` needs ``data_column``, ...). Raises :class:`ConfigError`, one line
+    naming every bad option, e.g.
+    ``StreamSink: create.shard: unknown key (expected one of: retention_hours, shards)``.
+    """
+    ctx = _ErrorContext(origin, set(), set())
+    errors: list[str] = []
+    backoff = dict(backoff or {})
+    created: dict[str, int] | None = None
+    if create is not None:
+        if not isinstance(create, Mapping):
+            errors.append(
+                ctx.line(("create",), "expected a dict like {'shards': 4, 'retention_hours': 24}", create)
+            )
+        else:
+            try:
+                created = CreateOptions.model_validate(dict(create)).model_dump()
+            except ValidationError as exc:
+                errors.extend(ctx.format(exc, CreateOptions, prefix=("create",)))
+    checked_limits = LimitsOptions.model_validate({})
+    try:
+        checked_limits = LimitsOptions.model_validate(dict(limits))
+    except ValidationError as exc:
+        errors.extend(ctx.format(exc, LimitsOptions))
+    api = _ApiOnlyModel.model_validate({})
+    try:
+        api = _ApiOnlyModel.model_validate({"ordering": ordering, **backoff})
+    except ValidationError as exc:
+        errors.extend(ctx.format(exc, _ApiOnlyModel))
+    errors.extend(_check_name("codecs", data, ("data",), ctx))
+    errors.extend(_check_name("partitioners", partitioner, ("partitioner",), ctx))
+    columns = dict(mapping or {})
+    try:
+        _ApiMappingModel.model_validate(columns)
+    except ValidationError as exc:
+        errors.extend(ctx.format(exc, _ApiMappingModel))
+    if data == "raw" and not columns.get("data_column"):
+        errors.append(f'{origin}: data "raw" needs data_column="<binary or string column>"')
+    if data == "template" and not columns.get("data_template"):
+        errors.append(f'{origin}: data "template" needs data_template="<text with {{column}} fields>"')
+    if errors:
+        raise ConfigError("; ".join(errors))
+    return SinkOptions(created, checked_limits, api.backoff_base_s, api.backoff_max_s)
+
+
+def check_transport_options(
+    stream: str, factory: Any, options: Mapping[str, Any] | None, origin: str = "StreamSink"
+) -> dict[str, Any]:
+    """Validate ``transport_options`` against the factory's ``Options`` model (when it declares one).
+
+    Returns the options to call the factory with (the given keys, as the model read them). Values
+    of keys that look secret (``access_key``, ``*password*``, ``*token*``, ``*secret*``) are never
+    shown. Raises :class:`ConfigError`: ``StreamSink: transport_options.timeout: expected a number > 0``.
+    """
+    if options is not None and not isinstance(options, Mapping):
+        raise ConfigError(f"{origin}: transport_options: expected a dict of options, got {_kind(options)}")
+    options = dict(options or {})
+    model = transport_options_model(factory)
+    if model is None:
+        return options
+    hidden: set[tuple[str | int, ...]] = {("transport_options", k) for k in options if _looks_secret(k)}
+    ctx = _ErrorContext(origin, set(), set(), hidden)
+    try:
+        validated = model.model_validate(options)
+    except ValidationError as exc:
+        scheme = stream.partition("://")[0]
+        lines = ctx.format(exc, model, prefix=("transport_options",))
+        raise ConfigError(f"{'; '.join(lines)} (options of the {scheme}:// transport)") from None
+    return validated.model_dump(include=set(options))
+
+
+def _looks_secret(key: str) -> bool:
+    lowered = key.lower()
+    return lowered == "access_key" or any(w in lowered for w in ("password", "secret", "token"))
+
+
+class _ApiMappingModel(StrictModel):
+    """The column options of StreamSink (``[mapping]`` in a config, ``template`` named ``data_template``)."""
+
+    partition_key: str | None = Field(None, min_length=1)
+    data_column: str | None = Field(None, min_length=1)
+    data_template: str | None = Field(None, min_length=1)
+    client_info: str | None = Field(None, min_length=1)
+    shard_id: str | None = Field(None, min_length=1)
+    columns: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        None, min_length=1, json_schema_extra={"expected": "a non-empty list of column names"}
+    )
+
+
+class _ApiOnlyModel(StrictModel):
+    """Options of StreamSink that a config sets elsewhere (ordering) or not at all (backoff)."""
+
+    ordering: Ordering = "strict"
+    backoff_base_s: Float = Field(0.05, gt=0)
+    backoff_max_s: Float = Field(5.0, gt=0)
+
+
+def _check_name(kind: str, value: Any, loc: tuple[str, ...], ctx: _ErrorContext) -> list[str]:
+    from shardline import partitioning, records
+    from shardline.plugins import registered
+
+    builtin = records.BUILTIN_CODECS if kind == "codecs" else partitioning.BUILTIN_PARTITIONERS
+    names = sorted(set(builtin) | set(registered(kind)))
+    if value not in names:
+        return [ctx.line(loc, f"expected one of {_choices(names)}", value)]
+    return []
+
+
+def _check_names(mapping: MappingConfig, ctx: _ErrorContext) -> list[str]:
+    return [
+        *_check_name("codecs", mapping.data, ("mapping", "data"), ctx),
+        *_check_name("partitioners", mapping.partitioner, ("mapping", "partitioner"), ctx),
+    ]
 
 
 # --------------------------------------------------------------------------- error messages
@@ -540,6 +714,7 @@ class _ErrorContext:
     origin: str
     from_env: set[tuple[str | int, ...]]
     overridden: set[tuple[str, ...]]
+    hidden: set[tuple[str | int, ...]] = field(default_factory=set)  # secrets: never echo their value
 
     def line(self, loc: Sequence[str | int], expectation: str, value: Any = ..., *, show: bool = True) -> str:
         loc = tuple(loc)
@@ -548,7 +723,9 @@ class _ErrorContext:
         else:
             text = f"{self.origin}: {_dotted(loc)}: {expectation}"
         if value is not ... and show:
-            if loc in self.from_env:
+            if loc in self.hidden:
+                text += " (value not shown)"
+            elif loc in self.from_env:
                 text += ", got a value from the environment"
             else:
                 text += f", got {_show(value)}"

@@ -26,8 +26,11 @@ tests can register a plugin in-process with :func:`shardline.register_plugin`.
 
 Registration hooks (``shardline_register_*``) are called once per process, the first time a
 registry is needed, each with a ``register(name, value)`` callback. Names are unique per registry:
-the first registration wins (built-ins first, then entry points by distribution name) and later
-ones are reported as errors naming both plugins.
+the first registration wins (built-ins first, then entry points by distribution name, whatever
+``tryfirst``/``trylast`` says) and later ones are refused and reported naming both plugins: a
+plugin can never replace a built-in source, transport, codec, partitioner or command. A
+registration that breaks the contract (e.g. a source class with abstract methods left) is not
+registered and lists its plugin as broken; ``shardline plugins`` then exits 1.
 
 Observer hooks (``shardline_on_*``) are called by the sink engine as things happen, from its
 thread. They must be quick and must not block; an observer that raises is ignored (and does not
@@ -55,7 +58,10 @@ def shardline_register_sources(register: Callable[[str, type[Any]], None]) -> No
     is what a pipeline writes as ``[source] type = "<name>"``. ``cls`` must be a subclass of
     :class:`shardline.Source` whose ``Options`` attribute is a :class:`shardline.SourceOptions`
     subclass (a pydantic model that forbids unknown keys): it validates the rest of the
-    ``[source]`` table, and its field constraints become the error messages users see.
+    ``[source]`` table, and its field constraints become the error messages users see. ``cls``
+    must implement every abstract method of :class:`shardline.Source`, and should set
+    ``Checkpoint`` to a :class:`shardline.SourceCheckpoint` subclass describing what
+    ``checkpoint()`` returns: a loaded checkpoint is validated against it before ``cls`` is built.
 
     The pipeline calls ``cls(options, checkpoint=state_or_None)``, then iterates
     ``batches()`` (yielding ``(pyarrow.RecordBatch, token)``) in a reader thread, calls
@@ -75,9 +81,12 @@ def shardline_register_transports(register: Callable[[str, Any], None]) -> None:
     Call ``register(scheme, factory)`` where ``scheme`` is a lower-case URL scheme such as
     ``"http"``, ``"v3io"``, ``"kinesis"`` or ``"local"``, and ``factory(url: str, **options)``
     returns a :class:`shardline.Transport` for a stream URL of that scheme. ``options`` come from
-    the pipeline's ``[sink.transport]`` table (plus ``access_key`` from ``[sink]``); raise
-    :class:`shardline.ConfigError` for an unknown option or a malformed URL. The factory is called
-    when a sink opens; import heavy client libraries inside it, not at module level.
+    the pipeline's ``[sink.transport]`` table (plus ``access_key`` from ``[sink]``). Declare them
+    by setting ``factory.Options`` to a :class:`shardline.transport.TransportOptions` subclass:
+    the config and ``StreamSink(transport_options=...)`` then validate them (unknown keys are
+    errors) before the factory is called. Raise :class:`shardline.ConfigError` for a malformed URL.
+    The factory is called when a sink opens; import heavy client libraries inside it, not at
+    module level.
     """
 
 

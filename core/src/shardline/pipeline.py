@@ -9,8 +9,10 @@
 How a run goes:
 
 1. The config is loaded and validated (:mod:`shardline.config`). The sink connects (creating the
-   stream when ``[sink] create`` asks for it). The checkpoint, if any, is loaded; one written by
-   another pipeline is refused (:class:`~shardline.CheckpointError`).
+   stream when ``[sink] create`` asks for it). A pipeline with a checkpoint first takes its lock
+   (a second run of it refuses at once, :class:`~shardline.CheckpointLockedError`), then loads it;
+   one written by another pipeline, or whose state the source's ``Checkpoint`` model refuses, is
+   refused (:class:`~shardline.CheckpointError`).
 2. A reader thread pulls ``(batch, token)`` from the source and writes each batch to the sink with
    an ack callback. The sink calls the callbacks in write order once every record of a batch is
    written or dead-lettered; the callback acks the token to the source.
@@ -30,6 +32,7 @@ How a run goes:
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import signal
@@ -41,9 +44,9 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from shardline.checkpoint import CheckpointStore
+from shardline.checkpoint import CheckpointLock, CheckpointStore
 from shardline.config import PipelineConfig, load_pipeline
-from shardline.errors import DeliveryError
+from shardline.errors import CheckpointError, DeliveryError
 from shardline.progress import Display, human_bytes, make_display
 from shardline.source import AckToken, Source
 
@@ -208,14 +211,28 @@ class Runner:
             abort()
 
     def run(self, *, handle_signals: bool = False) -> RunSummary:
-        """Run until the source is exhausted or a stop is requested; return the summary."""
+        """Run until the source is exhausted or a stop is requested; return the summary.
+
+        A pipeline with a checkpoint holds its lock for the whole run: while another run of it
+        is going, this raises :class:`~shardline.CheckpointLockedError` at once, naming that run.
+        """
+        checkpoint = self.config.checkpoint
+        with CheckpointLock(checkpoint.path) if checkpoint is not None else contextlib.nullcontext():
+            return self._run(handle_signals=handle_signals)
+
+    def _run(self, *, handle_signals: bool) -> RunSummary:
         config = self.config
         store = None
         state = None
         if config.checkpoint is not None:
             store = CheckpointStore(config.checkpoint.path, config.fingerprint())
-            state = store.load()
-        source = config.source_cls(config.source_options, checkpoint=state)
+            state = store.load(config.source_cls)
+        try:
+            source = config.source_cls(config.source_options, checkpoint=state)
+        except CheckpointError as exc:  # the source's own checks of the state: name the file
+            if store is None or str(store.path) in str(exc):
+                raise
+            raise CheckpointError(f"checkpoint {store.path}: {exc}") from None
         self._source = source
         if handle_signals:
             self._stop.install()

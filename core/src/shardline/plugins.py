@@ -5,12 +5,21 @@ This module holds the only global state of shardline: one lazily created
 
 - an entry point that fails to import, or whose hook implementations do not match the hook specs,
   is listed as broken (:attr:`PluginInfo.error`) and not registered;
-- two entry points with the same name: the first wins, the second is listed as broken (entry
-  points load in a stable order: by distribution name, then entry-point name, after the built-ins);
-- a registration that is invalid (bad name, wrong kind of object, a name another plugin already
-  registered, an exception inside the hook) is recorded against the plugin that made it
-  (:attr:`PluginInfo.problems`, :func:`registry_errors`); the first registration of a name wins,
-  and the plugin's other registrations still count.
+- built-ins load first: the core's own registrations and those of the project's own distributions
+  (:data:`BUILTIN_DISTRIBUTIONS`), then the other entry points in a stable order (by distribution
+  name, then entry-point name). Two entry points with the same name: the first wins, the second is
+  listed as broken; so a third-party entry point can never take the name of a built-in one;
+- a registration that breaks the contract (bad name, wrong kind of object, a source class that is
+  not a :class:`shardline.Source` or leaves abstract methods unimplemented, an exception inside
+  the hook) is not registered and marks its plugin broken (:attr:`PluginInfo.broken`);
+- a registration of a name already taken is refused (:attr:`PluginInfo.problems`): the first
+  registration wins, in load order whatever ``tryfirst``/``trylast`` a hook implementation
+  declares, so a built-in (the ``parquet`` source, the ``http`` transport that sees the access
+  key) is never replaced; the message names both plugins. The plugin's other registrations still
+  count.
+
+:func:`registry_errors` gathers every such message and ``shardline plugins`` exits non-zero when
+there is any.
 
 Every message names the plugin (its entry-point name) and, where known, its distribution, so the
 user knows what to fix, upgrade or uninstall. ``shardline plugins`` lists all of it.
@@ -34,6 +43,10 @@ from shardline.errors import PluginError
 
 ENTRY_POINT_GROUP = "shardline"
 _BUILTIN_MODULES = ("shardline.builtins",)
+BUILTIN_DISTRIBUTIONS = frozenset(
+    {"shardline", "shardline-v3io", "shardline-kinesis", "shardline-kafka", "shardline-parquet"}
+)
+"""The project's own distributions: their registrations are built-ins, loaded first and never replaced."""
 KINDS = ("sources", "transports", "codecs", "partitioners")
 """The registries a plugin can add to, each through ``shardline_register_<kind>``."""
 
@@ -45,8 +58,10 @@ _SCHEME_RE = re.compile(r"^[a-z][a-z0-9+.-]*$")
 class PluginInfo:
     """One loaded (or broken) plugin, as ``shardline plugins`` lists it.
 
-    ``error`` is set when the plugin could not be loaded at all; ``problems`` lists registrations
-    of a loaded plugin that were refused (the rest of what it registered is in use).
+    ``error`` is set when the plugin could not be loaded at all; ``broken`` lists registrations
+    that break the contract (an abstract source class, a wrong base class, a hook that raised);
+    ``problems`` lists registrations refused for other reasons (a name already taken) and load
+    warnings (a misspelt hook). Whatever else the plugin registered is in use.
     """
 
     name: str
@@ -54,11 +69,17 @@ class PluginInfo:
     distribution: str | None
     error: str | None = None
     problems: tuple[str, ...] = ()
+    broken: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
         """True when the plugin loaded and every registration it made was accepted."""
-        return self.error is None and not self.problems
+        return self.error is None and not self.problems and not self.broken
+
+    @property
+    def builtin(self) -> bool:
+        """True for the core's registrations and those of the project's own distributions."""
+        return _is_builtin(self.module, self.distribution)
 
 
 @dataclass
@@ -68,13 +89,24 @@ class _State:
     registries: dict[str, dict[str, tuple[Any, str]]] = field(default_factory=dict)
     load_problems: dict[str, list[str]] = field(default_factory=dict)  # plugin -> problems found at load
     problems: dict[str, list[str]] = field(default_factory=dict)  # plugin -> refused registrations
+    broken: dict[str, list[str]] = field(default_factory=dict)  # plugin -> contract violations
+    refused: dict[str, dict[str, str]] = field(default_factory=dict)  # kind -> name -> why not registered
     observers: dict[str, list[Any]] = field(default_factory=dict)
 
     def invalidate(self) -> None:
         """Drop the registries (and what was refused building them) so they are rebuilt on next use."""
         self.registries.clear()
         self.problems.clear()
+        self.broken.clear()
+        self.refused.clear()
         self.observers.clear()
+
+    def rank(self, plugin_name: str) -> int:
+        """Load order of a plugin (built-ins first): the order its registrations are taken in."""
+        for i, info in enumerate(self.infos):
+            if info.name == plugin_name and info.error is None:
+                return i
+        return len(self.infos)
 
 
 _state: _State | None = None
@@ -83,6 +115,14 @@ _lock = threading.RLock()
 
 def _describe(name: str, dist: str | None) -> str:
     return f"plugin {name!r}" + (f" (distribution {dist!r})" if dist else "")
+
+
+def _normalise(dist: str | None) -> str:
+    return re.sub(r"[-_.]+", "-", dist or "").lower()
+
+
+def _is_builtin(module: str, dist: str | None) -> bool:
+    return module in _BUILTIN_MODULES or _normalise(dist) in BUILTIN_DISTRIBUTIONS
 
 
 def _unknown_hooks(manager: pluggy.PluginManager, plugin_name: str) -> list[str]:
@@ -129,9 +169,15 @@ def _register_one(state: _State, plugin: Any, name: str, module: str, dist: str 
 
 
 def _entry_points() -> Iterable[metadata.EntryPoint]:
-    """Entry points of the group, in a stable order: by distribution name, then entry-point name."""
+    """Entry points of the group, in a stable order: built-in distributions first, then by
+    distribution name, then entry-point name."""
     eps = metadata.entry_points(group=ENTRY_POINT_GROUP)
-    return sorted(eps, key=lambda ep: ((ep.dist.name if ep.dist is not None else "").lower(), ep.name))
+
+    def key(ep: metadata.EntryPoint) -> tuple[bool, str, str]:
+        dist = ep.dist.name if ep.dist is not None else None
+        return (not _is_builtin(ep.value, dist), _normalise(dist), ep.name)
+
+    return sorted(eps, key=key)
 
 
 def _load() -> _State:
@@ -227,20 +273,46 @@ def _check_value(kind: str, name: str, value: Any) -> str | None:
     elif not _NAME_RE.match(name):
         return f"registered {singular} {name!r}: names use letters, digits, '-', '_', '.', '+'"
     if kind == "sources":
+        from pydantic import BaseModel
+
         from shardline.source import Source, SourceOptions
 
         if not (isinstance(value, type) and issubclass(value, Source)):
             return f"registered source {name!r} as {value!r}: expected a subclass of shardline.Source"
+        where = f"{value.__module__}.{value.__qualname__}"
+        missing = sorted(getattr(value, "__abstractmethods__", ()))
+        contract = ("batches", "ack", "checkpoint")
+        missing += [m for m in contract if m not in missing and not callable(getattr(value, m, None))]
+        if missing:
+            return (
+                f"registered source {name!r} as {where}, which does not implement "
+                f"{', '.join(missing)} (abstract in shardline.Source)"
+            )
         options = getattr(value, "Options", None)
         if not (isinstance(options, type) and issubclass(options, SourceOptions)):
             return (
                 f"registered source {name!r} whose Options is {options!r}: "
                 "expected a subclass of shardline.SourceOptions"
             )
+        model = getattr(value, "Checkpoint", None)
+        if model is not None and not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return (
+                f"registered source {name!r} whose Checkpoint is {model!r}: "
+                "expected None or a subclass of shardline.SourceCheckpoint"
+            )
     elif value is None:
         return f"registered {singular} {name!r} as None"
     elif kind in ("transports", "codecs") and not callable(value):
         return f"registered {singular} {name!r} as {value!r}: expected a callable"
+    elif kind == "transports" and getattr(value, "Options", None) is not None:
+        from pydantic import BaseModel
+
+        model = value.Options
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return (
+                f"registered transport {name!r} whose Options is {model!r}: "
+                "expected None or a subclass of shardline.transport.TransportOptions"
+            )
     return None
 
 
@@ -252,34 +324,50 @@ def _registry(kind: str) -> dict[str, tuple[Any, str]]:
         if kind in state.registries:
             return state.registries[kind]
         registry: dict[str, tuple[Any, str]] = {}
+        refused = state.refused.setdefault(kind, {})
         hook = getattr(state.manager.hook, f"shardline_register_{kind}")
-        for impl in hook.get_hookimpls():  # registration order: built-ins first
+        # load order (built-ins first), not pluggy's call order, which tryfirst/trylast can change
+        impls = sorted(hook.get_hookimpls(), key=lambda impl: state.rank(impl.plugin_name))
+        for impl in impls:
             owner = impl.plugin_name
             who = _describe(owner, _dist_of(state, owner))
-
-            def refuse(message: str, _owner: str = owner) -> None:
-                state.problems.setdefault(_owner, []).append(message)
 
             def register(name: str, value: Any, _who: str = who, _owner: str = owner) -> None:
                 problem = _check_value(kind, name, value)
                 if problem is not None:
-                    refuse(f"{_who} {problem}", _owner)
+                    message = f"{_who} {problem}; not registered"
+                    state.broken.setdefault(_owner, []).append(message)
+                    if isinstance(name, str) and name not in registry:
+                        refused.setdefault(name, message)
                 elif name in registry:
-                    first = registry[name][1]
-                    refuse(
-                        f"{_who} registered {kind[:-1]} {name!r}, already registered by plugin {first!r}; "
-                        f"kept the one from {first!r}",
-                        _owner,
-                    )
+                    message = _clash(state, kind, name, _who, registry[name][1])
+                    state.problems.setdefault(_owner, []).append(message)
                 else:
                     registry[name] = (value, _owner)
+                    refused.pop(name, None)
 
             try:
                 impl.function(register)
             except Exception as exc:
-                refuse(f"{who} failed in shardline_register_{kind}: {type(exc).__name__}: {exc}", owner)
+                message = f"{who} failed in shardline_register_{kind}: {type(exc).__name__}: {exc}"
+                state.broken.setdefault(owner, []).append(message)
         state.registries[kind] = registry
         return registry
+
+
+def _clash(state: _State, kind: str, name: str, who: str, first: str) -> str:
+    """The message for a second registration of ``name``, naming both plugins."""
+    first_info = next((i for i in state.infos if i.name == first), None)
+    first_who = _describe(first, first_info.distribution if first_info else None)
+    if first_info is not None and first_info.builtin:
+        return (
+            f"{who} registered {kind[:-1]} {name!r}, which the built-in {first_who} provides; refused "
+            f"(built-ins are never replaced: register it under another name)"
+        )
+    return (
+        f"{who} registered {kind[:-1]} {name!r}, already registered by {first_who}; "
+        f"kept the one from {first!r}"
+    )
 
 
 def _build_all() -> _State:
@@ -299,6 +387,7 @@ def registry_errors() -> list[str]:
         if info.error:
             errors.append(f"{_describe(info.name, info.distribution)}: {info.error}")
         errors.extend(state.load_problems.get(info.name, ()))
+        errors.extend(state.broken.get(info.name, ()))
         errors.extend(state.problems.get(info.name, ()))
     return errors
 
@@ -307,7 +396,11 @@ def list_plugins() -> list[PluginInfo]:
     """Return every plugin found, loaded or broken, in load order, with its refused registrations."""
     state = _build_all()
     return [
-        replace(i, problems=(*state.load_problems.get(i.name, ()), *state.problems.get(i.name, ())))
+        replace(
+            i,
+            problems=(*state.load_problems.get(i.name, ()), *state.problems.get(i.name, ())),
+            broken=tuple(state.broken.get(i.name, ())) if i.error is None else (),
+        )
         for i in state.infos
     ]
 
@@ -330,6 +423,9 @@ def lookup(kind: str, name: str) -> Any:
     registry = _registry(kind)
     if name not in registry:
         known = ", ".join(sorted(registry)) or "none"
+        why = _get_state().refused.get(kind, {}).get(name)
+        if why is not None:
+            raise PluginError(f"no {kind[:-1]} named {name!r} is registered: {why} (see `shardline plugins`)")
         message = (
             f"no {kind[:-1]} named {name!r} is registered (known: {known}); "
             f"install the plugin that provides it and check `shardline plugins`"
@@ -348,12 +444,23 @@ def register_commands(cli: Any) -> list[str]:
     """
     state = _get_state()
     errors = []
-    for impl in state.manager.hook.shardline_register_commands.get_hookimpls():
+    builtin_commands: dict[str, Any] = {}  # name -> command, as the built-ins added them
+    impls = state.manager.hook.shardline_register_commands.get_hookimpls()
+    for impl in sorted(impls, key=lambda impl: state.rank(impl.plugin_name)):
+        who = _describe(impl.plugin_name, _dist_of(state, impl.plugin_name))
+        info = next((i for i in state.infos if i.name == impl.plugin_name), None)
+        builtin = info is not None and info.builtin
         try:
             impl.function(cli)
         except Exception as exc:
-            who = _describe(impl.plugin_name, _dist_of(state, impl.plugin_name))
             errors.append(f"{who} failed in shardline_register_commands: {type(exc).__name__}: {exc}")
+        commands: dict[str, Any] = getattr(cli, "commands", {})
+        for name, command in builtin_commands.items():  # a plugin may not replace a built-in command
+            if commands.get(name) is not command:
+                commands[name] = command
+                errors.append(f"{who} replaced the built-in command {name!r}; refused (kept the built-in)")
+        if builtin:
+            builtin_commands.update(commands)
     return errors
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from shardline.config import check_sink_options
 from shardline.deadletter import DeadLetterWriter
 from shardline.engine import Engine, EngineOptions, ordering_mode
 from shardline.errors import ConfigError, ShardlineError
@@ -45,8 +46,14 @@ log = logging.getLogger("shardline.sink")
 _OFFLOAD_ROWS = 4_096
 
 
-def open_transport(stream: str | Transport, options: dict[str, Any] | None = None) -> Transport:
-    """A transport for a stream URL (by its scheme, from the plugins' registrations), or ``stream`` itself."""
+def open_transport(
+    stream: str | Transport, options: dict[str, Any] | None = None, *, origin: str = "StreamSink"
+) -> Transport:
+    """A transport for a stream URL (by its scheme, from the plugins' registrations), or ``stream`` itself.
+
+    ``options`` are validated against the ``Options`` model the transport's factory declares (when
+    it does): :class:`~shardline.ConfigError` for an unknown key or a bad value.
+    """
     if not isinstance(stream, str):
         return stream
     scheme, sep, _rest = stream.partition("://")
@@ -56,9 +63,11 @@ def open_transport(stream: str | Transport, options: dict[str, Any] | None = Non
             f"v3io:///CONTAINER/STREAM or local://DIR/CONTAINER/STREAM"
         )
     from shardline import plugins
+    from shardline.config import check_transport_options
 
     factory = plugins.lookup("transports", scheme.lower())
-    transport: Transport = factory(stream, **(options or {}))
+    checked = check_transport_options(stream, factory, options, origin)
+    transport: Transport = factory(stream, **checked)
     return transport
 
 
@@ -89,20 +98,39 @@ class _Core:
         backoff_base_s: float,
         backoff_max_s: float,
         start_timeout_s: float,
+        origin: str = "StreamSink",
     ) -> None:
+        checked = check_sink_options(  # the config's models and messages, for the Python API too
+            create=create,
+            ordering=ordering,
+            data=data,
+            partitioner=partitioner,
+            limits={
+                "max_in_flight_bytes": max_in_flight_bytes,
+                "max_in_flight_requests": max_in_flight_requests,
+                "linger_ms": linger_ms,
+                "retry_deadline_s": retry_deadline_s,
+                "shard_refresh_s": shard_refresh_s,
+                "start_timeout_s": start_timeout_s,
+            },
+            backoff={"backoff_base_s": backoff_base_s, "backoff_max_s": backoff_max_s},
+            mapping={
+                "partition_key": partition_key,
+                "data_column": data_column,
+                "data_template": data_template,
+                "client_info": client_info,
+                "shard_id": shard_id,
+                "columns": columns,
+            },
+            origin=origin,
+        )
+        create, limits = checked.create, checked.limits  # from here on: the values as validated
         ordering = ordering_mode(ordering)
-        if retry_deadline_s is not None and retry_deadline_s <= 0:
-            raise ConfigError(
-                f"retry_deadline_s must be > 0 (or None: retry as long as it takes), got {retry_deadline_s}"
-            )
-        if start_timeout_s <= 0:
-            raise ConfigError(f"start_timeout_s must be > 0, got {start_timeout_s}")
-        if max_in_flight_requests < 1:
-            raise ConfigError(f"max_in_flight_requests must be >= 1, got {max_in_flight_requests}")
-        if max_in_flight_bytes < 1:
-            raise ConfigError(f"max_in_flight_bytes must be >= 1, got {max_in_flight_bytes}")
-        if create is not None and int(create.get("shards", 1)) < 1:
-            raise ConfigError(f"create: shards must be >= 1, got {create.get('shards')}")
+        max_in_flight_bytes = limits.max_in_flight_bytes
+        max_in_flight_requests = limits.max_in_flight_requests
+        linger_ms, retry_deadline_s = limits.linger_ms, limits.retry_deadline_s
+        shard_refresh_s, start_timeout_s = limits.shard_refresh_s, limits.start_timeout_s
+        backoff_base_s, backoff_max_s = checked.backoff_base_s, checked.backoff_max_s
         self.mapping = RecordMapping(
             data=data,
             data_column=data_column,
@@ -115,7 +143,7 @@ class _Core:
         )
         self.strategy = resolve_partitioner(self.mapping.effective_partitioner)
         self.owns_transport = isinstance(stream, str)
-        self.transport = open_transport(stream, transport_options)
+        self.transport = open_transport(stream, transport_options, origin=origin)
         self.metrics = SinkMetrics()
         self.dead_letter_writer = DeadLetterWriter(dead_letter)
         self.engine = Engine(
@@ -224,6 +252,8 @@ class AsyncStreamSink:
         Retry backoff: ``base * 2**(n-1)`` capped at ``max``, with jitter.
     """
 
+    _origin = "AsyncStreamSink"  # how error messages name the options' owner
+
     def __init__(
         self,
         stream: str | Transport,
@@ -251,6 +281,7 @@ class AsyncStreamSink:
     ) -> None:
         self._core = _Core(
             stream,
+            origin=self._origin,
             partition_key=partition_key,
             data=data,
             data_column=data_column,
@@ -476,7 +507,7 @@ class StreamSink:
 
     @staticmethod
     async def _make(stream: str | Transport, options: dict[str, Any]) -> AsyncStreamSink:
-        return AsyncStreamSink(stream, **options)
+        return _SyncFacadeSink(stream, **options)
 
     def _call(self, coro: Any, timeout: float | None = None) -> Any:
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
@@ -577,6 +608,12 @@ class StreamSink:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _SyncFacadeSink(AsyncStreamSink):
+    """The AsyncStreamSink inside a :class:`StreamSink`: its errors name ``StreamSink``."""
+
+    _origin = "StreamSink"
 
 
 def _new_event_loop() -> asyncio.AbstractEventLoop:

@@ -5,6 +5,22 @@ sink and calls :meth:`Source.ack` with the batch's token once the sink has writt
 dead-lettered) every record of it; acks arrive in the order the batches were yielded. The source
 commits progress only on ack (Kafka: offsets; Parquet: a checkpoint), and :meth:`Source.checkpoint`
 returns a small JSON-serialisable dict from which a new instance resumes.
+
+A source declares the shape of that dict with a ``Checkpoint`` model (a :class:`SourceCheckpoint`
+subclass: strict, unknown keys are errors). The pipeline validates a loaded checkpoint against it
+(:meth:`Source.validate_checkpoint`) before constructing the source, so a hand-edited or damaged
+file (``"source": {}``, a negative row offset, a string where a number belongs) is refused with a
+one-line :class:`~shardline.CheckpointError` naming the file and the field, instead of silently
+restarting or skipping. Checks that need the data (does the file still exist?) stay in the
+constructor, which raises :class:`~shardline.CheckpointError` too::
+
+    class HttpPollCheckpoint(shardline.SourceCheckpoint):
+        cursor: str = Field(min_length=1)
+        pages: int = Field(ge=0)
+
+    class HttpPollSource(shardline.Source):
+        Options = HttpPollOptions
+        Checkpoint = HttpPollCheckpoint
 """
 
 from __future__ import annotations
@@ -29,14 +45,23 @@ class SourceOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class SourceCheckpoint(BaseModel):
+    """Base of every source's checkpoint model: strict types (no ``"5"`` for 5), unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
 class Source(abc.ABC):
     """A resumable producer of Arrow record batches.
 
     Subclasses set ``Options`` to a :class:`SourceOptions` subclass validating their config table,
-    and implement :meth:`batches`, :meth:`ack` and :meth:`checkpoint`.
+    ``Checkpoint`` to a :class:`SourceCheckpoint` subclass describing what :meth:`checkpoint`
+    returns (recommended; without one a loaded checkpoint is handed over unchecked), and implement
+    :meth:`batches`, :meth:`ack` and :meth:`checkpoint`.
     """
 
     Options: ClassVar[type[SourceOptions]] = SourceOptions
+    Checkpoint: ClassVar[type[BaseModel] | None] = None
 
     def __init__(self, options: SourceOptions, checkpoint: dict[str, Any] | None = None) -> None:
         self.options = options
@@ -84,6 +109,20 @@ class Source(abc.ABC):
     def stopping(self) -> bool:
         """True once :meth:`stop` was called."""
         return self._stopping
+
+    @classmethod
+    def validate_checkpoint(cls, state: dict[str, Any]) -> dict[str, Any]:
+        """Check a loaded checkpoint state before the source is constructed from it; return the state.
+
+        The default validates ``state`` against :attr:`Checkpoint` (when set) and returns the model's
+        JSON dump; without a model it returns ``state`` as is. Override it for checks a model cannot
+        express. Raise :class:`pydantic.ValidationError` (from a model) or ``ValueError``: the
+        pipeline turns either into a one-line :class:`~shardline.CheckpointError` naming the
+        checkpoint file and the field.
+        """
+        if cls.Checkpoint is None:
+            return state
+        return cls.Checkpoint.model_validate(state).model_dump(mode="json")
 
     @classmethod
     def resume_identity(cls, options: SourceOptions) -> dict[str, Any]:

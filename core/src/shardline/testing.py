@@ -58,7 +58,8 @@ def check_source(
     round-trips it through JSON and resumes a new instance from it. It asserts that:
 
     - ``batches()`` yields ``(pyarrow.RecordBatch, token)`` pairs;
-    - ``checkpoint()`` is JSON-serialisable at any time;
+    - ``checkpoint()`` is JSON-serialisable at any time, and its own ``validate_checkpoint`` (its
+      ``Checkpoint`` model) accepts it, so a pipeline can load what it saved;
     - a resumed source yields exactly the rows after the acknowledged ones: no gap, no duplicate;
     - a checkpoint taken before any ack resumes from the start;
     - ``stop()`` makes ``batches()`` end within one more batch.
@@ -90,9 +91,17 @@ def check_source(
     def table(batches: list[pa.RecordBatch], schema: pa.Schema) -> pa.Table:
         return pa.Table.from_batches(batches, schema=schema)
 
+    def loadable(state: dict[str, Any]) -> dict[str, Any]:
+        try:
+            checked: dict[str, Any] = source_cls.validate_checkpoint(state)
+        except Exception as exc:
+            refused = f"checkpoint() returned {state!r}, which its own model refuses: {exc}"
+            raise AssertionError(refused) from exc
+        return checked
+
     first = source_cls(opts, checkpoint=None)
     everything = read(first, None)
-    final = json.loads(json.dumps(first.checkpoint()))
+    final = loadable(json.loads(json.dumps(first.checkpoint())))
     first.close()
     assert everything, "the source yielded no batch: give check_source some data"
     schema = everything[0].schema
@@ -105,7 +114,7 @@ def check_source(
 
     nothing_acked = source_cls(opts, checkpoint=None)
     read(nothing_acked, 0, extra=1)
-    restart = json.loads(json.dumps(nothing_acked.checkpoint()))
+    restart = loadable(json.loads(json.dumps(nothing_acked.checkpoint())))
     nothing_acked.close()
     again = source_cls(opts, checkpoint=restart)
     restarted = table(read(again, None), schema)
@@ -118,7 +127,7 @@ def check_source(
             continue
         source = source_cls(opts, checkpoint=None)
         head = read(source, n, extra=in_flight)
-        state = json.loads(json.dumps(source.checkpoint()))
+        state = loadable(json.loads(json.dumps(source.checkpoint())))
         source.close()
         resumed = source_cls(opts, checkpoint=state)
         tail = read(resumed, None)

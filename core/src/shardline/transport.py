@@ -11,6 +11,27 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from pydantic import BaseModel, ConfigDict
+
+
+class TransportOptions(BaseModel):
+    """Base of the options model a transport factory may declare as its ``Options`` attribute.
+
+    When a factory has one, ``[sink.transport]`` and ``StreamSink(transport_options=...)`` are
+    validated against it (unknown keys are errors) before the factory is called, with the config's
+    messages. ``access_key`` (``[sink] access_key``) is always accepted::
+
+        class HttpOptions(TransportOptions):
+            timeout: float = Field(60.0, gt=0)
+
+        def http_transport(url, **options): ...
+        http_transport.Options = HttpOptions
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    access_key: str | None = None
+
 
 @dataclass(frozen=True, slots=True)
 class StreamInfo:

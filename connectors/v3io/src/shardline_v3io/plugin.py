@@ -5,7 +5,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import Field
 from shardline.hookspecs import hookimpl
+from shardline.transport import TransportOptions
+
+
+class V3ioTransportOptions(TransportOptions):
+    """``[sink.transport]`` of ``http://``, ``https://`` and ``v3io://`` streams."""
+
+    max_connections: int = Field(64, ge=1, description="connections kept open to the endpoint")
+    timeout: float = Field(60.0, gt=0, description="seconds per request")
+
+
+class LocalTransportOptions(TransportOptions):
+    """``[sink.transport]`` of ``local://`` streams (the store in-process)."""
+
+    fsync: bool = Field(False, description="fsync each write before acknowledging it")
 
 
 @hookimpl
@@ -37,8 +52,14 @@ def _local_transport(url: str, **options: Any) -> Any:
     return LocalTransport(url, **options)
 
 
+_local_transport.Options = LocalTransportOptions  # type: ignore[attr-defined]
+
+
 def _v3io_transport(url: str, **options: Any) -> Any:
     """Factory of :class:`shardline_v3io.transport.V3ioTransport` (imports aiohttp only when used)."""
     from shardline_v3io.transport import V3ioTransport
 
     return V3ioTransport(url, **options)
+
+
+_v3io_transport.Options = V3ioTransportOptions  # type: ignore[attr-defined]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from shardline_kafka.offsets import KafkaAckToken
-from shardline_kafka.options import KafkaSourceOptions
+from shardline_kafka.options import KafkaCheckpoint, KafkaSourceOptions
 from shardline_kafka.source import KafkaSource
 
-__all__ = ["KafkaAckToken", "KafkaSource", "KafkaSourceOptions"]
+__all__ = ["KafkaAckToken", "KafkaCheckpoint", "KafkaSource", "KafkaSourceOptions"]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from shardline import SourceOptions
+from shardline import SourceCheckpoint, SourceOptions
 
 # kafka-python settings the source sets itself; `consumer` may not override them.
 _RESERVED = {
@@ -184,3 +184,27 @@ def start_timestamp_ms(start: str | int) -> int | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
+
+
+_TOPIC_PARTITION = re.compile(r"^.+:\d+$")
+
+
+class KafkaCheckpoint(SourceCheckpoint):
+    """What :meth:`KafkaSource.checkpoint` returns: acknowledged offsets per ``topic:partition``.
+
+    Informational (Kafka's committed offsets are the durable state), but a damaged one is still
+    refused rather than trusted.
+    """
+
+    group_id: str
+    offsets: dict[str, Annotated[int, Field(ge=0)]] = Field(
+        description="next offset to read per 'topic:partition'"
+    )
+
+    @field_validator("offsets")
+    @classmethod
+    def _keys_are_topic_partitions(cls, value: dict[str, int]) -> dict[str, int]:
+        bad = [k for k in value if not _TOPIC_PARTITION.match(k)]
+        if bad:
+            raise ValueError(f"keys must be 'topic:partition', got {bad[0][:80]!r}")
+        return value

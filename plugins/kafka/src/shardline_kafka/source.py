@@ -30,7 +30,7 @@ from shardline import ConfigError, Source, SourceOptions
 from shardline_kafka.arrow import METADATA_COLUMNS, records_to_batch
 from shardline_kafka.json_values import DeadLetterFn, dead_letter_entries, parse_json_values
 from shardline_kafka.offsets import KafkaAckToken, OffsetTracker
-from shardline_kafka.options import KafkaSourceOptions, start_timestamp_ms
+from shardline_kafka.options import KafkaCheckpoint, KafkaSourceOptions, start_timestamp_ms
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ class KafkaSource(Source):
     """
 
     Options: ClassVar[type[SourceOptions]] = KafkaSourceOptions
+    Checkpoint = KafkaCheckpoint
 
     def __init__(self, options: SourceOptions, checkpoint: dict[str, Any] | None = None) -> None:
         if not isinstance(options, KafkaSourceOptions):

@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from shardline_parquet.sample import write_sample
-from shardline_parquet.source import ParquetAckToken, ParquetOptions, ParquetSource
+from shardline_parquet.source import ParquetAckToken, ParquetCheckpoint, ParquetOptions, ParquetSource
 
-__all__ = ["ParquetAckToken", "ParquetOptions", "ParquetSource", "write_sample"]
+__all__ = ["ParquetAckToken", "ParquetCheckpoint", "ParquetOptions", "ParquetSource", "write_sample"]

@@ -44,9 +44,10 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
+from shardline.checkpoint import describe_state_errors
 from shardline.errors import CheckpointError, ShardlineError
-from shardline.source import Source, SourceOptions
+from shardline.source import Source, SourceCheckpoint, SourceOptions
 
 from shardline_parquet.discovery import discover
 from shardline_parquet.filters import FilterSyntaxError, compile_filter, filter_columns
@@ -94,6 +95,22 @@ class ParquetOptions(SourceOptions):
         return value
 
 
+class ParquetCheckpoint(SourceCheckpoint):
+    """What :meth:`ParquetSource.checkpoint` returns: the position after the last acknowledged batch.
+
+    ``file`` is None once everything was read and acknowledged.
+    """
+
+    format: int | None = Field(None, ge=1, description="checkpoint format (2: row_offset is a row number)")
+    file: str | None = Field(description="absolute path of the file to resume in")
+    relative: str | None = Field(None, description="that file's path under the dataset root")
+    partition: dict[str, Any] | None = Field(None, description="that file's partition values")
+    file_index: int = Field(ge=0, description="index of that file in the sorted list (informational)")
+    row_group: int = Field(ge=0, description="row group of that file to resume at")
+    row_offset: int = Field(ge=0, description="row of that row group to resume at")
+    rows: int = Field(ge=0, description="rows acknowledged by every run so far")
+
+
 @dataclass(frozen=True, slots=True)
 class ParquetAckToken:
     """Position just after one yielded batch.
@@ -131,10 +148,17 @@ def resolve_paths(path: str | list[str]) -> list[str]:
     return [f.path for f in discover(path)]
 
 
+def _shown(path: str) -> str:
+    """A path from a checkpoint, fit for a one-line message (quoted when odd, cut when long)."""
+    text = path if path.isprintable() else repr(path)
+    return text if len(text) <= 300 else text[:280] + f"... ({len(text):,} characters)"
+
+
 class ParquetSource(Source):
     """Streams Parquet files row group by row group; resumable from (file, row group, row)."""
 
     Options = ParquetOptions
+    Checkpoint = ParquetCheckpoint
     options: ParquetOptions
 
     def __init__(self, options: ParquetOptions, checkpoint: dict[str, Any] | None = None) -> None:
@@ -317,31 +341,58 @@ class ParquetSource(Source):
             yield Piece(_one_batch(table), np.concatenate([p.rows for p in held]))
 
     def _resume_position(self, checkpoint: dict[str, Any] | None) -> tuple[int, int, int]:
-        if not checkpoint:
+        if checkpoint is None:
             return (0, 0, 0)
         try:
-            file = checkpoint["file"]
-            row_group = int(checkpoint["row_group"])
-            row_offset = int(checkpoint["row_offset"])
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"not a Parquet source checkpoint: {checkpoint!r}") from None
-        if checkpoint.get("format") is None and self.options.filter is not None and row_offset:
+            state = ParquetCheckpoint.model_validate(checkpoint)
+        except ValidationError as exc:
+            raise CheckpointError(f"not a Parquet source checkpoint: {describe_state_errors(exc)}") from None
+        if state.format is None and self.options.filter is not None and state.row_offset:
             raise CheckpointError(
                 "the checkpoint was written by an older shardline-parquet, which counted a filter's rows "
                 "differently; delete the checkpoint to start over"
             )
-        if file is None:
+        if state.file is None:
             return (len(self._files), 0, 0)  # everything was read and acknowledged
-        if file in self._files:
-            return (self._files.index(file), row_group, row_offset)
-        relative = checkpoint.get("relative")
-        same = [i for i, f in enumerate(self._plan.files) if relative is not None and f.relative == relative]
-        if len(same) == 1:
-            return (same[0], row_group, row_offset)
-        raise CheckpointError(
-            f"the checkpoint stopped in {file}, which source.path no longer matches; "
-            "delete the checkpoint to start over"
-        )
+        if state.file in self._files:
+            index = self._files.index(state.file)
+        else:
+            same = [
+                i
+                for i, f in enumerate(self._plan.files)
+                if state.relative is not None and f.relative == state.relative
+            ]
+            if len(same) != 1:
+                raise CheckpointError(
+                    f"the checkpoint stopped in {_shown(state.file)}, which source.path no longer matches; "
+                    "delete the checkpoint to start over"
+                )
+            index = same[0]
+        self._check_position(self._files[index], state)
+        return (index, state.row_group, state.row_offset)
+
+    def _check_position(self, path: str, state: ParquetCheckpoint) -> None:
+        """Refuse a position past the end of its file or of its row group."""
+        try:
+            metadata = pq.read_metadata(path)
+        except (OSError, pa.ArrowInvalid) as exc:
+            why = f"the checkpoint stopped in {_shown(path)}, which cannot be read: {exc}"
+            raise CheckpointError(why) from None
+        groups = metadata.num_row_groups
+        if state.row_group > groups or (state.row_group == groups and state.row_offset):
+            raise CheckpointError(
+                f"source.row_group: {state.row_group} (offset {state.row_offset}) is past the end of "
+                f"{_shown(path)}, which has {groups} row groups; delete the checkpoint to start over"
+            )
+        # row_offset is a row number inside the row group (checkpoint format 2; older ones counted
+        # filtered rows, which cannot be checked against the footer)
+        if state.row_group < groups and (state.format is not None or self.options.filter is None):
+            rows = metadata.row_group(state.row_group).num_rows
+            if state.row_offset > rows:
+                raise CheckpointError(
+                    f"source.row_offset: {state.row_offset} is past the end of row group {state.row_group} "
+                    f"of {_shown(path)}, which has {rows} rows; delete the checkpoint to start over"
+                )
 
 
 def _one_batch(table: pa.Table) -> pa.RecordBatch:
