@@ -80,7 +80,7 @@ from shardline.transport import PutBodyResult, PutFailure, PutRecord, Transport,
 log = logging.getLogger("shardline.sink")
 
 ORDERING_MODES = ("strict", "none")
-_ORDERING_ALIASES = {"paranoid": "strict"}
+ORDERING_ALIASES = {"paranoid": "strict"}
 
 _PERMANENT_ERRORS = (
     "InvalidArgument",
@@ -142,7 +142,7 @@ def is_permanent(message: str) -> bool:
 
 def ordering_mode(name: str) -> str:
     """The ordering mode ``name`` stands for; :class:`ConfigError` when it is none."""
-    mode = _ORDERING_ALIASES.get(name, name)
+    mode = ORDERING_ALIASES.get(name, name)
     if mode not in ORDERING_MODES:
         raise ConfigError(f"ordering={name!r} is not a mode; choose one of {', '.join(ORDERING_MODES)}")
     return mode
