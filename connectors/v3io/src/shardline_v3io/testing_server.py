@@ -185,6 +185,12 @@ def start_server_thread(
 ) -> ThreadServer:
     """Start the server in a background thread of this process on a free port."""
     from shardline_v3io.faults import FaultConfig
+    from shardline_v3io.guard import (
+        DEFAULT_BODY_TIMEOUT_S,
+        DEFAULT_HEADER_TIMEOUT_S,
+        DEFAULT_MAX_PENDING_PER_CLIENT,
+        GuardOptions,
+    )
     from shardline_v3io.server import ServerOptions, start
 
     fault = FaultConfig(
@@ -194,7 +200,12 @@ def start_server_thread(
         status_rate=server_options.pop("fault_status_rate", 0.0),
         seed=server_options.pop("fault_seed", None),
     )
-    options = ServerOptions(data_dir=str(data_dir), port=0, fault=fault, **server_options)
+    guard = GuardOptions(
+        header_timeout_s=server_options.pop("header_timeout", DEFAULT_HEADER_TIMEOUT_S),
+        body_timeout_s=server_options.pop("body_timeout", DEFAULT_BODY_TIMEOUT_S),
+        max_pending_per_client=server_options.pop("max_pending_per_client", DEFAULT_MAX_PENDING_PER_CLIENT),
+    )
+    options = ServerOptions(data_dir=str(data_dir), port=0, fault=fault, guard=guard, **server_options)
     ready: queue.Queue[tuple[str, asyncio.AbstractEventLoop, asyncio.Event] | BaseException] = queue.Queue()
 
     def main() -> None:
