@@ -19,13 +19,17 @@ that stall in the middle of a body hold no slot.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections import defaultdict
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
+
+from shardline_v3io import errors as E
 
 DEFAULT_HEADER_TIMEOUT_S = 30.0
 """Seconds a connection has to send its request headers (also the idle keep-alive time)."""
@@ -146,6 +150,28 @@ class GuardedHandler(RequestHandler):
             return
         self.set_pending(False)
         super().connection_lost(exc)
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """A request aiohttp could not parse (or a handler failure): one log line, a v3io error body."""
+        if request.writer.output_size > 0:
+            raise ConnectionError("the response is sent already; cannot send an error response")
+        detail = (getattr(exc, "message", None) or message or "").strip().splitlines()
+        reason = detail[-1].strip() if detail else HTTPStatus(status).phrase
+        print(f"bad request from {request.remote}: {status} {reason}", file=sys.stderr, flush=True)
+        if status == 400:
+            kind = E.INVALID_ARGUMENT
+        else:
+            name = HTTPStatus(status).phrase.replace(" ", "")
+            kind = E.V3ioError(-22 if status < 500 else -5, name, status)
+        resp = web.Response(body=kind.body(reason[:200]), status=status, content_type="application/json")
+        resp.force_close()
+        return resp
 
 
 class GuardedServer(web.Server):

@@ -21,6 +21,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import errno
 import hmac
 import os
 import signal
@@ -54,6 +55,18 @@ MAX_CONCURRENT_BODIES = 32
 """Stream requests processed at once, once their body is in (each may hold a 10 MB body)."""
 _DISCARD_LIMIT = 64 * 2**20
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_OS_ERRORS: dict[int, E.V3ioError] = {
+    errno.ENOENT: E.NO_SUCH_FILE,
+    errno.ENOTDIR: E.NO_SUCH_FILE,
+    errno.EISDIR: E.RESOURCE_EXISTS,
+    errno.EEXIST: E.RESOURCE_EXISTS,
+    errno.ENOTEMPTY: E.DIRECTORY_NOT_EMPTY,
+    errno.ENAMETOOLONG: E.INVALID_ARGUMENT,
+    errno.ELOOP: E.INVALID_ARGUMENT,
+    errno.EACCES: E.PERMISSION_DENIED,
+    errno.EPERM: E.PERMISSION_DENIED,
+}
+"""File-system errors a request can provoke, as the v3io errors they are answered with."""
 _JSON = "application/json"
 
 STREAM_FUNCTIONS = frozenset(
@@ -221,6 +234,12 @@ class V3ioServer:
             return self._error(E.INVALID_ARGUMENT, "the request body ended early")
         except asyncio.CancelledError:
             raise
+        except OSError as exc:  # a file-system answer to a path the client chose: its errno, no path
+            kind = _OS_ERRORS.get(exc.errno or 0)
+            if kind is None:
+                traceback.print_exc(file=sys.stderr)
+                return _error_response(E.INTERNAL_ERROR, f"{type(exc).__name__} (see the server log)")
+            return _error_response(kind, exc.strerror or kind.name)
         except Exception as exc:  # never crash on input; the details go to the log only
             traceback.print_exc(file=sys.stderr)
             return _error_response(E.INTERNAL_ERROR, f"{type(exc).__name__} (see the server log)")
