@@ -39,6 +39,7 @@ from typing import Any
 from shardline.checkpoint import CheckpointStore
 from shardline.config import PipelineConfig, load_pipeline
 from shardline.progress import Display, human_bytes, make_display
+from shardline.redact import redact_url
 from shardline.source import AckToken, Source
 
 
@@ -295,7 +296,7 @@ class Runner:
         state = source.checkpoint()
         if state == saved:
             return saved
-        store.save(state, stream=self.config.sink.stream, pid=os.getpid())
+        store.save(state, stream=redact_url(self.config.sink.stream), pid=os.getpid())
         return state
 
 
