@@ -139,6 +139,7 @@ RAW_CASES: dict[str, bytes] = {
     "bad http version": b"GET /bigdata/x HTTP/9.9\r\nHost: x\r\n\r\n",
     "bad content length": b"PUT /bigdata/x HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
     "unicode content length": b"PUT /bigdata/x HTTP/1.1\r\nHost: x\r\nContent-Length: \xd9\xa1\r\n\r\n",
+    "request line too long": b"GET /bigdata/" + b"a" * 20000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
     "header line too long": b"GET /bigdata/x HTTP/1.1\r\nHost: x\r\nX-a: " + b"a" * 20000 + b"\r\n\r\n",
     "too many headers": b"GET /bigdata/x HTTP/1.1\r\nHost: x\r\n" + b"X-a: b\r\n" * 300 + b"\r\n",
     "bad chunked body": b"PUT /bigdata/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",

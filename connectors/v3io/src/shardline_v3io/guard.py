@@ -31,8 +31,9 @@ from aiohttp.web_request import BaseRequest
 
 from shardline_v3io import errors as E
 
-DEFAULT_HEADER_TIMEOUT_S = 30.0
-"""Seconds a connection has to send its request headers (also the idle keep-alive time)."""
+DEFAULT_HEADER_TIMEOUT_S = 60.0
+"""Seconds a connection has to send its request headers (also the idle keep-alive time, which is
+longer than the 30 s our own client keeps idle connections, so the server is not the one to close)."""
 DEFAULT_BODY_TIMEOUT_S = 60.0
 """Seconds a stream request's body (at most 10 MiB) has to arrive, and an object upload's longest pause."""
 DEFAULT_MAX_PENDING_PER_CLIENT = 64
@@ -163,7 +164,10 @@ class GuardedHandler(RequestHandler):
             raise ConnectionError("the response is sent already; cannot send an error response")
         detail = (getattr(exc, "message", None) or message or "").strip().splitlines()
         reason = detail[-1].strip() if detail else HTTPStatus(status).phrase
-        print(f"bad request from {request.remote}: {status} {reason}", file=sys.stderr, flush=True)
+        if status >= 500:  # a fault of ours, not of the request: keep the traceback
+            self.log_exception("Error handling request from %s", request.remote, exc_info=exc)
+        else:
+            print(f"bad request from {request.remote}: {status} {reason}", file=sys.stderr, flush=True)
         if status == 400:
             kind = E.INVALID_ARGUMENT
         else:

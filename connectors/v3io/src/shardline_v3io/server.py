@@ -592,7 +592,7 @@ class V3ioServer:
             raise RequestError(E.INVALID_ARGUMENT, f"{parsed.container}/{parsed.path} is a directory")
         if not p.is_file():
             raise StoreError(E.NO_SUCH_FILE, f"No such file or directory: {parsed.container}/{parsed.path}")
-        return await _send_file(request, p)
+        return await _send_file(request, p, self.guard.options.body_timeout_s)
 
     async def _put_object(self, request: BaseRequest, parsed: ParsedPath) -> web.Response:
         if parsed.trailing_slash:
@@ -666,8 +666,13 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     return start, min(end, size)
 
 
-async def _send_file(request: BaseRequest, path: Path, chunk: int = 256 * 1024) -> web.StreamResponse:
-    """Stream a file (or a byte range of it) without reading it all into memory."""
+async def _send_file(
+    request: BaseRequest, path: Path, write_timeout_s: float, chunk: int = 256 * 1024
+) -> web.StreamResponse:
+    """Stream a file (or a byte range of it) without reading it all into memory.
+
+    A client that stops reading for ``write_timeout_s`` is dropped (TimeoutError).
+    """
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | _NOFOLLOW)
     except OSError as exc:  # a link put there since the path was checked, or a vanished file
@@ -689,7 +694,13 @@ async def _send_file(request: BaseRequest, path: Path, chunk: int = 256 * 1024) 
                 data = os.pread(fd, min(chunk, end - pos), pos)
                 if not data:
                     break
-                await resp.write(data)
+                try:
+                    async with asyncio.timeout(write_timeout_s):
+                        await resp.write(data)
+                except TimeoutError:
+                    if request.transport is not None:
+                        request.transport.abort()
+                    raise ClientGone("the client stopped reading") from None
                 pos += len(data)
         await resp.write_eof()
         return resp
