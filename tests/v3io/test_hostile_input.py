@@ -128,6 +128,8 @@ CASES: dict[str, Case] = {
     "max-keys underscore": Case("GET", "/bigdata?prefix=&max-keys=1_0"),
     "max-keys plus": Case("GET", "/bigdata?prefix=&max-keys=%2B5"),
     "max-keys negative": Case("GET", "/bigdata?prefix=&max-keys=-1"),
+    "marker U+FFFF": Case("GET", "/bigdata?prefix=&marker=%EF%BF%BF"),
+    "marker control character": Case("GET", "/bigdata?prefix=&marker=a%01"),
     "max-keys huge": Case("GET", "/bigdata?prefix=&max-keys=" + "9" * 40),
 }
 

@@ -67,7 +67,8 @@ def access_key_from(option: str | None, environ: Mapping[str, str]) -> str | Non
     default=DEFAULT_MAX_PENDING_PER_CLIENT,
     show_default=True,
     type=click.IntRange(min=1),
-    help="Connections one client address may have sending a request at once; more are closed.",
+    help="Connections one client address may have sending a request at once; "
+    "a new one closes the oldest (the one stalled longest).",
 )
 @click.option(
     "--fault-rate",

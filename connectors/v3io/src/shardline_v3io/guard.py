@@ -1,12 +1,15 @@
 """What keeps slow or hostile clients from starving good ones: time limits and a per-client cap.
 
 * **Header time**: a connection must send a request's headers within ``header_timeout_s`` of
-  connecting or of its last response (aiohttp's keep-alive timer, which also closes idle ones).
+  connecting, or of the first byte of its next request; a connection idle between requests is
+  closed after ``header_timeout_s`` too (aiohttp's keep-alive timer).
 * **Body time**: the server reads a request body within ``body_timeout_s``
   (:meth:`ClientGuard.body_deadline`).
-* **Pending connections per client address**: a connection is *pending* from its first byte until
-  its request is fully received (headers and body). A client address may hold at most
-  ``max_pending_per_client`` pending connections; further connections from it are closed at once.
+* **Pending connections per client address**: a connection is *pending* from its connection (or
+  the first byte of its next request) until that request is fully received (headers and body).
+  A client address may hold at most ``max_pending_per_client`` pending connections: a new one
+  closes the oldest pending one of its address (the one stalled longest), so a flood of stalled
+  connections cannot keep a good request of the same address out.
   Connections that are idle between requests or whose request is being answered do not count, so a
   client with a large pool of keep-alive connections is not refused.
 * **Bytes in reception**: at most ``max_receiving_bytes`` of request bodies are held while they
@@ -36,7 +39,7 @@ DEFAULT_HEADER_TIMEOUT_S = 60.0
 longer than the 30 s our own client keeps idle connections, so the server is not the one to close)."""
 DEFAULT_BODY_TIMEOUT_S = 60.0
 """Seconds a stream request's body (at most 10 MiB) has to arrive, and an object upload's longest pause."""
-DEFAULT_MAX_PENDING_PER_CLIENT = 64
+DEFAULT_MAX_PENDING_PER_CLIENT = 128
 """Connections per client address that may be sending a request at once (``--max-pending-per-client``)."""
 DEFAULT_MAX_RECEIVING_BYTES = 320 * 2**20
 """Bytes of request bodies the server holds while they arrive, over all clients."""
@@ -57,23 +60,50 @@ class ClientGuard:
 
     def __init__(self, options: GuardOptions) -> None:
         self.options = options
-        self._pending: defaultdict[str, int] = defaultdict(int)
+        # per address, its pending connections, oldest first (a dict keeps insertion order)
+        self._pending: defaultdict[str, dict[GuardedHandler, None]] = defaultdict(dict)
         self.receiving_bytes = 0
-        self.refused_connections = 0
+        self.evicted_connections = 0
 
     def pending(self, address: str) -> int:
         """How many connections of ``address`` are sending a request now."""
-        return self._pending.get(address, 0)
+        return len(self._pending.get(address, ()))
 
-    def _add(self, address: str) -> None:
-        self._pending[address] += 1
+    def _add(self, conn: GuardedHandler) -> None:
+        self._pending[conn.address][conn] = None
 
-    def _remove(self, address: str) -> None:
-        n = self._pending[address] - 1
-        if n > 0:
-            self._pending[address] = n
-        else:
-            del self._pending[address]
+    def _remove(self, conn: GuardedHandler) -> None:
+        waiting = self._pending.get(conn.address)
+        if waiting is not None:
+            waiting.pop(conn, None)
+            if not waiting:
+                del self._pending[conn.address]
+
+    def make_room(self, address: str) -> None:
+        """Before a new connection of ``address`` counts: close its oldest pending ones over the cap.
+
+        The oldest pending connection is the one that has stalled longest; a good request, which
+        is in within milliseconds, is never the oldest for long, so it gets through even while
+        the address is flooded with stalled connections.
+        """
+        waiting = self._pending.get(address)
+        while waiting and len(waiting) >= self.options.max_pending_per_client:
+            oldest = next(iter(waiting))
+            oldest.set_pending(False)
+            oldest.close_by_guard()
+            self.evicted_connections += 1
+            waiting = self._pending.get(address)
+
+    def closed_by_guard(self, request: BaseRequest) -> bool:
+        """True when this request's connection was closed by the guard (evicted or too slow)."""
+        proto = request.protocol
+        return isinstance(proto, GuardedHandler) and proto.closed_by_guard
+
+    def headers_received(self, request: BaseRequest) -> None:
+        """The request's headers are in (its handler runs): the header timer of the connection stops."""
+        proto = request.protocol
+        if isinstance(proto, GuardedHandler):
+            proto.stop_header_timer()
 
     def request_received(self, request: BaseRequest) -> None:
         """The request on this connection is fully received: the connection stops being pending."""
@@ -107,15 +137,37 @@ class ClientGuard:
 class GuardedHandler(RequestHandler):
     """aiohttp's connection handler, counting itself as pending while a request arrives."""
 
-    __slots__ = ("_address", "_guard", "_pending_now", "_refused", "idle")
+    __slots__ = ("_guard", "_header_timer", "_pending_now", "address", "closed_by_guard", "idle")
 
     def __init__(self, manager: Any, *, guard: ClientGuard, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._guard = guard
-        self._address = ""
+        self.address = ""
         self._pending_now = False
-        self._refused = False
+        self._header_timer: asyncio.TimerHandle | None = None
+        self.closed_by_guard = False
         self.idle = False
+
+    def close_by_guard(self) -> None:
+        """Close the connection (too slow, or evicted for a newer one of its address)."""
+        self.closed_by_guard = True
+        self.stop_header_timer()
+        self.force_close()
+
+    def _start_header_timer(self) -> None:
+        self.stop_header_timer()
+        loop = asyncio.get_running_loop()
+        self._header_timer = loop.call_later(self._guard.options.header_timeout_s, self._headers_too_slow)
+
+    def stop_header_timer(self) -> None:
+        """Cancel the header timer (the request's headers are in, or the connection is gone)."""
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        self.close_by_guard()
 
     def set_pending(self, pending: bool) -> None:
         """Count (or stop counting) this connection against its address's cap."""
@@ -123,33 +175,28 @@ class GuardedHandler(RequestHandler):
             return
         self._pending_now = pending
         if pending:
-            self._guard._add(self._address)
+            self._guard._add(self)
         else:
-            self._guard._remove(self._address)
+            self._guard._remove(self)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
-        self._address = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
-        if self._guard.pending(self._address) >= self._guard.options.max_pending_per_client:
-            self._refused = True
-            self._guard.refused_connections += 1
-            transport.abort()  # type: ignore[attr-defined]
-            return
+        self.address = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+        self._guard.make_room(self.address)
         self.set_pending(True)
         super().connection_made(transport)
+        self._start_header_timer()
 
     def data_received(self, data: bytes) -> None:
-        if self._refused:
-            return
         if self.idle:
             self.idle = False
             self.set_pending(True)
+            self._start_header_timer()
         super().data_received(data)
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        if self._refused:
-            return
         self.set_pending(False)
+        self.stop_header_timer()
         super().connection_lost(exc)
 
     def handle_error(

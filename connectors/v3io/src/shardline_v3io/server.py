@@ -229,8 +229,9 @@ class V3ioServer:
             return self._error(exc.kind, exc.detail)
         except (ClientGone, ConnectionResetError, ClientPayloadError, PayloadEncodingError) as exc:
             # the client went away (or broke its body) mid-request: one line, no traceback
-            line = f"client {request.remote} gone mid-request ({type(exc).__name__})"
-            print(line, file=sys.stderr, flush=True)
+            if not self.guard.closed_by_guard(request):  # else we closed it: nothing to report
+                line = f"client {request.remote} gone mid-request ({type(exc).__name__})"
+                print(line, file=sys.stderr, flush=True)
             return self._error(E.INVALID_ARGUMENT, "the request body ended early")
         except asyncio.CancelledError:
             raise
@@ -254,6 +255,7 @@ class V3ioServer:
         return _error_response(kind, detail)
 
     async def _handle(self, request: BaseRequest) -> web.StreamResponse:
+        self.guard.headers_received(request)
         if not request.body_exists:
             self.guard.request_received(request)
         if self._key is not None and not self._authorised(request):
@@ -550,8 +552,10 @@ class V3ioServer:
         prefix = query.get("prefix", [""])[0]
         dirs_only = query.get("prefix-only", ["0"])[0] not in ("", "0", "false")
         marker = query.get("marker", [""])[0]
+        if names.text_problem(marker):
+            raise RequestError(E.INVALID_ARGUMENT, f"marker: {names.text_problem(marker)}")
         max_keys_raw = query.get("max-keys", ["1000"])[0]
-        max_keys_or_none = names.parse_decimal(max_keys_raw, 9)
+        max_keys_or_none = names.parse_decimal(max_keys_raw, 9, canonical=False)
         if max_keys_or_none is None:
             raise RequestError(E.INVALID_ARGUMENT, f"max-keys must be an integer, got {max_keys_raw!r}")
         max_keys = max_keys_or_none

@@ -30,6 +30,13 @@ _DIGITS = re.compile(r"[0-9]+")
 _BAD_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
 
 
+def text_problem(text: str) -> str | None:
+    """Why ``text`` (a name or a listing marker) cannot be echoed in XML or a log line, or None."""
+    if _BAD_CHARS.search(text):
+        return "contains a control character, a surrogate, U+FFFE or U+FFFF"
+    return None
+
+
 def segment_problem(seg: str) -> str | None:
     """Why ``seg`` cannot be a path segment (a name of a container, directory, object or stream), or None."""
     if not seg:
@@ -38,8 +45,9 @@ def segment_problem(seg: str) -> str | None:
         return f"the path segment {seg!r} is not allowed"
     if "/" in seg or "\\" in seg:
         return f"the path segment {seg!r} contains a slash or backslash"
-    if _BAD_CHARS.search(seg):
-        return f"the path segment {seg!r} contains a control character, a surrogate, U+FFFE or U+FFFF"
+    bad_chars = text_problem(seg)
+    if bad_chars:
+        return f"the path segment {seg!r} {bad_chars}"
     if seg.startswith(RESERVED_PREFIX):
         return f"names starting with {RESERVED_PREFIX!r} are reserved by shardline ({seg!r})"
     if len(seg.encode("utf-8")) > MAX_SEGMENT_BYTES:
