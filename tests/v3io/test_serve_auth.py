@@ -46,3 +46,25 @@ def test_a_key_from_the_environment_is_required(tmp_path: Path) -> None:
         assert requests.put(url, headers={"X-v3io-function": "DescribeStream"}).status_code == 403
         ok = requests.put(url, headers={"X-v3io-function": "DescribeStream", "X-v3io-session-key": "k"})
         assert ok.status_code == 404
+
+
+def test_stream_commands_use_a_key_in_the_url_but_never_print_it(tmp_path: Path) -> None:
+    key = "k3y-in-the-url-0815"
+    with start_server(tmp_path / "d", access_key=key) as server:
+        url = f"http://user:{key}@{server.url.removeprefix('http://')}/bigdata/s"
+        outputs = []
+        for args in (
+            ["create", url, "--shards", "2"],
+            ["create", url, "--if-not-exists"],
+            ["put", url, "hello"],
+            ["update", url, "--shards", "3"],
+            ["delete", url],
+            ["delete", url],
+        ):
+            cmd = [sys.executable, "-m", "shardline_v3io", "stream", *args]
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+            outputs.append((proc.returncode, proc.stdout + proc.stderr))
+        assert [code for code, _ in outputs] == [0, 0, 0, 0, 0, 1]  # the key authenticated
+        for _code, text in outputs:
+            assert key not in text, text
+        assert outputs[0][1].startswith("created http://user:***@")
