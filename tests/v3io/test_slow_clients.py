@@ -19,7 +19,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from shardline_v3io.testing_server import RunningServer, start_server
+from shardline_v3io.testing_server import RunningServer, start_server, start_server_thread
 
 GOOD_SOURCE = ("127.0.0.2", 0)
 
@@ -159,6 +159,35 @@ def test_a_connection_over_the_per_client_cap_closes_the_oldest_stalled_one(tmp_
         finally:
             for s in stalled:
                 s.close()
+
+
+def test_bodies_beyond_the_reception_budget_get_a_503_at_once(tmp_path: Path) -> None:
+    server = start_server_thread(tmp_path / "data", max_receiving_bytes=4000)
+    try:
+        good = GoodClient(server, source=("127.0.0.1", 0))
+        path = _new_stream(good)
+        hog = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        hog.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nX-v3io-function: PutRecords\r\n"
+            "Content-Length: 9000\r\n\r\n".encode()
+            + b"{"
+            + b" " * 3999
+        )
+        deadline = time.monotonic() + 10
+        while True:  # until the server holds the hog's 4000 bytes
+            t0 = time.monotonic()
+            status, body = _put_one(good, path)
+            if status == 503 or time.monotonic() > deadline:
+                break
+        assert status == 503 and orjson.loads(body)["ErrorMessage"] == "ServiceUnavailable", body
+        assert time.monotonic() - t0 < 0.5
+        hog.close()
+        deadline = time.monotonic() + 10
+        while _put_one(good, path)[0] != 200:  # the budget is given back when the hog goes
+            assert time.monotonic() < deadline
+        good.close()
+    finally:
+        server.stop()
 
 
 class Attack:
