@@ -27,6 +27,7 @@ from shardline.partitioning import Partitioner, ShardMap
 from shardline.pipeline import RunSummary, run_pipeline
 from shardline.plugins import register_plugin
 from shardline.records import RecordMapping
+from shardline.redact import redact_url
 from shardline.sink import AsyncStreamSink, StreamSink
 from shardline.source import AckToken, Source, SourceCheckpoint, SourceOptions
 from shardline.transport import PutRecord, PutResult, StreamInfo, Transport
@@ -64,6 +65,7 @@ __all__ = [
     "TransportError",
     "hookimpl",
     "load_pipeline",
+    "redact_url",
     "register_plugin",
     "run_pipeline",
 ]

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from shardline.errors import CheckpointError
+from shardline.redact import redact_url
 
 if TYPE_CHECKING:
     from shardline.source import Source
@@ -215,12 +216,16 @@ class CheckpointStore:
         return checked
 
     def save(self, state: dict[str, Any], **facts: Any) -> None:
-        """Atomically replace the checkpoint with ``state`` (plus informational ``facts``)."""
+        """Atomically replace the checkpoint with ``state`` (plus informational ``facts``).
+
+        String facts (e.g. ``stream``) are written through :func:`shardline.redact_url`: a checkpoint
+        never holds a key given in a URL.
+        """
         doc = {
             "version": FORMAT_VERSION,
             "fingerprint": self.fingerprint,
             "updated_at": time.time(),
-            **facts,
+            **{k: redact_url(v) if isinstance(v, str) else v for k, v in facts.items()},
             "source": state,
         }
         try:

@@ -70,12 +70,13 @@ def plugins_command() -> None:
 def validate_command(pipeline: str, overrides: tuple[str, ...]) -> None:
     """Check a pipeline file (TOML or YAML) without running it; print what it would do."""
     from shardline.config import load_pipeline
+    from shardline.redact import redact_url
 
     config = load_pipeline(pipeline, overrides)
     source_summary = config.source_cls.preflight(config.source_options)  # what run checks first
     checkpoint = config.checkpoint.path if config.checkpoint else "none"
     click.echo(
-        f"{pipeline}: ok: {config.source_type} source -> {config.sink.stream} "
+        f"{pipeline}: ok: {config.source_type} source -> {redact_url(config.sink.stream)} "
         f"(data={config.mapping.data}, partitioner={config.mapping.partitioner}, checkpoint={checkpoint})"
     )
     if source_summary:

@@ -58,6 +58,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic_core import PydanticCustomError
 
 from shardline.errors import ConfigError, PluginError
+from shardline.redact import redact_url
 from shardline.source import Source, SourceOptions
 
 BUILTIN_CODECS = ("json", "raw", "arrow", "template")
@@ -228,7 +229,7 @@ class PipelineConfig:
 
 
 def _stream_identity(url: str) -> str:
-    scheme, _, rest = url.partition("://")
+    scheme, _, rest = redact_url(url).partition("://")  # a key in the URL is no part of the identity
     if scheme in ("http", "https"):
         rest = rest.partition("/")[2]  # drop host:port, keep container/path
     return f"{scheme}:{rest.strip('/')}"
@@ -426,10 +427,10 @@ def _check_stream(stream: str, ctx: _ErrorContext) -> list[str]:
     scheme, sep, rest = stream.partition("://")
     if not sep or not scheme or not rest:
         expected = "expected a stream URL like http://HOST:PORT/CONTAINER/STREAM, v3io:///… or local://DIR/…"
-        return [ctx.line(("sink", "stream"), expected, stream)]
-    transports = registered("transports")
-    if scheme.lower() not in transports:
-        known = ", ".join(sorted(transports)) or "none"
+        return [ctx.line(("sink", "stream"), expected, redact_url(stream))]
+    schemes = sorted(registered("transports"))
+    if scheme.lower() not in schemes:
+        known = ", ".join(schemes) or "none"
         expected = f"no transport for {scheme + '://'!r} (known: {known}; see `shardline plugins`)"
         return [ctx.line(("sink", "stream"), expected)]
     return []

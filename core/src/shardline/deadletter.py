@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shardline.errors import ConfigError
+from shardline.redact import redact_url
 
 log = logging.getLogger("shardline.sink")
 
@@ -57,7 +58,7 @@ def dead_letter_entry(stream: str, record: dict[str, Any], error: str, reason: s
         text, encoding = base64.b64encode(data).decode("ascii"), "base64"
     ci = record.get("client_info")
     return {
-        "stream": stream,
+        "stream": redact_url(stream),
         "data": text,
         "data_encoding": encoding,
         "partition_key": record.get("partition_key"),

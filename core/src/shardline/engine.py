@@ -74,6 +74,7 @@ from shardline.metrics import SinkMetrics
 from shardline.partitioning import ShardMap
 from shardline.plugins import call_observers
 from shardline.records import EncodedBatch, encode_body
+from shardline.redact import redact_url
 from shardline.throttle import ShardThrottle
 from shardline.transport import PutBodyResult, PutFailure, PutRecord, Transport, failures_of
 
@@ -259,7 +260,7 @@ class Engine:
         self.dead_letters = dead_letters
         self.metrics = metrics
         self.create = create
-        self.stream = getattr(transport, "url", repr(transport))
+        self.stream = redact_url(str(getattr(transport, "url", repr(transport))))
         self.shard_map: ShardMap | None = None
         self._lanes: dict[int, _Lane] = {}
         self._batches: collections.deque[_Batch] = collections.deque()

@@ -48,6 +48,7 @@ from shardline.checkpoint import CheckpointLock, CheckpointStore
 from shardline.config import PipelineConfig, load_pipeline
 from shardline.errors import CheckpointError, DeliveryError
 from shardline.progress import Display, human_bytes, make_display
+from shardline.redact import redact_url
 from shardline.source import AckToken, Source
 
 
@@ -401,7 +402,7 @@ class Runner:
         state = source.checkpoint()
         if state == saved:
             return saved
-        store.save(state, stream=self.config.sink.stream, pid=os.getpid())
+        store.save(state, stream=redact_url(self.config.sink.stream), pid=os.getpid())
         return state
 
 

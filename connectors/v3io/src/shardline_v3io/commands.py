@@ -3,9 +3,32 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 import click
 from shardline.errors import ConfigError
+
+from shardline_v3io.guard import (
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_HEADER_TIMEOUT_S,
+    DEFAULT_MAX_PENDING_PER_CLIENT,
+)
+
+
+def access_key_from(option: str | None, environ: Mapping[str, str]) -> str | None:
+    """The key to require: ``--access-key``, else env ``SHARDLINE_ACCESS_KEY``, else None (open).
+
+    Raise ConfigError when the key given is empty or blank (``--access-key "$UNSET"``): a server
+    that looks protected but is open is worse than either.
+    """
+    source = "--access-key"
+    if option is None:
+        option, source = environ.get("SHARDLINE_ACCESS_KEY"), "SHARDLINE_ACCESS_KEY"
+    if option is not None and not option.strip():
+        raise ConfigError(
+            f"{source} is empty: give a non-empty key, or leave it out entirely to serve without auth"
+        )
+    return option
 
 
 @click.command(name="serve")
@@ -23,7 +46,29 @@ from shardline.errors import ConfigError
     "--access-key",
     default=None,
     help="Require this key (X-v3io-session-key or Basic password). "
-    "Default: env SHARDLINE_ACCESS_KEY; none = open.",
+    "Default: env SHARDLINE_ACCESS_KEY; neither given = open. An empty key is refused.",
+)
+@click.option(
+    "--header-timeout",
+    default=DEFAULT_HEADER_TIMEOUT_S,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds a connection has to send a request's headers (also how long an idle one stays open).",
+)
+@click.option(
+    "--body-timeout",
+    default=DEFAULT_BODY_TIMEOUT_S,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds a stream request's body has to arrive (and the longest pause in an object upload).",
+)
+@click.option(
+    "--max-pending-per-client",
+    default=DEFAULT_MAX_PENDING_PER_CLIENT,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Connections one client address may have sending a request at once; "
+    "a new one closes the oldest (the one stalled longest).",
 )
 @click.option(
     "--fault-rate",
@@ -93,6 +138,9 @@ def serve_command(
     host: str,
     port: int,
     access_key: str | None,
+    header_timeout: float,
+    body_timeout: float,
+    max_pending_per_client: int,
     fault_rate: float,
     fault_shape: str,
     fault_status: int,
@@ -109,9 +157,15 @@ def serve_command(
     failures for your own tests (see the connector README); a bad value exits 1 with one line.
     """
     from shardline_v3io.faults import FaultConfig
+    from shardline_v3io.guard import GuardOptions
     from shardline_v3io.server import ServerOptions, run
 
-    key = access_key or os.environ.get("SHARDLINE_ACCESS_KEY") or None
+    key = access_key_from(access_key, os.environ)
+    guard = GuardOptions(
+        header_timeout_s=header_timeout,
+        body_timeout_s=body_timeout,
+        max_pending_per_client=max_pending_per_client,
+    )
     fault = FaultConfig(  # raises ConfigError (one line, exit 1) on a bad value
         rate=fault_rate,
         shape=fault_shape,
@@ -123,6 +177,10 @@ def serve_command(
         seed=fault_seed,
     )
     try:
-        run(ServerOptions(data_dir=data_dir, host=host, port=port, access_key=key, fault=fault, fsync=fsync))
+        run(
+            ServerOptions(
+                data_dir=data_dir, host=host, port=port, access_key=key, fault=fault, fsync=fsync, guard=guard
+            )
+        )
     except OSError as exc:
         raise ConfigError(f"cannot serve on {host}:{port} with data dir {data_dir}: {exc}") from exc

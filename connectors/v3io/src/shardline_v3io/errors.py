@@ -41,6 +41,7 @@ DIRECTORY_NOT_EMPTY = V3ioError(-39, "Directory not empty", 409)
 UNSUPPORTED_FUNCTION = V3ioError(-95, "UnsupportedOperationException", 400)
 METHOD_NOT_ALLOWED = V3ioError(-95, "MethodNotAllowed", 405)
 RANGE_NOT_SATISFIABLE = V3ioError(-22, "InvalidRange", 416)
+REQUEST_TIMEOUT = V3ioError(-110, "RequestTimeout", 408, retryable=True)
 SERVICE_UNAVAILABLE = V3ioError(-11, "ServiceUnavailable", 503, retryable=True)
 INTERNAL_ERROR = V3ioError(-5, "InternalError", 500, retryable=True)
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 from shardline.errors import AccessDeniedError, StreamNotFoundError, TransportError
+from shardline.redact import redact_url
 from shardline.transport import PutBodyResult, PutFailure, PutRecord, PutResult, StreamInfo
 
 from shardline_v3io.store import StoreError, StreamStore
@@ -60,7 +61,8 @@ class LocalTransport:
     def __init__(self, url: str | StreamURL, *, fsync: bool = False, **_options: Any) -> None:
         self.target = url if isinstance(url, StreamURL) else parse_stream_url(url)
         if self.target.scheme != "local" or self.target.local_dir is None:
-            raise TransportError(f"LocalTransport needs a local:// URL, got {url!r}", retryable=False)
+            shown = redact_url(str(url))
+            raise TransportError(f"LocalTransport needs a local:// URL, got {shown!r}", retryable=False)
         self.url = str(self.target)
         self.store = shared_store(self.target.local_dir, fsync=fsync)
 

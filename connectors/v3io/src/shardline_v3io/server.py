@@ -25,6 +25,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import errno
 import hmac
 import os
 import signal
@@ -42,20 +43,36 @@ from urllib.parse import parse_qs, unquote
 from xml.sax.saxutils import escape
 
 import orjson
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
+from aiohttp.http_exceptions import PayloadEncodingError
 from aiohttp.web_request import BaseRequest
 from shardline import limits
+from shardline.errors import ConfigError
 
 from shardline_v3io import errors as E
 from shardline_v3io.faults import FaultConfig
-from shardline_v3io.store import StoreError, StreamStore
+from shardline_v3io.guard import ClientGuard, GuardedServer, GuardOptions
+from shardline_v3io.store import StoreError, StreamStore, names
 from shardline_v3io.store.stream import MAX_GET_LIMIT, MAX_RECORDS
 
 MAX_BODY = limits.MAX_REQUEST_BODY_BYTES
 """The largest JSON body a Streaming Web API request may have (10 MiB, ``shardline.limits``)."""
 MAX_CONCURRENT_BODIES = 32
-"""Stream requests processed at once (each may hold a 10 MB body); others wait their turn."""
+"""Stream requests processed at once, once their body is in (each may hold a 10 MB body)."""
 _DISCARD_LIMIT = 64 * 2**20
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_OS_ERRORS: dict[int, E.V3ioError] = {
+    errno.ENOENT: E.NO_SUCH_FILE,
+    errno.ENOTDIR: E.NO_SUCH_FILE,
+    errno.EISDIR: E.RESOURCE_EXISTS,
+    errno.EEXIST: E.RESOURCE_EXISTS,
+    errno.ENOTEMPTY: E.DIRECTORY_NOT_EMPTY,
+    errno.ENAMETOOLONG: E.INVALID_ARGUMENT,
+    errno.ELOOP: E.INVALID_ARGUMENT,
+    errno.EACCES: E.PERMISSION_DENIED,
+    errno.EPERM: E.PERMISSION_DENIED,
+}
+"""File-system errors a request can provoke, as the v3io errors they are answered with."""
 _JSON = "application/json"
 
 STREAM_FUNCTIONS = frozenset(
@@ -93,9 +110,15 @@ class ServerOptions:
     host: str = "127.0.0.1"
     port: int = 8081
     access_key: str | None = None
+    """Required key; None = an open server. An empty string is refused (ConfigError)."""
     fault: FaultConfig = field(default_factory=FaultConfig)
+    guard: GuardOptions = field(default_factory=GuardOptions)
     fsync: bool = False
     retention_interval_s: float = 60.0
+
+
+class ClientGone(Exception):
+    """The client closed its connection before its request was in."""
 
 
 class RequestError(Exception):
@@ -123,7 +146,11 @@ class ParsedPath:
 
 
 def parse_raw_path(raw: str) -> ParsedPath | None:
-    """Check and split a raw request target; None for ``/`` (no container). Raise RequestError when unsafe."""
+    """Check and split a raw request target; None for ``/`` (no container). Raise RequestError when unsafe.
+
+    Segments are percent-decoded (strict UTF-8) and checked by :func:`names.check_segments`, the
+    one name check every entry point uses (depth, length, reserved and XML-invalid characters).
+    """
     if raw.startswith(("http://", "https://")):
         rest = raw.split("://", 1)[1]
         slash = rest.find("/")
@@ -132,23 +159,23 @@ def parse_raw_path(raw: str) -> ParsedPath | None:
     path_part = path_part.partition("#")[0]
     if "\\" in path_part or "\x00" in path_part:
         raise RequestError(E.INVALID_ARGUMENT, "the path must not contain backslashes or NUL bytes")
-    segments = []
+    segments: list[str] = []
     for seg in path_part.split("/"):
         if not seg:
             continue
+        if len(segments) >= names.MAX_PATH_DEPTH:
+            raise RequestError(E.INVALID_ARGUMENT, f"the path has more than {names.MAX_PATH_DEPTH} segments")
         try:
             dec = unquote(seg, errors="strict")
         except UnicodeDecodeError as exc:
             raise RequestError(E.INVALID_ARGUMENT, "the path is not valid percent-encoded UTF-8") from exc
-        if (
-            dec in (".", "..")
-            or any(c in dec for c in ("/", "\\", "\x00"))
-            or any(ord(c) < 0x20 or ord(c) == 0x7F for c in dec)
-        ):
-            raise RequestError(E.INVALID_ARGUMENT, f"the path segment {seg!r} is not allowed")
         segments.append(dec)
     if not segments:
         return None
+    try:
+        names.check_segments(segments)
+    except StoreError as exc:
+        raise RequestError(exc.kind, exc.detail) from None
     return ParsedPath(segments[0], segments[1:], path_part.endswith("/"), query)
 
 
@@ -193,41 +220,75 @@ class V3ioServer:
     """The request handler: one instance per running server, over one :class:`StreamStore`."""
 
     def __init__(
-        self, store: StreamStore, *, access_key: str | None = None, fault: FaultConfig | None = None
+        self,
+        store: StreamStore,
+        *,
+        access_key: str | None = None,
+        fault: FaultConfig | None = None,
+        guard: ClientGuard | None = None,
     ) -> None:
+        if access_key is not None and not access_key:
+            raise ConfigError("the access key is empty; give a non-empty key, or none for an open server")
         self.store = store
         self._key = access_key.encode("utf-8") if access_key else None
         self.fault = fault or FaultConfig()
+        self.guard = guard or ClientGuard(GuardOptions())
         self._body_slots = asyncio.Semaphore(MAX_CONCURRENT_BODIES)
 
     # -- entry -------------------------------------------------------------------------------------
 
     async def handle(self, request: BaseRequest) -> web.StreamResponse:
-        """Answer one request; never raises."""
+        """Answer one request; never raises, and no error body names a file-system path."""
         try:
-            if self._key is not None and not self._authorised(request):
-                return _error_response(
-                    E.PERMISSION_DENIED,
-                    "a valid access key is required (X-v3io-session-key header or HTTP Basic password)",
-                )
-            parsed = parse_raw_path(request.raw_path)
-            function = request.headers.get("X-v3io-function")
-            if function:
-                async with self._body_slots:  # bounds the memory held by request bodies at once
-                    response = await self._function(request, function, parsed)
-                if function == "PutRecords" and response.status == 200:
-                    return await self._answer_faults(request, response)  # outside the slot
-                return response
-            return await self._plain(request, parsed)
+            return await self._handle(request)
         except RequestError as exc:
-            return _error_response(exc.kind, exc.detail)
+            return self._error(exc.kind, exc.detail)
         except StoreError as exc:
-            return _error_response(exc.kind, exc.detail)
-        except (asyncio.CancelledError, ConnectionResetError):
+            return self._error(exc.kind, exc.detail)
+        except (ClientGone, ConnectionResetError, ClientPayloadError, PayloadEncodingError) as exc:
+            # the client went away (or broke its body) mid-request: one line, no traceback
+            if not self.guard.closed_by_guard(request):  # else we closed it: nothing to report
+                line = f"client {request.remote} gone mid-request ({type(exc).__name__})"
+                print(line, file=sys.stderr, flush=True)
+            return self._error(E.INVALID_ARGUMENT, "the request body ended early")
+        except asyncio.CancelledError:
             raise
-        except Exception as exc:  # never crash on input; say what went wrong
+        except OSError as exc:  # a file-system answer to a path the client chose: its errno, no path
+            kind = _OS_ERRORS.get(exc.errno or 0)
+            if kind is None:
+                traceback.print_exc(file=sys.stderr)
+                return _error_response(E.INTERNAL_ERROR, f"{type(exc).__name__} (see the server log)")
+            return _error_response(kind, exc.strerror or kind.name)
+        except Exception as exc:  # never crash on input; the details go to the log only
             traceback.print_exc(file=sys.stderr)
-            return _error_response(E.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+            return _error_response(E.INTERNAL_ERROR, f"{type(exc).__name__} (see the server log)")
+        finally:
+            self.guard.request_answered(request)
+
+    def _error(self, kind: E.V3ioError, detail: str) -> web.Response:
+        """An error response whose detail never shows the data directory's absolute path."""
+        root = str(self.store.root)
+        if root in detail:
+            detail = detail.replace(root + os.sep, "").replace(root, "<data-dir>")
+        return _error_response(kind, detail)
+
+    async def _handle(self, request: BaseRequest) -> web.StreamResponse:
+        self.guard.headers_received(request)
+        if not request.body_exists:
+            self.guard.request_received(request)
+        if self._key is not None and not self._authorised(request):
+            return _error_response(
+                E.PERMISSION_DENIED,
+                "a valid access key is required (X-v3io-session-key header or HTTP Basic password)",
+            )
+        parsed = parse_raw_path(request.raw_path)
+        function = request.headers.get("X-v3io-function")
+        if function:
+            response = await self._function(request, function, parsed)
+            if function == "PutRecords" and response.status == 200:
+                return await self._answer_faults(request, response)  # after the body slot is freed
+            return response
+        return await self._plain(request, parsed)
 
     async def _answer_faults(self, request: BaseRequest, response: web.StreamResponse) -> web.StreamResponse:
         """Apply ``--fault-reset-rate`` and ``--fault-latency`` to a written PutRecords' answer.
@@ -259,34 +320,59 @@ class V3ioServer:
         return False
 
     async def _read_body(self, request: BaseRequest, limit: int = MAX_BODY) -> bytes:
+        """The whole body (at most ``limit`` bytes), read within the body timeout.
+
+        Bodies in reception are counted (as they arrive) against the server's byte budget: over it,
+        503 at once rather than a wait. Raise RequestError (400 too large, 408 too slow, 503).
+        """
         length = request.content_length
         if length is not None and length > limit:
             if length <= _DISCARD_LIMIT:
                 await self._discard(request)
             raise RequestError(E.INVALID_ARGUMENT, f"the request body is larger than {limit} bytes")
-        if length is not None:
-            if not length:
-                return b""
-            try:
-                return await request.content.readexactly(length)
-            except asyncio.IncompleteReadError as exc:
-                raise RequestError(E.INVALID_ARGUMENT, "the request body ended early") from exc
-        chunks = []
+        if length == 0:
+            self.guard.request_received(request)
+            return b""
+        chunks: list[bytes] = []
         total = 0
-        async for chunk in request.content.iter_any():
-            total += len(chunk)
-            if total > limit:
-                await self._discard(request)
-                raise RequestError(E.INVALID_ARGUMENT, f"the request body is larger than {limit} bytes")
-            chunks.append(chunk)
+        try:
+            async with self.guard.body_deadline():
+                while True:
+                    chunk = await request.content.readany()
+                    if not chunk:
+                        break
+                    if total + len(chunk) > limit:
+                        await self._discard(request)
+                        raise RequestError(
+                            E.INVALID_ARGUMENT, f"the request body is larger than {limit} bytes"
+                        )
+                    if not self.guard.take_bytes(len(chunk)):
+                        raise RequestError(
+                            E.SERVICE_UNAVAILABLE, "the server is receiving too many request bodies; retry"
+                        )
+                    total += len(chunk)
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise RequestError(
+                E.REQUEST_TIMEOUT,
+                f"the request body did not arrive within {self.guard.options.body_timeout_s:g} s",
+            ) from None
+        finally:
+            self.guard.give_bytes(total)
+        if length is not None and total < length:
+            raise ClientGone("the request body ended early")
+        self.guard.request_received(request)
         return b"".join(chunks)
 
     async def _discard(self, request: BaseRequest) -> None:
+        """Read and drop the body (at most 64 MiB, within the body timeout): the connection stays usable."""
         total = 0
-        async for chunk in request.content.iter_any():
-            total += len(chunk)
-            if total > _DISCARD_LIMIT:
-                break
+        with contextlib.suppress(TimeoutError):
+            async with self.guard.body_deadline():
+                async for chunk in request.content.iter_any():
+                    total += len(chunk)
+                    if total > _DISCARD_LIMIT:
+                        break
 
     async def _json_body(self, request: BaseRequest) -> dict[str, Any]:
         body = await self._read_body(request)
@@ -328,13 +414,18 @@ class V3ioServer:
             kind = E.error_for_status(self.fault.status)
             return _error_response(kind, "injected fault (--fault-status)")
         doc = await self._json_body(request)
+        async with self._body_slots:  # bodies are in: bounds the requests processed at once
+            return self._stream_call(function, parsed, doc)
+
+    def _stream_call(self, function: str, parsed: ParsedPath, doc: dict[str, Any]) -> web.StreamResponse:
         container = parsed.container
         if function in ("SeekShard", "Seek", "GetRecords"):
-            if not parsed.segments or not parsed.segments[-1].isdigit():
+            shard_id = names.parse_decimal(parsed.segments[-1], 9) if parsed.segments else None
+            if shard_id is None:
                 raise RequestError(
-                    E.INVALID_ARGUMENT, f"{function} needs a path /<container>/<stream>/<shard-id>/"
+                    E.INVALID_ARGUMENT,
+                    f"{function} needs a path /<container>/<stream>/<shard-id>/ (shard id in ASCII digits)",
                 )
-            shard_id = int(parsed.segments[-1])
             stream = self.store.open_stream(container, "/".join(parsed.segments[:-1]))
             if shard_id >= stream.shard_count:
                 raise RequestError(
@@ -377,15 +468,18 @@ class V3ioServer:
             return parsed.path
         if type(name) is not str or not name.strip("/"):
             raise RequestError(E.INVALID_ARGUMENT, "StreamName must be a non-empty string")
-        extra = parse_raw_path("/" + parsed.container + "/" + name.strip("/"))
-        assert extra is not None
+        if "?" in name or "#" in name:
+            raise RequestError(E.INVALID_ARGUMENT, "StreamName must be a stream path, without '?' or '#'")
+        extra = "/".join(names.validate_segments(parsed.container, name)[1:])
         if parsed.segments:
             try:
                 self.store.open_stream(parsed.container, parsed.path)
                 return parsed.path
             except StoreError:
-                return parsed.path + "/" + extra.path
-        return extra.path
+                joined = parsed.path + "/" + extra
+                names.validate_segments(parsed.container, joined)
+                return joined
+        return extra
 
     def _put_records(self, container: str, path: str, doc: dict[str, Any]) -> web.Response:
         records = doc.get("Records")
@@ -471,11 +565,15 @@ class V3ioServer:
         raise RequestError(E.METHOD_NOT_ALLOWED, f"{method} is not supported without X-v3io-function")
 
     def _list_containers(self) -> web.Response:
-        names = sorted(p.name for p in self.store.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        names_ = sorted(
+            p.name
+            for p in self.store.root.iterdir()
+            if not p.is_symlink() and p.is_dir() and names.segment_problem(p.name) is None
+        )
         now = _http_date(time.time())
         buckets = "".join(
             f"<Bucket><Name>{escape(n)}</Name><CreationDate>{now}</CreationDate><Id>{i + 1}</Id></Bucket>"
-            for i, n in enumerate(names)
+            for i, n in enumerate(names_)
         )
         xml = (
             '<?xml version="1.0" encoding="UTF-8"?>\n<ListAllMyBucketsResult>'
@@ -489,13 +587,13 @@ class V3ioServer:
         prefix = query.get("prefix", [""])[0]
         dirs_only = query.get("prefix-only", ["0"])[0] not in ("", "0", "false")
         marker = query.get("marker", [""])[0]
+        if names.text_problem(marker):
+            raise RequestError(E.INVALID_ARGUMENT, f"marker: {names.text_problem(marker)}")
         max_keys_raw = query.get("max-keys", ["1000"])[0]
-        try:
-            max_keys = int(max_keys_raw)
-        except ValueError as exc:
-            raise RequestError(
-                E.INVALID_ARGUMENT, f"max-keys must be an integer, got {max_keys_raw!r}"
-            ) from exc
+        max_keys_or_none = names.parse_decimal(max_keys_raw, 9, canonical=False)
+        if max_keys_or_none is None:
+            raise RequestError(E.INVALID_ARGUMENT, f"max-keys must be an integer, got {max_keys_raw!r}")
+        max_keys = max_keys_or_none
         if max_keys < 1:
             raise RequestError(E.INVALID_ARGUMENT, "max-keys must be >= 1")
         if "\x00" in prefix or "\\" in prefix:
@@ -533,7 +631,7 @@ class V3ioServer:
             raise RequestError(E.INVALID_ARGUMENT, f"{parsed.container}/{parsed.path} is a directory")
         if not p.is_file():
             raise StoreError(E.NO_SUCH_FILE, f"No such file or directory: {parsed.container}/{parsed.path}")
-        return await _send_file(request, p)
+        return await _send_file(request, p, self.guard.options.body_timeout_s)
 
     async def _put_object(self, request: BaseRequest, parsed: ParsedPath) -> web.Response:
         if parsed.trailing_slash:
@@ -543,22 +641,35 @@ class V3ioServer:
         target = self.store.prepare_object_write(parsed.container, parsed.path)
         append = request.headers.get("Range", "").strip() == "-1"
         if append:
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND | _NOFOLLOW, 0o644)
             tmp = None
         else:
             tmp = target.with_name(f".shardline-upload-{os.getpid()}-{id(request)}-{target.name}"[:250])
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW, 0o644)
+        pause = self.guard.options.body_timeout_s
+        written = 0
         try:
-            async for chunk in request.content.iter_any():
+            while True:
+                try:
+                    async with asyncio.timeout(pause):  # an upload may be long, but not stall
+                        chunk = await request.content.readany()
+                except TimeoutError:
+                    raise RequestError(E.REQUEST_TIMEOUT, f"the upload stalled for {pause:g} s") from None
+                if not chunk:
+                    break
+                written += len(chunk)
                 view = memoryview(chunk)
                 while view:
                     view = view[os.write(fd, view) :]
+            if request.content_length is not None and written < request.content_length:
+                raise ClientGone("the upload ended early")
         except BaseException:
             os.close(fd)
             if tmp is not None:
                 tmp.unlink(missing_ok=True)
             raise
         os.close(fd)
+        self.guard.request_received(request)
         if tmp is not None:
             os.replace(tmp, target)
         return web.Response(status=200)
@@ -577,23 +688,34 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     spec = header[6:].strip()
     if "," in spec:
         raise RequestError(E.RANGE_NOT_SATISFIABLE, "multiple ranges are not supported")
-    first, dash, last = spec.partition("-")
-    try:
-        if not first:  # suffix: the last N bytes
-            n = int(last)
-            return max(0, size - n), size
-        start = int(first)
-        end = int(last) + 1 if dash and last else size
-    except ValueError as exc:
-        raise RequestError(E.RANGE_NOT_SATISFIABLE, f"malformed Range {header!r}") from exc
+    first, _dash, last = spec.partition("-")  # v3io style "bytes=4" (no dash) = from 4 on
+    first, last = first.strip(), last.strip()
+    if not first:  # suffix: the last N bytes (N >= 1)
+        n = names.parse_decimal(last, canonical=False)
+        if n is None or n == 0:
+            raise RequestError(E.RANGE_NOT_SATISFIABLE, f"malformed Range {header!r}")
+        return max(0, size - n), size
+    start_or_none = names.parse_decimal(first, canonical=False)
+    last_or_none = names.parse_decimal(last, canonical=False) if last else size - 1
+    if start_or_none is None or last_or_none is None:
+        raise RequestError(E.RANGE_NOT_SATISFIABLE, f"malformed Range {header!r}")
+    start, end = start_or_none, last_or_none + 1
     if start < 0 or start > size or (end <= start and not (start == size == end)):
         raise RequestError(E.RANGE_NOT_SATISFIABLE, f"Range {header!r} outside an object of {size} bytes")
     return start, min(end, size)
 
 
-async def _send_file(request: BaseRequest, path: Path, chunk: int = 256 * 1024) -> web.StreamResponse:
-    """Stream a file (or a byte range of it) without reading it all into memory."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+async def _send_file(
+    request: BaseRequest, path: Path, write_timeout_s: float, chunk: int = 256 * 1024
+) -> web.StreamResponse:
+    """Stream a file (or a byte range of it) without reading it all into memory.
+
+    A client that stops reading for ``write_timeout_s`` is dropped (TimeoutError).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | _NOFOLLOW)
+    except OSError as exc:  # a link put there since the path was checked, or a vanished file
+        raise StoreError(E.NO_SUCH_FILE, "No such file or directory") from exc
     try:
         size = os.fstat(fd).st_size
         rng = parse_range(request.headers.get("Range", ""), size)
@@ -611,7 +733,13 @@ async def _send_file(request: BaseRequest, path: Path, chunk: int = 256 * 1024) 
                 data = os.pread(fd, min(chunk, end - pos), pos)
                 if not data:
                     break
-                await resp.write(data)
+                try:
+                    async with asyncio.timeout(write_timeout_s):
+                        await resp.write(data)
+                except TimeoutError:
+                    if request.transport is not None:
+                        request.transport.abort()
+                    raise ClientGone("the client stopped reading") from None
                 pos += len(data)
         await resp.write_eof()
         return resp
@@ -622,8 +750,14 @@ async def _send_file(request: BaseRequest, path: Path, chunk: int = 256 * 1024) 
 async def start(options: ServerOptions) -> tuple[web.ServerRunner, str, V3ioServer]:
     """Start the server; return the runner (``await runner.cleanup()`` stops it), its URL and handler."""
     store = StreamStore(options.data_dir, fsync=options.fsync, clock=_clock_from_env())
-    handler = V3ioServer(store, access_key=options.access_key, fault=options.fault)
-    server = web.Server(handler.handle, handler_cancellation=False)
+    try:
+        handler = V3ioServer(
+            store, access_key=options.access_key, fault=options.fault, guard=ClientGuard(options.guard)
+        )
+    except BaseException:
+        store.close()
+        raise
+    server = GuardedServer(handler.handle, guard=handler.guard, handler_cancellation=False)
     runner = web.ServerRunner(server, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, options.host, options.port, backlog=1024, reuse_address=True)

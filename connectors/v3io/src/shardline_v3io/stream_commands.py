@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import click
 import orjson
 from shardline.errors import ConfigError, ShardlineError
+from shardline.redact import redact_url
 from shardline.transport import PutRecord
 
 from shardline_v3io.access import StreamAccess, open_access
@@ -59,11 +60,11 @@ def create_command(
     """Create a stream."""
     created = _run(url, access_key, lambda a: a.create(shards, retention_hours))
     if created:
-        click.echo(f"created {url}: {shards} shards, retention {retention_hours} h")
+        click.echo(f"created {redact_url(url)}: {shards} shards, retention {retention_hours} h")
     elif if_not_exists:
-        click.echo(f"{url} already exists")
+        click.echo(f"{redact_url(url)} already exists")
     else:
-        raise ConfigError(f"stream {url} already exists (use --if-not-exists to accept that)")
+        raise ConfigError(f"stream {redact_url(url)} already exists (use --if-not-exists to accept that)")
 
 
 @stream_group.command(name="describe")
@@ -86,7 +87,7 @@ def describe_command(url: str, access_key: str | None) -> None:
 def update_command(url: str, shards: int, access_key: str | None) -> None:
     """Grow a stream's shard count."""
     _run(url, access_key, lambda a: a.update(shards))
-    click.echo(f"{url}: {shards} shards")
+    click.echo(f"{redact_url(url)}: {shards} shards")
 
 
 @stream_group.command(name="delete")
@@ -97,11 +98,11 @@ def delete_command(url: str, missing_ok: bool, access_key: str | None) -> None:
     """Delete a stream and everything in its folder."""
     deleted = _run(url, access_key, lambda a: a.delete())
     if deleted:
-        click.echo(f"deleted {url}")
+        click.echo(f"deleted {redact_url(url)}")
     elif missing_ok:
-        click.echo(f"{url} does not exist")
+        click.echo(f"{redact_url(url)} does not exist")
     else:
-        raise ConfigError(f"stream {url} does not exist")
+        raise ConfigError(f"stream {redact_url(url)} does not exist")
 
 
 def _batches(items: Iterable[bytes], size: int = 1000, max_bytes: int = 6 * 2**20) -> Iterator[list[bytes]]:
@@ -173,7 +174,7 @@ def put_command(
         return written, failed
 
     written, failed = _run(url, access_key, body)
-    click.echo(f"put {written} records to {url}" + (f", {failed} failed" if failed else ""))
+    click.echo(f"put {written} records to {redact_url(url)}" + (f", {failed} failed" if failed else ""))
     if failed:
         sys.exit(1)
 

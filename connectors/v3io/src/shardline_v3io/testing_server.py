@@ -204,12 +204,25 @@ def start_server_thread(
     :class:`~shardline.errors.ConfigError` here.
     """
     from shardline_v3io.faults import FaultConfig
+    from shardline_v3io.guard import (
+        DEFAULT_BODY_TIMEOUT_S,
+        DEFAULT_HEADER_TIMEOUT_S,
+        DEFAULT_MAX_PENDING_PER_CLIENT,
+        DEFAULT_MAX_RECEIVING_BYTES,
+        GuardOptions,
+    )
     from shardline_v3io.server import ServerOptions, start
 
     fault = FaultConfig(
         **{field: server_options.pop(name) for name, field in FAULT_OPTIONS.items() if name in server_options}
     )
-    options = ServerOptions(data_dir=str(data_dir), port=0, fault=fault, **server_options)
+    guard = GuardOptions(
+        header_timeout_s=server_options.pop("header_timeout", DEFAULT_HEADER_TIMEOUT_S),
+        body_timeout_s=server_options.pop("body_timeout", DEFAULT_BODY_TIMEOUT_S),
+        max_pending_per_client=server_options.pop("max_pending_per_client", DEFAULT_MAX_PENDING_PER_CLIENT),
+        max_receiving_bytes=server_options.pop("max_receiving_bytes", DEFAULT_MAX_RECEIVING_BYTES),
+    )
+    options = ServerOptions(data_dir=str(data_dir), port=0, fault=fault, guard=guard, **server_options)
     ready: queue.Queue[tuple[str, asyncio.AbstractEventLoop, asyncio.Event] | BaseException] = queue.Queue()
 
     def main() -> None:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
+from shardline.redact import redact_url
 from shardline.transport import PutBodyResult, PutFailure, PutRecord, PutResult, StreamInfo
 
 from shardline_v3io.client import V3ioClient
@@ -37,7 +38,7 @@ class V3ioTransport:
         timeout: float = 60.0,
         **_ignored: Any,
     ) -> None:
-        self.url = url
+        self.url = redact_url(url)  # shown in logs, dead letters and errors: never the key
         self.location = parse_stream_url(url, access_key=access_key)
         assert self.location.endpoint is not None
         self.client = V3ioClient(

@@ -30,6 +30,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from shardline.errors import ConfigError
+from shardline.redact import redact_url
 
 STORE_MARKER = "shardline-store.json"
 """The file that marks a directory as a shardline stream store."""
@@ -61,14 +62,14 @@ def _split_segments(path: str, url: str) -> list[str]:
     segments = [unquote(s) for s in path.split("/") if s]
     for seg in segments:
         if seg in (".", "..") or "\x00" in seg or "\\" in seg:
-            raise ConfigError(f"stream URL {url!r}: path segment {seg!r} is not allowed")
+            raise ConfigError(f"stream URL {redact_url(url)!r}: path segment {seg!r} is not allowed")
     return segments
 
 
 def _container_and_path(segments: list[str], url: str) -> tuple[str, str]:
     if len(segments) < 2:
         raise ConfigError(
-            f"stream URL {url!r} must name a container and a stream path, e.g. "
+            f"stream URL {redact_url(url)!r} must name a container and a stream path, e.g. "
             f"http://127.0.0.1:8081/bigdata/my-stream"
         )
     return segments[0], "/".join(segments[1:])
@@ -77,7 +78,9 @@ def _container_and_path(segments: list[str], url: str) -> tuple[str, str]:
 def _normalise_endpoint(endpoint: str, url: str) -> str:
     endpoint = endpoint.strip().rstrip("/")
     if not endpoint:
-        raise ConfigError(f"stream URL {url!r}: the endpoint is empty; set V3IO_API to host:port or a URL")
+        raise ConfigError(
+            f"stream URL {redact_url(url)!r}: the endpoint is empty; set V3IO_API to host:port or a URL"
+        )
     if not endpoint.startswith(("http://", "https://")):
         endpoint = "http://" + endpoint
     return endpoint
@@ -87,7 +90,7 @@ def parse_stream_url(url: str, *, access_key: str | None = None) -> StreamURL:
     """Parse a stream URL (see the module docstring for the forms); raise ConfigError when invalid."""
     if not isinstance(url, str) or "://" not in url:
         raise ConfigError(
-            f"stream URL {url!r} is not a URL; use http://HOST:PORT/CONTAINER/STREAM, "
+            f"stream URL {redact_url(url)!r} is not a URL; use http://HOST:PORT/CONTAINER/STREAM, "
             f"v3io:///CONTAINER/STREAM or local://DIR/CONTAINER/STREAM"
         )
     scheme, rest = url.split("://", 1)
@@ -95,11 +98,11 @@ def parse_stream_url(url: str, *, access_key: str | None = None) -> StreamURL:
     if scheme in ("http", "https"):
         parts = urlsplit(url)
         if not parts.hostname:
-            raise ConfigError(f"stream URL {url!r} has no host")
+            raise ConfigError(f"stream URL {redact_url(url)!r} has no host")
         try:
             port = parts.port
         except ValueError as exc:
-            raise ConfigError(f"stream URL {url!r} has an invalid port") from exc
+            raise ConfigError(f"stream URL {redact_url(url)!r} has an invalid port") from exc
         host = parts.hostname
         if ":" in host:
             host = f"[{host}]"
@@ -119,7 +122,7 @@ def parse_stream_url(url: str, *, access_key: str | None = None) -> StreamURL:
         api = os.environ.get("V3IO_API")
         if not api:
             raise ConfigError(
-                f"stream URL {url!r} takes its endpoint from env V3IO_API, which is not set; "
+                f"stream URL {redact_url(url)!r} takes its endpoint from env V3IO_API, which is not set; "
                 f"export V3IO_API=HOST:PORT or use http://HOST:PORT/{container}/{path}"
             )
         key = access_key or os.environ.get("V3IO_ACCESS_KEY") or None
@@ -129,7 +132,7 @@ def parse_stream_url(url: str, *, access_key: str | None = None) -> StreamURL:
         segments = _split_segments(rest, url)
         if len(segments) < 3:
             raise ConfigError(
-                f"stream URL {url!r} must be local://DIR/CONTAINER/STREAM (e.g. local://.shardline/data/bigdata/s)"
+                f"stream URL {redact_url(url)!r} must be local://DIR/CONTAINER/STREAM (e.g. local://.shardline/data/bigdata/s)"
             )
         prefix = "/" if absolute else ""
         split = None
@@ -143,4 +146,6 @@ def parse_stream_url(url: str, *, access_key: str | None = None) -> StreamURL:
         local_dir = prefix + "/".join(segments[:split])
         container, path = segments[split], "/".join(segments[split + 1 :])
         return StreamURL("local", None, container, path, access_key, local_dir=local_dir)
-    raise ConfigError(f"stream URL {url!r}: unknown scheme {scheme!r}; use http, https, v3io or local")
+    raise ConfigError(
+        f"stream URL {redact_url(url)!r}: unknown scheme {scheme!r}; use http, https, v3io or local"
+    )

@@ -47,6 +47,10 @@ _OPEN_FLAGS = os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
 _CLEAN_FILE = "clean.json"
 
 
+def _ascii_digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -157,7 +161,7 @@ class ShardLog:
         directory.mkdir(parents=True, exist_ok=True)
         firsts = []
         for name in os.listdir(directory):
-            if name.endswith(LOG_SUFFIX) and name[: -len(LOG_SUFFIX)].isdigit():
+            if name.endswith(LOG_SUFFIX) and _ascii_digits(name[: -len(LOG_SUFFIX)]):
                 firsts.append(int(name[: -len(LOG_SUFFIX)]))
         self.segments: list[int] = sorted(firsts) or [1]
         self.log_fd = -1

@@ -19,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +31,7 @@ from shardline.errors import ConfigError
 
 from shardline_v3io import errors as E
 from shardline_v3io.store.errors import StoreError
+from shardline_v3io.store.names import RESERVED_PREFIX, is_shard_name, segment_problem, validate_segments
 from shardline_v3io.store.stream import (
     MAX_SHARDS,
     META_FILE,
@@ -43,29 +45,10 @@ from shardline_v3io.store.stream import (
 )
 from shardline_v3io.urls import STORE_MARKER
 
-RESERVED_PREFIX = ".shardline"
+__all__ = ["RESERVED_PREFIX", "ListEntry", "Listing", "StreamStore", "validate_segments"]
+
 LOCK_FILE = ".shardline-lock"
 STORE_FORMAT = 2  # 2: shard segments in layout SHL3 (1: SHL2, keys interleaved with Data)
-
-
-def validate_segments(container: str, path: str) -> list[str]:
-    """Split ``container``/``path`` into checked path segments (no ``..``, NUL, backslash, reserved)."""
-    segments = [container, *[s for s in path.split("/") if s]]
-    for seg in segments:
-        if (
-            not seg
-            or seg in (".", "..")
-            or "\x00" in seg
-            or "\\" in seg
-            or "/" in seg
-            or seg.startswith(RESERVED_PREFIX)
-            or len(seg.encode("utf-8", "surrogatepass")) > 255
-            or any(ord(c) < 0x20 for c in seg)
-        ):
-            raise StoreError(E.INVALID_ARGUMENT, f"invalid path segment {seg!r}")
-    if segments[0] == STORE_MARKER:
-        raise StoreError(E.INVALID_ARGUMENT, f"invalid container name {segments[0]!r}")
-    return segments
 
 
 def _lock_directory(root: Path) -> int:
@@ -160,7 +143,46 @@ class StreamStore:
     # -- paths -----------------------------------------------------------------------------------
 
     def _fs_path(self, segments: list[str]) -> Path:
-        return self.root.joinpath(*segments)
+        """The file-system path of checked ``segments``, confined to the data directory.
+
+        No part of a path may be a symbolic link (a link in the data directory could point anywhere:
+        GET would read, PUT write and DELETE remove outside it): raise 400 InvalidArgumentException.
+        """
+        p = self.root
+        for i, seg in enumerate(segments):
+            p = p / seg
+            try:
+                st = os.lstat(p)
+            except OSError:  # missing (or not a directory on the way): nothing further exists
+                return self.root.joinpath(*segments)
+            if stat.S_ISLNK(st.st_mode):
+                raise StoreError(
+                    E.INVALID_ARGUMENT,
+                    f"{'/'.join(segments[: i + 1])} is a symbolic link; shardline serve does not follow "
+                    "links in its data directory",
+                )
+        return p
+
+    def _streams_under(self, directory: Path) -> list[str]:
+        """Paths (relative to the data directory) of the streams strictly below ``directory``."""
+        found: list[str] = []
+        if not directory.is_dir():
+            return found
+        for dirpath, dirnames, filenames in os.walk(directory):  # never follows links
+            if META_FILE in filenames and Path(dirpath) != directory:
+                found.append(Path(dirpath).relative_to(self.root).as_posix())
+            dirnames[:] = [d for d in dirnames if not d.startswith(RESERVED_PREFIX)]
+        return sorted(found)
+
+    def _refuse_if_holds_streams(self, directory: Path, what: str) -> None:
+        inner = self._streams_under(directory)
+        if inner:
+            raise StoreError(
+                E.DIRECTORY_NOT_EMPTY,
+                f"{what} holds the stream {inner[0]}"
+                + (f" and {len(inner) - 1} more" if len(inner) > 1 else "")
+                + "; delete those streams first",
+            )
 
     def _stream_dir_of(self, segments: list[str]) -> tuple[list[str], Path] | None:
         """The innermost ancestor of ``segments`` (excluding itself) that is a stream, if any."""
@@ -191,6 +213,13 @@ class StreamStore:
                 raise StoreError(E.RESOURCE_EXISTS, f"{'/'.join(segments)} exists and is not a directory")
             if self._stream_dir_of(segments) is not None:
                 raise StoreError(E.INVALID_ARGUMENT, "a stream cannot be created inside another stream")
+            inner = self._streams_under(d)
+            if inner:
+                raise StoreError(
+                    E.INVALID_ARGUMENT,
+                    f"a stream cannot be created around another stream ({inner[0]} is inside "
+                    f"{'/'.join(segments)}); choose another path",
+                )
             self._ensure_dirs(segments[:-1])
             d.mkdir(exist_ok=True)
             write_atomically(
@@ -199,6 +228,7 @@ class StreamStore:
             return True
 
     def _ensure_dirs(self, segments: list[str]) -> None:
+        self._fs_path(segments)  # refuses symbolic links on the way
         p = self.root
         for seg in segments:
             p = p / seg
@@ -251,6 +281,7 @@ class StreamStore:
             d = self._fs_path(segments)
             if not (d / META_FILE).is_file():
                 return False
+            self._refuse_if_holds_streams(d, f"stream {'/'.join(segments)}")
             self._forget(segments)
             shutil.rmtree(d)
             return True
@@ -295,7 +326,7 @@ class StreamStore:
             raise StoreError(E.INVALID_ARGUMENT, "an object path inside the container is required")
         if for_write:
             parent = self._fs_path(segments[:-1])
-            if (parent / META_FILE).is_file() and segments[-1].isdigit():
+            if (parent / META_FILE).is_file() and is_shard_name(segments[-1]):
                 raise StoreError(E.INVALID_ARGUMENT, f"{'/'.join(segments)} is a shard of a stream")
         return self._fs_path(segments)
 
@@ -325,11 +356,12 @@ class StreamStore:
         with self._lock:
             p = self._fs_path(segments)
             parent = p.parent
-            if not p.exists() and (parent / META_FILE).is_file() and segments[-1].isdigit():
+            if not p.exists() and (parent / META_FILE).is_file() and is_shard_name(segments[-1]):
                 meta = read_meta(parent)
                 return meta is not None and int(segments[-1]) < meta.shard_count
             if p.is_dir():
                 if (p / META_FILE).is_file():
+                    self._refuse_if_holds_streams(p, f"stream {'/'.join(segments)}")
                     self._forget(segments)
                     shutil.rmtree(p)
                     return True
@@ -359,7 +391,7 @@ class StreamStore:
         if len(segments) == 1 or base.is_dir():
             directory, name_prefix, key_base = base, "", (rel + "/" if rel else "")
         elif base.is_file():
-            st = base.stat()
+            st = base.stat()  # base is no link: _fs_path refuses them
             entries.append(ListEntry(rel, st.st_size, st.st_mtime, False))
             directory = None
             name_prefix = key_base = ""
@@ -374,15 +406,17 @@ class StreamStore:
             meta = read_meta(directory) if directory != self.root / container else None
             for entry in os.scandir(directory):
                 name = entry.name
-                if name.startswith(RESERVED_PREFIX) or not name.startswith(name_prefix):
-                    continue
-                if meta is not None and name.isdigit() and int(name) < meta.shard_count:
+                if not name.startswith(name_prefix) or segment_problem(name) is not None:
+                    continue  # reserved, or a name no client could have given (not valid in XML)
+                if meta is not None and is_shard_name(name) and int(name) < meta.shard_count:
                     continue
                 try:
-                    st = entry.stat()
-                except FileNotFoundError:
+                    if entry.is_symlink():
+                        continue  # never show (or size) what a link points at
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
                     continue
-                if entry.is_dir():
+                if stat.S_ISDIR(st.st_mode):
                     entries.append(ListEntry(key_base + name + "/", 0, st.st_mtime, True))
                 else:
                     entries.append(ListEntry(key_base + name, st.st_size, st.st_mtime, False))
@@ -392,7 +426,11 @@ class StreamStore:
                     size = 0
                     sdir = shards_dir / str(sid)
                     if sdir.is_dir():
-                        size = sum(e.stat().st_size for e in os.scandir(sdir) if e.is_file())
+                        size = sum(
+                            e.stat(follow_symlinks=False).st_size
+                            for e in os.scandir(sdir)
+                            if e.is_file(follow_symlinks=False)
+                        )
                     entries.append(ListEntry(key_base + str(sid), size, meta.created_ns / 1e9, False))
             if not entries and name_prefix:
                 raise StoreError(E.NO_SUCH_FILE, f"No such file or directory: {container}/{rel}")

@@ -33,6 +33,7 @@ from shardline.partitioning import jump_hash_array
 from shardline_v3io import errors as E
 from shardline_v3io.faults import FaultConfig
 from shardline_v3io.store.errors import StoreError
+from shardline_v3io.store.names import is_shard_name
 from shardline_v3io.store.shard import ReadRecord, ShardLog, frame_headers, join_meta
 
 META_FILE = ".shardline-stream.json"
@@ -250,7 +251,7 @@ class Stream:
             if not shards_dir.is_dir():
                 return 0
             for name in os.listdir(shards_dir):
-                if name.isdigit() and int(name) < self.meta.shard_count:
+                if is_shard_name(name) and int(name) < self.meta.shard_count:
                     dropped += self.shard(int(name)).drop_expired_segments(cutoff)
             return dropped
 
