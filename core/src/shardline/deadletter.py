@@ -5,7 +5,9 @@ flushed at once) or ``.parquet`` (rows buffered and written in row groups; the f
 after :meth:`DeadLetterWriter.close`). Each dead letter holds the record's ``data`` (text when it is
 valid UTF-8, otherwise base64, as said by ``data_encoding``), ``partition_key``, ``shard_id``,
 ``client_info`` (base64), ``row`` (its row in the written batch), ``error`` (what the server or
-the engine said), ``reason`` (why it is final) and ``time`` (UTC, ISO-8601).
+the engine said), ``reason`` (why it is final), ``time`` (UTC, ISO-8601) and ``origin``: where the
+row came from, from the source's origin columns (Kafka: ``{"topic", "partition", "offset", "key"}``;
+None when the source declares none). In Parquet targets ``origin`` is that object as JSON text.
 
 With no target configured the sink still counts dead letters and keeps the latest ones in memory
 (:attr:`DeadLetterWriter.recent`), and logs a warning for the first one.
@@ -41,6 +43,7 @@ DEAD_LETTER_SCHEMA = pa.schema(
         ("error", pa.string()),
         ("reason", pa.string()),
         ("time", pa.string()),
+        ("origin", pa.string()),
     ]
 )
 
@@ -64,6 +67,7 @@ def dead_letter_entry(stream: str, record: dict[str, Any], error: str, reason: s
         "error": error,
         "reason": reason,
         "time": dt.datetime.now(dt.UTC).isoformat(),
+        "origin": record.get("origin"),
     }
 
 
@@ -97,7 +101,7 @@ class DeadLetterWriter:
         self.count += 1
         self.recent.append(entry)
         if self._jsonl is not None:
-            self._jsonl.write(orjson.dumps(entry) + b"\n")
+            self._jsonl.write(orjson.dumps(entry, default=str) + b"\n")
             self._jsonl.flush()
         elif self.path is not None:
             self._rows.append(entry)
@@ -114,7 +118,11 @@ class DeadLetterWriter:
     def _flush_parquet(self) -> None:
         if not self._rows or self.path is None:
             return
-        table = pa.Table.from_pylist(self._rows, schema=DEAD_LETTER_SCHEMA)
+        rows = [
+            {**r, "origin": orjson.dumps(r["origin"], default=str).decode()} if r.get("origin") else r
+            for r in self._rows
+        ]
+        table = pa.Table.from_pylist(rows, schema=DEAD_LETTER_SCHEMA)
         if self._parquet is None:
             self._parquet = pq.ParquetWriter(self.path, DEAD_LETTER_SCHEMA)
         self._parquet.write_table(table)

@@ -51,6 +51,8 @@ class RecordMapping:
     ``data`` names the codec; ``data_column`` is the column of the ``raw`` codec; ``columns``
     restricts the ``json`` and ``arrow`` codecs to some columns (default: all); ``template`` is the
     format string of the ``template`` codec. ``partitioner`` is one of :data:`PARTITIONERS`.
+    ``origin`` names columns (e.g. Kafka's topic, partition, offset, key) copied into the dead
+    letters of a batch's rows to say where each came from; those a batch lacks are left out.
     """
 
     data: str = "json"
@@ -61,6 +63,7 @@ class RecordMapping:
     partitioner: str = "hash"
     template: str | None = None
     columns: tuple[str, ...] | None = None
+    origin: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.shard_id and self.partitioner not in ("column", "hash"):
@@ -404,6 +407,7 @@ class MappedColumns:
     key_json: pa.Array | None = None  # per distinct key: its JSON string literal
     client_info: pa.Array | None = None  # large_binary or None
     shard_ids: npt.NDArray[np.int64] | None = None
+    origin: dict[str, pa.Array] | None = None  # origin columns (by name), per row of the batch
 
     @property
     def data_lengths(self) -> npt.NDArray[np.int64]:
@@ -543,6 +547,9 @@ def map_columns(batch: pa.RecordBatch | pa.Table, mapping: RecordMapping) -> Map
     )
 
     out = MappedColumns(num_rows=n, data=data, reasons=reasons, invalid=invalid)
+    if mapping.origin:
+        names = batch.schema.names
+        out.origin = {name: batch.column(name) for name in mapping.origin if name in names} or None
     if keys is not None:
         denc = keys if pa.types.is_dictionary(keys.type) else pc.dictionary_encode(keys)
         uniques = denc.dictionary
@@ -609,6 +616,7 @@ class EncodedBatch:
     dead: list[tuple[int, str]]  # (row, reason) of rows that can never be written
     shard_bounds: dict[int, tuple[int, int]] = field(default_factory=dict)
     data_offsets: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(1, np.int64))
+    origin: dict[str, pa.Array] | None = None  # origin columns in batch row order (index by rows[i])
     _frag_array: Any = None
     _key_list: list[str] | None = None
 
@@ -637,6 +645,7 @@ class EncodedBatch:
             "shard_id": int(self.shards[i]),
             "client_info": ci,
             "row": int(self.rows[i]),
+            "origin": origin_of(self.origin, int(self.rows[i])),
         }
 
 
@@ -749,6 +758,7 @@ def place(
         dead=dead,
         shard_bounds=bounds,
         data_offsets=_offsets(data) if m else np.zeros(1, np.int64),
+        origin=cols.origin,
         _frag_array=frags,
     )
 
@@ -768,7 +778,21 @@ def dead_record(cols: MappedColumns, row: int) -> dict[str, Any]:
         "shard_id": shard,
         "client_info": ci,
         "row": row,
+        "origin": origin_of(cols.origin, row),
     }
+
+
+def origin_of(origin: dict[str, pa.Array] | None, row: int) -> dict[str, Any] | None:
+    """Row ``row`` of the origin columns as plain values (bytes as UTF-8 text, else backslash-escaped)."""
+    if not origin:
+        return None
+    out: dict[str, Any] = {}
+    for name, column in origin.items():
+        value = column[row].as_py()
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", errors="backslashreplace")
+        out[name] = value
+    return out
 
 
 def encode_body(parts: Sequence[memoryview | bytes]) -> bytes:
