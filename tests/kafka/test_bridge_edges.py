@@ -150,3 +150,31 @@ def test_an_unparsable_json_value_is_dead_lettered_with_the_same_origin(
     [entry] = [json.loads(line) for line in dead.read_text().splitlines()]
     assert entry["origin"] == {"topic": topic, "partition": 0, "offset": 1, "key": "k1"}
     assert entry["data"] == "{not json"
+
+
+def test_tombstones_empty_are_written_as_records_with_empty_data(
+    bootstrap, make_topic, producer, server, tmp_path
+) -> None:
+    topic = make_topic(1)
+    produce(producer, topic, [(b"a", b"1"), (b"a", None)])  # type: ignore[list-item]
+    config = _bridge(tmp_path, bootstrap, topic, f"{server.url}/bigdata/bridged")
+    done = _run(config, "--set", "source.tombstones=empty")
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = [(key, data) for records in read_stream(server.url).values() for data, key in records]
+    assert got == [("a", b"1"), ("a", b"")]
+
+
+def test_tombstones_dead_letter_fail_the_run_unless_allowed_and_say_their_offsets(
+    bootstrap, make_topic, producer, server, tmp_path
+) -> None:
+    topic = make_topic(1)
+    produce(producer, topic, [(b"a", b"1"), (b"a", None)])  # type: ignore[list-item]
+    dead = tmp_path / "dead.jsonl"
+    extra = f'dead_letter = "{dead}"'
+    config = _bridge(tmp_path, bootstrap, topic, f"{server.url}/bigdata/bridged", extra)
+    done = _run(config, "--set", "source.tombstones=dead-letter")
+    assert done.returncode == 1
+    assert "1 records could not be written and were dead-lettered" in done.stderr
+    [entry] = [json.loads(line) for line in dead.read_text().splitlines()]
+    assert entry["origin"] == {"topic": topic, "partition": 0, "offset": 1, "key": "a"}
+    assert entry["reason"].startswith("tombstone")

@@ -118,23 +118,26 @@ def test_compressed_topics_are_read_byte_for_byte(bootstrap, make_topic, codec: 
     )
 
 
-# Runs `shardline run` with the lz4 library hidden, as in an install without the codecs extra.
-_WITHOUT_LZ4 = """
+# Runs `shardline run` with some modules hidden, as in an install without the codecs extra.
+_WITHOUT = """
 import sys
-sys.modules["lz4"] = None
-sys.modules["lz4.frame"] = None
+for name in sys.argv[1].split(","):
+    sys.modules[name] = None
 from shardline.cli import main
-main(sys.argv[1:])
+main(sys.argv[2:])
 """
 
+_MODULES = {"lz4": "lz4,lz4.frame,lz4f,lz4framed", "zstd": "zstandard", "snappy": "snappy"}
 
-def test_a_missing_codec_is_one_line_naming_the_extra(bootstrap, make_topic, tmp_path: Path) -> None:
+
+@pytest.mark.parametrize("codec", ["lz4", "zstd", "snappy"])
+def test_a_missing_codec_is_one_line_naming_the_extra(bootstrap, make_topic, tmp_path: Path, codec) -> None:
     topic = make_topic(1)
-    lz4 = KafkaProducer(bootstrap_servers=bootstrap, compression_type="lz4")
+    compressed = KafkaProducer(bootstrap_servers=bootstrap, compression_type=codec)
     try:
-        produce(lz4, topic, [(b"k", b"v" * 100)])
+        produce(compressed, topic, [(b"k", b"v" * 100)])
     finally:
-        lz4.close()
+        compressed.close()
     config = tmp_path / "bridge.toml"
     config.write_text(
         f"""
@@ -152,12 +155,15 @@ create = {{ shards = 1 }}
 """
     )
     done = subprocess.run(
-        [sys.executable, "-c", _WITHOUT_LZ4, "run", str(config)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", _WITHOUT, _MODULES[codec], "run", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 1
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert errors == [
-        f"error: kafka source: topics ['{topic}'] hold lz4-compressed records and the lz4 library is not "
-        'installed: pip install "shardline-kafka[codecs]" (lz4, zstd and snappy)'
+        f"error: kafka source: topics ['{topic}'] hold {codec}-compressed records and the {codec} library "
+        'is not installed: pip install "shardline-kafka[codecs]" (lz4, zstd and snappy)'
     ]
     assert "Traceback" not in done.stderr

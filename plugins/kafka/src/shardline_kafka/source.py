@@ -391,7 +391,8 @@ class KafkaSource(Source):
         """Apply ``tombstones`` to the rows whose value is null; count them.
 
         ``skip`` and ``dead-letter`` drop them from the batch (their offsets are still covered by
-        the batch's ack token, so they are committed with it); ``empty`` gives them an empty value.
+        the batch's ack token, so they are committed with it); ``empty`` gives them an empty value
+        (``{}`` with ``value_format = "json"``: a row of null fields).
         """
         values = batch.column("value")
         if not values.null_count:
@@ -400,7 +401,8 @@ class KafkaSource(Source):
         mode = self.opts.tombstones
         if mode == "empty":
             index = batch.schema.get_field_index("value")
-            return batch.set_column(index, batch.schema.field(index), values.fill_null(b""))
+            empty = b"{}" if self.opts.value_format == "json" else b""
+            return batch.set_column(index, batch.schema.field(index), values.fill_null(empty))
         if mode == "dead-letter":
             self._dead_letters += values.null_count
             self._report_bad(dead_rows(batch, pc.is_null(values), TOMBSTONE), TOMBSTONE)
