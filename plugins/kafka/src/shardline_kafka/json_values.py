@@ -100,7 +100,7 @@ def dead_letter_entries(rows: list[dict[str, Any]], reason: str) -> list[dict[st
 def dead_rows(batch: pa.RecordBatch, mask: pa.Array, error: str) -> list[dict[str, Any]]:
     """The rows of ``batch`` (raw schema) where ``mask`` is true, as dead-letter rows with ``error``."""
     picked = batch.filter(mask).select(["topic", "partition", "offset", "key", "value", "timestamp"])
-    rows = picked.to_pylist()
+    rows: list[dict[str, Any]] = picked.to_pylist()
     for row in rows:
         row["error"] = error
     return rows

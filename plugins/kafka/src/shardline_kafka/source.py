@@ -280,7 +280,7 @@ class KafkaSource(Source):
                 stable[completed_fetch.topic_partition] = lso
             return parse(completed_fetch)
 
-        fetcher._parse_fetched_data = parse_noting_stable
+        setattr(fetcher, "_parse_fetched_data", parse_noting_stable)  # noqa: B010 - this consumer's only
         self._sees_stable = True
 
     def _reachable_end(self, consumer: KafkaConsumer, tp: TopicPartition) -> int | None:
@@ -288,7 +288,7 @@ class KafkaSource(Source):
 
         None until a fetch reported it.
         """
-        highwater = consumer.highwater(tp)
+        highwater: int | None = consumer.highwater(tp)
         if self.opts.isolation_level != "read_committed" or not self._sees_stable:
             return highwater
         stable = self._stable.get(tp)
