@@ -81,6 +81,7 @@ def validate_command(pipeline: str, overrides: tuple[str, ...]) -> None:
     )
     if source_summary:
         click.echo(f"  source: {source_summary}")
+    click.echo(f"{pipeline}: {config.describe_mapping()}")
 
 
 @click.command(name="run")
@@ -94,10 +95,17 @@ def run_command(
     pipeline: str, overrides: tuple[str, ...], allow_dead_letters: bool, progress: bool | None
 ) -> None:
     """Run a pipeline file: source -> sink, with checkpoints; Ctrl-C stops cleanly and resumable."""
+    from shardline.config import load_pipeline
     from shardline.pipeline import run_pipeline
 
+    config = load_pipeline(pipeline, overrides)
+    click.echo(
+        f"shardline: {pipeline}: {config.source_type} source -> {config.sink.stream}; "
+        f"{config.describe_mapping()}",
+        err=True,
+    )
     summary = run_pipeline(
-        pipeline, overrides, allow_dead_letters=allow_dead_letters, progress=progress, handle_signals=True
+        config, allow_dead_letters=allow_dead_letters, progress=progress, handle_signals=True
     )
     click.echo(summary.line())
     for problem in summary.problems():

@@ -191,6 +191,21 @@ class PipelineConfig:
     sink: SinkConfig
     mapping: MappingConfig = field(default_factory=lambda: MappingConfig.model_validate({}))
     checkpoint: CheckpointConfig | None = None
+    mapping_origin: str = "pipeline file"
+    """Where :attr:`mapping` came from: ``"pipeline file"``, ``"source default (kafka)"`` (``", with
+    --set"`` when overrides changed it), ``"built-in default"`` or ``"--set"``."""
+
+    def describe_mapping(self) -> str:
+        """The mapping in one line with its origin: ``mapping: source default (kafka): data=raw, ...``."""
+        fields = self.mapping.model_dump(exclude_defaults=False)
+        shown = [
+            f"{k}={v}"
+            for k, v in fields.items()
+            if v is not None and not (k == "partitioner" and v == "hash")
+        ]
+        if self.mapping.partition_key is None and self.mapping.shard_id is None:
+            shown.append("no PartitionKey (round robin)")
+        return f"mapping: {self.mapping_origin}: {', '.join(shown)}"
 
     def sink_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :class:`shardline.StreamSink` (besides the stream URL)."""
@@ -210,6 +225,7 @@ class PipelineConfig:
             "ordering": self.sink.ordering,
             **self.sink.limits.model_dump(),
             "transport_options": transport_options or None,
+            "origin_columns": list(self.source_cls.origin_columns) or None,
         }
 
     def fingerprint(self) -> str:
@@ -367,14 +383,10 @@ def build_pipeline(
 ) -> PipelineConfig:
     """Validate an already parsed pipeline document (a dict shaped like the file)."""
     substituted, from_env = substitute_env(dict(doc), env, origin=origin)
+    file_has_mapping = "mapping" in substituted
     overridden = apply_overrides(substituted, overrides)
     ctx = _ErrorContext(origin, from_env, overridden)
     errors: list[str] = []
-    model: _PipelineModel | None = None
-    try:
-        model = _PipelineModel.model_validate(substituted)
-    except ValidationError as exc:
-        errors.extend(ctx.format(exc, _PipelineModel))
 
     source_cls: type[Source] | None = None
     source_options: SourceOptions | None = None
@@ -400,6 +412,13 @@ def build_pipeline(
             except ValidationError as exc:
                 errors.extend(ctx.format(exc, source_cls.Options, prefix=("source",)))
 
+    mapping_origin = _choose_mapping(substituted, file_has_mapping, source_cls, source_options, source_doc)
+    model: _PipelineModel | None = None
+    try:
+        model = _PipelineModel.model_validate(substituted)
+    except ValidationError as exc:
+        errors.extend(ctx.format(exc, _PipelineModel))
+
     if model is not None:
         errors.extend(_check_names(model.mapping, ctx))
         stream_errors = _check_stream(model.sink.stream, ctx)
@@ -410,6 +429,7 @@ def build_pipeline(
     if errors:
         raise ConfigError("; ".join(errors))
     assert model is not None and source_cls is not None and source_options is not None
+    assert isinstance(source_doc, dict)
     return PipelineConfig(
         origin=origin,
         source_type=str(source_doc["type"]),
@@ -418,7 +438,37 @@ def build_pipeline(
         sink=model.sink,
         mapping=model.mapping,
         checkpoint=model.checkpoint,
+        mapping_origin=mapping_origin,
     )
+
+
+def _choose_mapping(
+    doc: dict[str, Any],
+    file_has_mapping: bool,
+    source_cls: type[Source] | None,
+    source_options: SourceOptions | None,
+    source_doc: Any,
+) -> str:
+    """Put the mapping to use into ``doc["mapping"]``; return where it came from, in words.
+
+    A ``[mapping]`` table in the file wins as a whole. Without one, the source's
+    :meth:`~shardline.Source.default_mapping` is used, with any ``--set mapping.KEY=...`` on top;
+    without either, the built-in default (``data = "json"`` over all columns, no PartitionKey).
+    """
+    if file_has_mapping:
+        return "pipeline file"
+    default = None
+    if source_cls is not None and source_options is not None:
+        default = source_cls.default_mapping(source_options)
+    set_keys = doc.get("mapping")
+    if not default:
+        return "--set" if set_keys else "built-in default"
+    merged = dict(default)
+    if isinstance(set_keys, dict):
+        merged.update(set_keys)
+    doc["mapping"] = merged
+    name = source_doc.get("type") if isinstance(source_doc, dict) else "source"
+    return f"source default ({name})" + (", with --set" if set_keys else "")
 
 
 def _check_stream(stream: str, ctx: _ErrorContext) -> list[str]:

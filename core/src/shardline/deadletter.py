@@ -5,9 +5,10 @@ flushed at once) or ``.parquet`` (rows buffered and written in row groups; the f
 after :meth:`DeadLetterWriter.close`). Each dead letter holds the record's ``data`` (text when it is
 valid UTF-8, otherwise base64, as said by ``data_encoding``), ``partition_key``, ``shard_id``,
 ``client_info`` (base64), ``row`` (its row in the written batch), ``origin`` (where the source
-read it, when the source says: e.g. ``{"file", "row_group", "row", "file_row"}``; a JSON object in
-``.jsonl``, its JSON text in ``.parquet``), ``error`` (what the server or the engine said),
-``reason`` (why it is final) and ``time`` (UTC, ISO-8601).
+read it, when the source says: the source's origin columns, e.g. Kafka's ``{"topic", "partition",
+"offset", "key"}``, and/or its position, e.g. Parquet's ``{"file", "row_group", "row",
+"file_row"}``; a JSON object in ``.jsonl``, its JSON text in ``.parquet``), ``error`` (what the
+server or the engine said), ``reason`` (why it is final) and ``time`` (UTC, ISO-8601).
 
 With no target configured the sink still counts dead letters and keeps the latest ones in memory
 (:attr:`DeadLetterWriter.recent`), and logs a warning for the first one.
@@ -102,7 +103,7 @@ class DeadLetterWriter:
         self.count += 1
         self.recent.append(entry)
         if self._jsonl is not None:
-            self._jsonl.write(orjson.dumps(entry) + b"\n")
+            self._jsonl.write(orjson.dumps(entry, default=str) + b"\n")
             self._jsonl.flush()
         elif self.path is not None:
             self._rows.append(entry)
@@ -120,7 +121,12 @@ class DeadLetterWriter:
         if not self._rows or self.path is None:
             return
         rows = [
-            {**r, "origin": orjson.dumps(r["origin"]).decode() if r.get("origin") is not None else None}
+            {
+                **r,
+                "origin": orjson.dumps(r["origin"], default=str).decode()
+                if r.get("origin") is not None
+                else None,
+            }
             for r in self._rows
         ]
         table = pa.Table.from_pylist(rows, schema=DEAD_LETTER_SCHEMA)

@@ -73,6 +73,8 @@ class RunSummary:
     dead_letter_target: str | None = None
     allow_dead_letters: bool = False
     undelivered: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    """Records the source read and deliberately did not yield, by kind (its ``progress()["skipped"]``)."""
     metrics: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -97,6 +99,8 @@ class RunSummary:
             stopped += f" ({self.undelivered:,} records not delivered)"
         if self.resumed_rows:
             stopped += f" (resumed after {self.resumed_rows:,} rows acknowledged earlier)"
+        if self.skipped:
+            stopped += " (skipped " + ", ".join(f"{n:,} {kind}" for kind, n in self.skipped.items()) + ")"
         return (
             f"shardline: {self.records:,} records, {human_bytes(self.bytes)}, {self.requests:,} requests, "
             f"{self.retries:,} retries, {self.dead_letters:,} dead letters in {self.seconds:.1f} s "
@@ -338,6 +342,7 @@ class Runner:
             dead_letter_target=config.sink.dead_letter,
             allow_dead_letters=self.allow_dead_letters,
             undelivered=self._undelivered,
+            skipped=_skipped(self._source),
             metrics=metrics,
         )
 
@@ -419,12 +424,16 @@ def _source_dead_letter(sink: Any) -> Callable[[list[dict[str, Any]], str], None
                 f"{k} {row[k]}" for k in ("topic", "partition", "offset") if row.get(k) is not None
             )
             error = str(row.get("error") or reason)
+            origin = {k: row[k] for k in ("topic", "partition", "offset") if row.get(k) is not None}
+            if origin and "key" in row:
+                origin["key"] = key
             records.append(
                 {
                     "data": row.get("value", row.get("data")) or b"",
                     "partition_key": key,
                     "row": row.get("offset", row.get("row")),
                     "error": f"{error} ({where})" if where else error,
+                    "origin": origin or None,
                 }
             )
         sink.dead_letter(records, reason)
@@ -438,6 +447,14 @@ def _accepts_keyword(function: Callable[..., Any], name: str) -> bool:
     except (TypeError, ValueError):
         return False
     return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def _skipped(source: Source | None) -> dict[str, int]:
+    """The source's ``progress()["skipped"]`` counts (e.g. ``{"tombstones": 3}``), non-zero ones only."""
+    facts = _safe_progress(source).get("skipped") if source is not None else None
+    if not isinstance(facts, dict):
+        return {}
+    return {str(k): int(v) for k, v in facts.items() if isinstance(v, int) and v}
 
 
 def _safe_progress(source: Source) -> dict[str, Any]:

@@ -54,6 +54,8 @@ class RecordMapping:
     ``data`` names the codec; ``data_column`` is the column of the ``raw`` codec; ``columns``
     restricts the ``json`` and ``arrow`` codecs to some columns (default: all); ``template`` is the
     format string of the ``template`` codec. ``partitioner`` is one of :data:`PARTITIONERS`.
+    ``origin_columns`` names columns (e.g. Kafka's topic, partition, offset, key) copied into the dead
+    letters of a batch's rows to say where each came from; those a batch lacks are left out.
     """
 
     data: str = "json"
@@ -64,6 +66,7 @@ class RecordMapping:
     partitioner: str = "hash"
     template: str | None = None
     columns: tuple[str, ...] | None = None
+    origin_columns: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.shard_id and self.partitioner not in ("column", "hash"):
@@ -409,6 +412,7 @@ class MappedColumns:
     shard_ids: npt.NDArray[np.int64] | None = None
     row_base: int = 0  # row of the written batch where these rows start (the sink writes chunks)
     origin: Origin | None = None  # where a row of the written batch came from (dead letters)
+    origin_columns: dict[str, pa.Array] | None = None  # the source's origin columns, per row
 
     @property
     def data_lengths(self) -> npt.NDArray[np.int64]:
@@ -548,6 +552,11 @@ def map_columns(batch: pa.RecordBatch | pa.Table, mapping: RecordMapping) -> Map
     )
 
     out = MappedColumns(num_rows=n, data=data, reasons=reasons, invalid=invalid)
+    if mapping.origin_columns:
+        names = batch.schema.names
+        out.origin_columns = {
+            name: batch.column(name) for name in mapping.origin_columns if name in names
+        } or None
     if keys is not None:
         denc = keys if pa.types.is_dictionary(keys.type) else pc.dictionary_encode(keys)
         uniques = denc.dictionary
@@ -616,6 +625,7 @@ class EncodedBatch:
     data_offsets: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(1, np.int64))
     row_base: int = 0
     origin: Origin | None = None
+    origin_columns: dict[str, pa.Array] | None = None  # origin columns in batch row order
     _frag_array: Any = None
     _key_list: list[str] | None = None
 
@@ -647,6 +657,8 @@ class EncodedBatch:
                 "row": self.row_base + int(self.rows[i]),
             },
             self.origin,
+            self.origin_columns,
+            int(self.rows[i]),
         )
 
 
@@ -761,6 +773,7 @@ def place(
         data_offsets=_offsets(data) if m else np.zeros(1, np.int64),
         row_base=cols.row_base,
         origin=cols.origin,
+        origin_columns=cols.origin_columns,
         _frag_array=frags,
     )
 
@@ -783,17 +796,38 @@ def dead_record(cols: MappedColumns, row: int) -> dict[str, Any]:
             "row": cols.row_base + row,
         },
         cols.origin,
+        cols.origin_columns,
+        row,
     )
 
 
-def _with_origin(record: dict[str, Any], origin: Origin | None) -> dict[str, Any]:
-    """Add ``origin`` (the source's position of the record's row) when the writer gave one."""
+def _with_origin(
+    record: dict[str, Any], origin: Origin | None, columns: dict[str, pa.Array] | None, row: int
+) -> dict[str, Any]:
+    """Add ``origin``: the source's origin columns at ``row`` (of these columns), merged with what
+    the writer's ``origin(row of the written batch)`` says; nothing when neither is given."""
+    where = origin_of(columns, row)
     if origin is not None:
         try:
-            record["origin"] = origin(record["row"])
+            where = {**(where or {}), **origin(record["row"])}
         except Exception as exc:  # a source bug must not lose the dead letter itself
-            record["origin"] = {"error": f"origin unknown: {exc}"}
+            where = {**(where or {}), "error": f"origin unknown: {exc}"}
+    if where is not None:
+        record["origin"] = where
     return record
+
+
+def origin_of(origin: dict[str, pa.Array] | None, row: int) -> dict[str, Any] | None:
+    """Row ``row`` of the origin columns as plain values (bytes as UTF-8 text, else backslash-escaped)."""
+    if not origin:
+        return None
+    out: dict[str, Any] = {}
+    for name, column in origin.items():
+        value = column[row].as_py()
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", errors="backslashreplace")
+        out[name] = value
+    return out
 
 
 def encode_body(parts: Sequence[memoryview | bytes]) -> bytes:

@@ -99,6 +99,7 @@ class _Core:
         backoff_max_s: float,
         start_timeout_s: float,
         origin: str = "StreamSink",
+        origin_columns: Sequence[str] | None = None,
     ) -> None:
         checked = check_sink_options(  # the config's models and messages, for the Python API too
             create=create,
@@ -140,6 +141,7 @@ class _Core:
             partitioner=partitioner,
             template=data_template,
             columns=tuple(columns) if columns else None,
+            origin_columns=tuple(origin_columns) if origin_columns else None,
         )
         self.strategy = resolve_partitioner(self.mapping.effective_partitioner)
         self.owns_transport = isinstance(stream, str)
@@ -241,6 +243,9 @@ class AsyncStreamSink:
         one record per round trip. ``"none"``: many records of a key per request; a key's order
         breaks when the stream fails a record and accepts a later one of the key in the same
         response (counted in ``metrics.order_violations``). See :mod:`shardline.engine`.
+    origin_columns
+        Columns that say where a row came from (e.g. ``["topic", "partition", "offset", "key"]``):
+        those a batch has are copied into each dead letter of its rows (``origin``).
     start_timeout_s
         How long connecting (Describe, Create) retries an unreachable stream before raising
         :class:`~shardline.StreamUnreachableError`.
@@ -278,6 +283,7 @@ class AsyncStreamSink:
         backoff_base_s: float = 0.05,
         backoff_max_s: float = 5.0,
         start_timeout_s: float = 5.0,
+        origin_columns: Sequence[str] | None = None,
     ) -> None:
         self._core = _Core(
             stream,
@@ -302,6 +308,7 @@ class AsyncStreamSink:
             backoff_base_s=backoff_base_s,
             backoff_max_s=backoff_max_s,
             start_timeout_s=start_timeout_s,
+            origin_columns=origin_columns,
         )
         self._started = False
         self._closed = False
@@ -474,6 +481,7 @@ class StreamSink:
         backoff_base_s: float = 0.05,
         backoff_max_s: float = 5.0,
         start_timeout_s: float = 5.0,
+        origin_columns: Sequence[str] | None = None,
     ) -> None:
         options = {
             "partition_key": partition_key, "data": data, "data_column": data_column,
@@ -483,7 +491,7 @@ class StreamSink:
             "retry_deadline_s": retry_deadline_s, "ordering": ordering, "shard_refresh_s": shard_refresh_s,
             "transport_options": transport_options, "data_template": data_template, "columns": columns,
             "backoff_base_s": backoff_base_s, "backoff_max_s": backoff_max_s,
-            "start_timeout_s": start_timeout_s,
+            "start_timeout_s": start_timeout_s, "origin_columns": origin_columns,
         }  # fmt: skip
         self._loop = _new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="shardline-sink", daemon=True)

@@ -21,6 +21,18 @@ constructor, which raises :class:`~shardline.CheckpointError` too::
     class HttpPollSource(shardline.Source):
         Options = HttpPollOptions
         Checkpoint = HttpPollCheckpoint
+
+Two optional class-level declarations tell the pipeline about the batches a source yields:
+
+- :meth:`Source.default_mapping`: the ``[mapping]`` its batches naturally want (Kafka: the key as
+  PartitionKey, the value as Data byte for byte). A pipeline file without a ``[mapping]`` table uses
+  it; a ``[mapping]`` table replaces it as a whole (no per-key merge); ``--set mapping.KEY=...``
+  on a file without ``[mapping]`` changes that key of the source default.
+- :attr:`Source.origin_columns`: the columns that say where a row came from (Kafka: topic,
+  partition, offset, key). The sink copies those present in a batch into every dead letter of a
+  row of it (the entry's ``origin``), so a record the stream refuses can be traced to its source.
+  A position that is not a column (Parquet's file, row group and row) comes from
+  :meth:`Source.origin` instead; both are merged into the one ``origin``.
 """
 
 from __future__ import annotations
@@ -62,6 +74,13 @@ class Source(abc.ABC):
 
     Options: ClassVar[type[SourceOptions]] = SourceOptions
     Checkpoint: ClassVar[type[BaseModel] | None] = None
+
+    origin_columns: ClassVar[tuple[str, ...]] = ()
+    """Columns of this source's batches that say where a row came from (e.g. ``("file", "row")``).
+
+    Those present in a batch are copied into the ``origin`` of each dead letter of its rows;
+    missing ones are left out. Empty (the default): dead letters carry only the row number.
+    """
 
     def __init__(self, options: SourceOptions, checkpoint: dict[str, Any] | None = None) -> None:
         self.options = options
@@ -155,12 +174,25 @@ class Source(abc.ABC):
         """
         return None
 
+    @classmethod
+    def default_mapping(cls, options: SourceOptions) -> dict[str, Any] | None:
+        """The ``[mapping]`` table this source's batches naturally want, or None (the built-in default).
+
+        Keys and values are those of a pipeline file's ``[mapping]`` (``partition_key``, ``data``,
+        ``data_column``, ...), e.g. ``{"partition_key": "key", "data": "raw", "data_column":
+        "value"}``. Used when the pipeline file has no ``[mapping]`` table; a ``[mapping]`` table
+        replaces it as a whole. ``shardline validate`` and the run's start line say which was used.
+        """
+        return None
+
     def progress(self) -> dict[str, Any]:
         """Optional progress facts for the display.
 
         Known keys: ``total_rows`` (rows the whole run will yield, when known up front, e.g. from
         Parquet metadata) and ``done_rows`` (rows already acknowledged by earlier runs, when
-        resuming). Called from another thread; must be cheap.
+        resuming), ``skipped`` (``{kind: count}`` of records read and deliberately not yielded, e.g.
+        ``{"tombstones": 3}``; the run's summary line shows them). Called from another thread; must
+        be cheap.
         """
         return {}
 

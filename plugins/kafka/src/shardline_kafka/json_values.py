@@ -97,6 +97,15 @@ def dead_letter_entries(rows: list[dict[str, Any]], reason: str) -> list[dict[st
     return out
 
 
+def dead_rows(batch: pa.RecordBatch, mask: pa.Array, error: str) -> list[dict[str, Any]]:
+    """The rows of ``batch`` (raw schema) where ``mask`` is true, as dead-letter rows with ``error``."""
+    picked = batch.filter(mask).select(["topic", "partition", "offset", "key", "value", "timestamp"])
+    rows: list[dict[str, Any]] = picked.to_pylist()
+    for row in rows:
+        row["error"] = error
+    return rows
+
+
 def _dead_row(batch: pa.RecordBatch, i: int, error: str) -> dict[str, Any]:
     row = {
         name: batch.column(name)[i].as_py()

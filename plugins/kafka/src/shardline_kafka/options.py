@@ -18,6 +18,7 @@ _RESERVED = {
     "value_deserializer",
     "auto_offset_reset",
     "client_id",
+    "isolation_level",
 }
 
 
@@ -43,7 +44,20 @@ class KafkaSourceOptions(SourceOptions):
     reset: Literal["earliest", "latest"] = Field(
         default="earliest", description="where a partition without a committed offset starts"
     )
-    stop_at_end: bool = Field(default=False, description="stop at the end offsets seen at start")
+    stop_at_end: bool = Field(
+        default=False,
+        description="stop at the end offsets seen at start (read_committed: the last stable offset)",
+    )
+    isolation_level: Literal["read_committed", "read_uncommitted"] = Field(
+        default="read_committed",
+        description="read_committed: only committed transactional records (aborted ones never reach "
+        "the stream), up to the last stable offset; read_uncommitted: everything up to the high watermark",
+    )
+    tombstones: Literal["skip", "dead-letter", "empty"] = Field(
+        default="skip",
+        description="messages with a null value (deletes of a compacted topic): skip them (counted, "
+        "their offsets committed), dead-letter them, or write them with empty Data",
+    )
     value_format: Literal["raw", "json"] = "raw"
     metadata_columns: list[Literal["key", "topic", "partition", "offset", "timestamp", "headers"]] = Field(
         default_factory=lambda: ["key", "topic", "partition", "offset", "timestamp", "headers"],
@@ -117,8 +131,8 @@ class KafkaSourceOptions(SourceOptions):
         if reserved:
             raise ValueError(
                 f"consumer: {', '.join(reserved)} cannot be set here: use the source options "
-                f"bootstrap_servers, group_id, client_id and reset; auto-commit is always off "
-                f"(offsets are committed after the sink acknowledges)"
+                f"bootstrap_servers, group_id, client_id, reset and isolation_level; auto-commit is "
+                f"always off (offsets are committed after the sink acknowledges)"
             )
         return value
 
@@ -138,6 +152,7 @@ class KafkaSourceOptions(SourceOptions):
             "client_id": self.client_id,
             "enable_auto_commit": False,
             "auto_offset_reset": self.reset,
+            "isolation_level": self.isolation_level,
             "security_protocol": self.security_protocol,
             "ssl_check_hostname": self.ssl_check_hostname,
             # fast group convergence; the consumer table may override

@@ -22,17 +22,26 @@ from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
+from kafka.errors import UnsupportedCodecError
 from kafka.structs import MemberState, OffsetAndMetadata
-from shardline import ConfigError, Source, SourceOptions
+from shardline import ConfigError, ShardlineError, Source, SourceOptions
 
 from shardline_kafka.arrow import METADATA_COLUMNS, records_to_batch
-from shardline_kafka.json_values import DeadLetterFn, dead_letter_entries, parse_json_values
+from shardline_kafka.json_values import DeadLetterFn, dead_letter_entries, dead_rows, parse_json_values
 from shardline_kafka.offsets import KafkaAckToken, OffsetTracker
 from shardline_kafka.options import KafkaCheckpoint, KafkaSourceOptions, start_timestamp_ms
 
 log = logging.getLogger(__name__)
+
+CODECS_EXTRA = "shardline-kafka[codecs]"
+TOMBSTONE = "tombstone: the message has no value (a delete on a compacted topic)"
+
+
+class MissingCodecError(ShardlineError):
+    """A topic holds batches compressed with a codec whose library is not installed."""
 
 
 class KafkaSource(Source):
@@ -47,6 +56,7 @@ class KafkaSource(Source):
 
     Options: ClassVar[type[SourceOptions]] = KafkaSourceOptions
     Checkpoint = KafkaCheckpoint
+    origin_columns: ClassVar[tuple[str, ...]] = ("topic", "partition", "offset", "key")
 
     def __init__(self, options: SourceOptions, checkpoint: dict[str, Any] | None = None) -> None:
         if not isinstance(options, KafkaSourceOptions):
@@ -75,12 +85,31 @@ class KafkaSource(Source):
         self._highwater: dict[TopicPartition, int] = {}
         self._records = 0
         self._dead_letters = 0
+        self._tombstones = 0
+        self._stable: dict[TopicPartition, int] = {}  # last stable offset of each partition's last fetch
+        self._sees_stable = False  # the fetch's last stable offset is observed (see _watch_stable)
 
     @classmethod
     def resume_identity(cls, options: SourceOptions) -> dict[str, Any]:
         """What identifies this source's progress: the group and what it reads (not tuning options)."""
         assert isinstance(options, KafkaSourceOptions)
         return {"group_id": options.group_id, "topics": options.topics, "pattern": options.pattern}
+
+    @classmethod
+    def default_mapping(cls, options: SourceOptions) -> dict[str, Any] | None:
+        """A bridge's mapping: the Kafka key -> PartitionKey, the value -> Data byte for byte.
+
+        ``value_format = "json"``: the parsed fields as a JSON object (``data = "json"``), still
+        keyed by the Kafka key. Without ``key`` in ``metadata_columns`` there is no PartitionKey.
+        A pipeline's ``[mapping]`` table replaces this as a whole.
+        """
+        assert isinstance(options, KafkaSourceOptions)
+        mapping: dict[str, Any] = (
+            {"data": "raw", "data_column": "value"} if options.value_format == "raw" else {"data": "json"}
+        )
+        if "key" in options.metadata_columns:
+            mapping["partition_key"] = "key"
+        return mapping
 
     # -- wiring the pipeline may use -------------------------------------------------------------
 
@@ -114,7 +143,10 @@ class KafkaSource(Source):
         if opts.stop_at_end:
             self._snapshot_ends(consumer)
         while not self.stopping:
-            polled = consumer.poll(timeout_ms=opts.poll_timeout_ms, max_records=opts.max_batch_records)
+            try:
+                polled = consumer.poll(timeout_ms=opts.poll_timeout_ms, max_records=opts.max_batch_records)
+            except UnsupportedCodecError as exc:
+                raise MissingCodecError(self._codec_message(exc)) from None
             if self._to_position:
                 self._apply_start(consumer)
             if polled:
@@ -141,15 +173,28 @@ class KafkaSource(Source):
         }
 
     def progress(self) -> dict[str, Any]:
-        """Records and dead letters so far, and consumer lag per ``topic:partition`` and in total."""
+        """Records, tombstones and dead letters so far, and consumer lag per ``topic:partition`` and in total.
+
+        Lag counts up to the reachable end: the last stable offset under read_committed, else the
+        high watermark. ``skipped`` (``{"tombstones": N}`` with ``tombstones = "skip"``) is shown
+        in the run's summary line.
+        """
+        committed = self.opts.isolation_level == "read_committed"
         with self._state_lock:
-            lag = {
-                f"{tp.topic}:{tp.partition}": max(0, hw - self._yielded.get(tp, hw))
-                for tp, hw in self._highwater.items()
-                if tp in self._assigned
-            }
-        facts: dict[str, Any] = {"records": self._records, "lag": sum(lag.values()), "lag_by_partition": lag}
-        if self.opts.value_format == "json":
+            lag = {}
+            for tp, hw in self._highwater.items():
+                if tp in self._assigned:
+                    end = min(hw, self._stable.get(tp, hw)) if committed else hw
+                    lag[f"{tp.topic}:{tp.partition}"] = max(0, end - self._yielded.get(tp, end))
+        facts: dict[str, Any] = {
+            "records": self._records,
+            "lag": sum(lag.values()),
+            "lag_by_partition": lag,
+            "tombstones": self._tombstones,
+        }
+        if self.opts.tombstones == "skip" and self._tombstones:
+            facts["skipped"] = {"tombstones": self._tombstones}
+        if self.opts.value_format == "json" or self.opts.tombstones == "dead-letter":
             facts["dead_letters"] = self._dead_letters
         return facts
 
@@ -186,6 +231,7 @@ class KafkaSource(Source):
             target=self._commit_loop, name="shardline-kafka-commit", daemon=True
         )
         self._committer.start()
+        self._watch_stable(consumer)
         listener = _Rebalance(self)
         if opts.pattern is not None:
             consumer.subscribe(pattern=opts.pattern, listener=listener)
@@ -209,14 +255,60 @@ class KafkaSource(Source):
         if tps:
             self._listed_end.update(consumer.end_offsets(tps))
 
+    def _watch_stable(self, consumer: KafkaConsumer) -> None:
+        """Note the last stable offset (LSO) each fetch response reports, per partition.
+
+        kafka-python 3 keeps a fetch's high watermark (``consumer.highwater``) but not its LSO, the
+        end a read_committed consumer can reach while a transaction is open; so the fetcher's
+        parse step of this consumer is wrapped to read it. Without that layout (another
+        kafka-python), stop_at_end under read_committed falls back to the high watermark.
+        """
+        fetcher = getattr(consumer, "_fetcher", None)
+        parse = getattr(fetcher, "_parse_fetched_data", None)
+        if parse is None:
+            if self.opts.isolation_level == "read_committed" and self.opts.stop_at_end:
+                log.warning(
+                    "kafka source: this kafka-python does not show the last stable offset; stop_at_end "
+                    "under read_committed waits for open transactions to end"
+                )
+            return
+        stable = self._stable
+
+        def parse_noting_stable(completed_fetch: Any) -> Any:
+            data = getattr(completed_fetch, "partition_data", None)
+            lso = getattr(data, "last_stable_offset", None)
+            if isinstance(lso, int) and lso >= 0:
+                stable[completed_fetch.topic_partition] = lso
+            return parse(completed_fetch)
+
+        setattr(fetcher, "_parse_fetched_data", parse_noting_stable)  # noqa: B010 - this consumer's only
+        self._sees_stable = True
+
+    def _reachable_end(self, consumer: KafkaConsumer, tp: TopicPartition) -> int | None:
+        """How far reading ``tp`` gets now: read_committed, the last stable offset; else the high watermark.
+
+        None until a fetch reported it.
+        """
+        highwater: int | None = consumer.highwater(tp)
+        if self.opts.isolation_level != "read_committed" or not self._sees_stable:
+            return highwater
+        stable = self._stable.get(tp)
+        if stable is None or highwater is None:
+            return stable
+        return min(stable, highwater)
+
     def _end_of(self, consumer: KafkaConsumer, tp: TopicPartition) -> int | None:
-        """stop_at_end target of an owned partition; None until a fetch reported its high watermark."""
+        """stop_at_end target of an owned partition; None until a fetch reported its end.
+
+        The end is the reachable end (:meth:`_reachable_end`) of the partition's first fetch, or the
+        ListOffsets(latest) answer at start when larger (it is isolation-aware too).
+        """
         end = self._end.get(tp)
         if end is None:
-            highwater = consumer.highwater(tp)
-            if highwater is None:
+            reachable = self._reachable_end(consumer, tp)
+            if reachable is None:
                 return None
-            end = self._end[tp] = max(highwater, self._listed_end.get(tp, 0))
+            end = self._end[tp] = max(reachable, self._listed_end.get(tp, 0))
         return end
 
     def _apply_start(self, consumer: KafkaConsumer) -> None:
@@ -276,6 +368,7 @@ class KafkaSource(Source):
                 if hw is not None:
                     self._highwater[tp] = hw
         self._records += batch.num_rows
+        batch = self._handle_tombstones(batch)
         metadata = tuple(self.opts.metadata_columns)
         if self.opts.value_format == "json":
             batch, bad = parse_json_values(batch, metadata)
@@ -295,8 +388,37 @@ class KafkaSource(Source):
                 return records[i:]
         return []
 
-    def _report_bad(self, rows: list[dict[str, Any]]) -> None:
-        reason = "value is not a JSON object"
+    def _handle_tombstones(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """Apply ``tombstones`` to the rows whose value is null; count them.
+
+        ``skip`` and ``dead-letter`` drop them from the batch (their offsets are still covered by
+        the batch's ack token, so they are committed with it); ``empty`` gives them an empty value
+        (``{}`` with ``value_format = "json"``: a row of null fields).
+        """
+        values = batch.column("value")
+        if not values.null_count:
+            return batch
+        self._tombstones += values.null_count
+        mode = self.opts.tombstones
+        if mode == "empty":
+            index = batch.schema.get_field_index("value")
+            empty = b"{}" if self.opts.value_format == "json" else b""
+            return batch.set_column(index, batch.schema.field(index), values.fill_null(empty))
+        if mode == "dead-letter":
+            self._dead_letters += values.null_count
+            self._report_bad(dead_rows(batch, pc.is_null(values), TOMBSTONE), TOMBSTONE)
+        return batch.filter(pc.is_valid(values))
+
+    def _codec_message(self, exc: Exception) -> str:
+        what = f"topics {self.opts.topics}" if self.opts.topics else f"topics matching {self.opts.pattern!r}"
+        match = re.search(r"for (\w+) compression", str(exc))
+        codec = match.group(1) if match else "a compression"
+        return (
+            f"kafka source: {what} hold {codec}-compressed records and the {codec} library is not "
+            f'installed: pip install "{CODECS_EXTRA}" (lz4, zstd and snappy)'
+        )
+
+    def _report_bad(self, rows: list[dict[str, Any]], reason: str = "value is not a JSON object") -> None:
         if self._dead_letter is not None and self.opts.dead_letter is None:
             self._dead_letter(rows, reason)  # the pipeline's: the sink's dead-letter target, counted
             return
