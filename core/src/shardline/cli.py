@@ -97,10 +97,11 @@ def run_command(
     """Run a pipeline file: source -> sink, with checkpoints; Ctrl-C stops cleanly and resumable."""
     from shardline.config import load_pipeline
     from shardline.pipeline import run_pipeline
+    from shardline.redact import redact_url
 
     config = load_pipeline(pipeline, overrides)
     click.echo(
-        f"shardline: {pipeline}: {config.source_type} source -> {config.sink.stream}; "
+        f"shardline: {pipeline}: {config.source_type} source -> {redact_url(config.sink.stream)}; "
         f"{config.describe_mapping()}",
         err=True,
     )
