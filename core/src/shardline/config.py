@@ -400,7 +400,7 @@ def build_pipeline(
 
 
 def _check_stream(stream: str, ctx: _ErrorContext) -> list[str]:
-    from shardline.plugins import registered
+    from shardline.plugins import install_hint, registered
 
     scheme, sep, rest = stream.partition("://")
     if not sep or not scheme or not rest:
@@ -409,7 +409,8 @@ def _check_stream(stream: str, ctx: _ErrorContext) -> list[str]:
     schemes = sorted(registered("transports"))
     if scheme.lower() not in schemes:
         known = ", ".join(schemes) or "none"
-        expected = f"no transport for {scheme + '://'!r} (known: {known}; see `shardline plugins`)"
+        hint = install_hint("transports", scheme)
+        expected = f"no transport for {scheme + '://'!r} (known: {known}); {hint}"
         return [ctx.line(("sink", "stream"), expected)]
     return []
 
