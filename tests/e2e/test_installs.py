@@ -225,9 +225,9 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh venv outside the workspace (its bin/ folder is returned)."""
+    """A fresh venv outside the workspace, with pip (its bin/ folder is returned)."""
     place = tmp_path_factory.mktemp("fresh")
-    _ok(_run([_uv(), "venv", "-q", "--python", sys.executable, place / "venv"], cwd=place))
+    _ok(_run([_uv(), "venv", "-q", "--seed", "--python", sys.executable, place / "venv"], cwd=place))
     return place / "venv" / "bin"
 
 
@@ -355,3 +355,16 @@ def test_a_project_with_shardline_installed_runs_its_tests_with_filterwarnings_e
     assert result.returncode == 0, result.stdout + result.stderr
     assert "3 passed" in result.stdout
     assert "warning" not in result.stdout.lower()
+
+
+@pytest.mark.slow
+def test_pip_installs_the_example_plugin_into_a_venv_that_has_shardline(
+    wheels: Path, venv: Path, tmp_path: Path
+) -> None:
+    _install(venv, wheels, "shardline", "shardline-v3io")
+    _ok(
+        _run(
+            [venv / "pip", "install", "-q", ROOT / "examples" / "plugin-http-poll"], cwd=tmp_path, timeout=300
+        )
+    )
+    assert "source:http-poll" in _ok(_run([venv / "shardline", "plugins"], cwd=tmp_path))

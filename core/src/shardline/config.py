@@ -220,7 +220,8 @@ def _stream_identity(url: str) -> str:
 
 
 def read_document(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Parse a TOML (or, for ``.yaml``/``.yml``, YAML) file into a dict; raise ConfigError naming the file."""
+    """Parse a TOML (or, for ``.yaml``/``.yml``, YAML; for ``.json``, JSON) file into a dict; raise
+    ConfigError naming the file. A key given twice in one table is an error in all three."""
     name = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -228,9 +229,11 @@ def read_document(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"{name}: no such file") from None
     except OSError as exc:
         raise ConfigError(f"{name}: cannot read: {exc.strerror or exc}") from None
-    if name.endswith((".yaml", ".yml")):
+    if name.endswith(".json"):
+        doc = _read_json(name, text)
+    elif name.endswith((".yaml", ".yml")):
         try:
-            doc = yaml.safe_load(text)
+            doc = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
         except yaml.YAMLError as exc:
             where = ""
             mark = getattr(exc, "problem_mark", None)
@@ -248,6 +251,40 @@ def read_document(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise ConfigError(f"{name}: expected a table of sections (source, sink, ...), got {_kind(doc)}")
     return doc
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, refusing a key given twice in one mapping (as TOML does)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _value_node in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_json(name: str, text: str) -> Any:
+    """Parse a ``.json`` pipeline; a duplicate key is an error (as in TOML)."""
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        doc: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in doc:
+                raise ConfigError(f"{name}: invalid JSON: duplicate key {key!r}")
+            doc[key] = value
+        return doc
+
+    try:
+        return json.loads(text, object_pairs_hook=unique)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{name}: invalid JSON: {exc.msg} (at line {exc.lineno}, column {exc.colno})"
+        ) from None
 
 
 _ENV_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{[^}]*\}?")

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import click
 import orjson
-from rich.console import Console
 from rich.table import Table
 from shardline.errors import ConfigError
+from shardline.progress import make_console
 
 from shardline_v3io.client import V3ioClient
 
@@ -177,7 +177,7 @@ def demo_command(data_dir: str, config_path: str | None, rows: int, shards: int)
         raise ConfigError(
             f"{config_path}: no such pipeline file; pass --config PIPELINE.toml or leave it out"
         )
-    console = Console(width=None if sys.stdout.isatty() else 200)  # no wrapping at 80 in pipes and logs
+    console = make_console()  # no wrapping at 80 columns in pipes and logs
     base = Path(data_dir)
     sample_dir, server_dir, state_dir = base / "sample", base / "server", base / "state"
     shutil.rmtree(sample_dir, ignore_errors=True)
