@@ -233,7 +233,7 @@ def read_document(path: str | os.PathLike[str]) -> dict[str, Any]:
         doc = _read_json(name, text)
     elif name.endswith((".yaml", ".yml")):
         try:
-            doc = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+            doc = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: safe
         except yaml.YAMLError as exc:
             where = ""
             mark = getattr(exc, "problem_mark", None)
@@ -253,19 +253,20 @@ def read_document(path: str | os.PathLike[str]) -> dict[str, Any]:
     return doc
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+class _UniqueKeyLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no types
     """PyYAML's SafeLoader, refusing a key given twice in one mapping (as TOML does)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _value_node in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r}", key_node.start_mark
                 )
             seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+        mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
+        return mapping
 
 
 def _read_json(name: str, text: str) -> Any:
