@@ -19,6 +19,7 @@ import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -223,12 +224,16 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh venv outside the workspace, with pip (its bin/ folder is returned)."""
-    place = tmp_path_factory.mktemp("fresh")
+def _fresh_venv(place: Path) -> Path:
+    """A fresh venv in ``place`` (outside the workspace), with pip; its bin/ folder is returned."""
     _ok(_run([_uv(), "venv", "-q", "--seed", "--python", sys.executable, place / "venv"], cwd=place))
     return place / "venv" / "bin"
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One fresh venv for the tests below, which add distributions to it."""
+    return _fresh_venv(tmp_path_factory.mktemp("fresh"))
 
 
 def _install(venv: Path, wheels: Path, *requirements: str) -> None:
@@ -252,8 +257,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def served(venv: Path, tmp_path: Path) -> Iterator[str]:
+def served(wheels: Path, venv: Path, tmp_path: Path) -> Iterator[str]:
     """``shardline serve`` of the fresh venv on a free port; yields its base URL."""
+    _install(venv, wheels, "shardline-v3io")
     port = _free_port()
     server = subprocess.Popen(
         [venv / "shardline", "serve", "--data-dir", tmp_path / "server", "--port", str(port)],
@@ -280,8 +286,9 @@ def served(venv: Path, tmp_path: Path) -> Iterator[str]:
 
 @pytest.mark.slow
 def test_fresh_install_shardline_alone_says_which_package_carries_the_http_transport(
-    wheels: Path, venv: Path, tmp_path: Path
+    wheels: Path, tmp_path: Path
 ) -> None:
+    venv = _fresh_venv(tmp_path)  # its own: the others install shardline-v3io
     _install(venv, wheels, "shardline")
     _ok(_run([venv / "shardline", "--help"], cwd=tmp_path))
     (tmp_path / "p.toml").write_text(
@@ -368,3 +375,47 @@ def test_pip_installs_the_example_plugin_into_a_venv_that_has_shardline(
         )
     )
     assert "source:http-poll" in _ok(_run([venv / "shardline", "plugins"], cwd=tmp_path))
+
+
+@pytest.mark.slow
+@pytest.mark.kafka
+def test_fresh_install_of_shardline_and_shardline_kafka_bridges_a_topic_into_the_server(
+    wheels: Path, venv: Path, tmp_path: Path, served: str, kafka_broker: Any
+) -> None:
+    from kafka import KafkaAdminClient, KafkaProducer
+    from kafka.admin import NewTopic
+    from shardline.testing import read_stream
+
+    _install(venv, wheels, "shardline", "shardline-kafka")
+    topic = f"fresh-{os.getpid()}"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap)
+    try:
+        admin.create_topics([NewTopic(topic, 2, 1)])
+    finally:
+        admin.close()
+    producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap)
+    messages = [(b"k%d" % (i % 5), b"v%d" % i) for i in range(50)]
+    for key, value in messages:
+        producer.send(topic, key=key, value=value)
+    producer.flush()
+    producer.close()
+    shutil.copy(ROOT / "examples" / "kafka-bridge.toml", tmp_path)
+    overrides = [
+        "source.stop_at_end=true",
+        "source.consumer.session_timeout_ms=6000",
+        "source.consumer.heartbeat_interval_ms=2000",
+    ]
+    run = _run(
+        [venv / "shardline", "run", "kafka-bridge.toml", *[x for o in overrides for x in ("--set", o)]],
+        cwd=tmp_path,
+        timeout=180,
+        KAFKA_BOOTSTRAP=kafka_broker.bootstrap,
+        KAFKA_TOPIC=topic,
+        KAFKA_GROUP=f"fresh-group-{os.getpid()}",
+        ORDERS_STREAM=f"{served}/bigdata/orders",
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    got = sorted(
+        (r.partition_key, r.data) for rs in read_stream(f"{served}/bigdata/orders").values() for r in rs
+    )
+    assert got == sorted((k.decode(), v) for k, v in messages)
