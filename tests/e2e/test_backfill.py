@@ -122,7 +122,7 @@ interval_s = 0.1
 
 
 def test_the_example_backfill_runs_as_the_readme_says(stream_server_session: Any, tmp_path: Path) -> None:
-    write_sample(tmp_path / "data" / "events", 10_000, files=2, row_group_size=2_000)
+    write_sample(tmp_path / ".shardline" / "demo" / "sample", 10_000, files=2, row_group_size=2_000)
     env = {**os.environ, "EVENTS_STREAM": f"{stream_server_session.url}/bigdata/readme-events"}
     proc = subprocess.run(
         [SHARDLINE, "run", str(REPO / "examples" / "backfill.toml")],

@@ -1,36 +1,83 @@
 """shardline: move Arrow record batches into PutRecords-compatible streams.
 
 The public API is re-exported here; everything else is private by convention.
+
+The names are imported lazily (PEP 562): ``import shardline`` costs nothing, so the pytest plugin
+that every pytest run of a project with shardline installed loads (``shardline.testing``), and
+``shardline --help``, do not import pyarrow, numpy or pydantic until something uses them.
 """
 
 from __future__ import annotations
 
-from shardline.checkpoint import CheckpointLockedError, CheckpointStore
-from shardline.config import PipelineConfig, load_pipeline
-from shardline.errors import (
-    AccessDeniedError,
-    CheckpointError,
-    ConfigError,
-    DeliveryError,
-    PluginError,
-    RecordTooLargeError,
-    SchemaError,
-    ShardlineError,
-    StreamExistsError,
-    StreamNotFoundError,
-    StreamUnreachableError,
-    TransportError,
-)
-from shardline.hookspecs import hookimpl
-from shardline.metrics import SinkMetrics
-from shardline.partitioning import Partitioner, ShardMap
-from shardline.pipeline import RunSummary, run_pipeline
-from shardline.plugins import register_plugin
-from shardline.records import RecordMapping
-from shardline.redact import redact_url
-from shardline.sink import AsyncStreamSink, StreamSink
-from shardline.source import AckToken, Source, SourceCheckpoint, SourceOptions
-from shardline.transport import PutRecord, PutResult, StreamInfo, Transport
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shardline.checkpoint import CheckpointLockedError, CheckpointStore
+    from shardline.config import PipelineConfig, load_pipeline
+    from shardline.errors import (
+        AccessDeniedError,
+        CheckpointError,
+        ConfigError,
+        DeliveryError,
+        PluginError,
+        RecordTooLargeError,
+        SchemaError,
+        ShardlineError,
+        StreamExistsError,
+        StreamNotFoundError,
+        StreamUnreachableError,
+        TransportError,
+    )
+    from shardline.hookspecs import hookimpl
+    from shardline.metrics import SinkMetrics
+    from shardline.partitioning import Partitioner, ShardMap
+    from shardline.pipeline import RunSummary, run_pipeline
+    from shardline.plugins import register_plugin
+    from shardline.records import RecordMapping
+    from shardline.redact import redact_url
+    from shardline.sink import AsyncStreamSink, StreamSink
+    from shardline.source import AckToken, Source, SourceCheckpoint, SourceOptions
+    from shardline.transport import PutRecord, PutResult, StreamInfo, Transport
+
+# public name -> the module that defines it
+_EXPORTS: dict[str, str] = {
+    "CheckpointLockedError": "shardline.checkpoint",
+    "CheckpointStore": "shardline.checkpoint",
+    "PipelineConfig": "shardline.config",
+    "load_pipeline": "shardline.config",
+    "AccessDeniedError": "shardline.errors",
+    "CheckpointError": "shardline.errors",
+    "ConfigError": "shardline.errors",
+    "DeliveryError": "shardline.errors",
+    "PluginError": "shardline.errors",
+    "RecordTooLargeError": "shardline.errors",
+    "SchemaError": "shardline.errors",
+    "ShardlineError": "shardline.errors",
+    "StreamExistsError": "shardline.errors",
+    "StreamNotFoundError": "shardline.errors",
+    "StreamUnreachableError": "shardline.errors",
+    "TransportError": "shardline.errors",
+    "hookimpl": "shardline.hookspecs",
+    "SinkMetrics": "shardline.metrics",
+    "Partitioner": "shardline.partitioning",
+    "ShardMap": "shardline.partitioning",
+    "RunSummary": "shardline.pipeline",
+    "run_pipeline": "shardline.pipeline",
+    "register_plugin": "shardline.plugins",
+    "RecordMapping": "shardline.records",
+    "redact_url": "shardline.redact",
+    "AsyncStreamSink": "shardline.sink",
+    "StreamSink": "shardline.sink",
+    "AckToken": "shardline.source",
+    "Source": "shardline.source",
+    "SourceCheckpoint": "shardline.source",
+    "SourceOptions": "shardline.source",
+    "PutRecord": "shardline.transport",
+    "PutResult": "shardline.transport",
+    "StreamInfo": "shardline.transport",
+    "Transport": "shardline.transport",
+}
 
 __all__ = [
     "AccessDeniedError",
@@ -69,3 +116,23 @@ __all__ = [
     "register_plugin",
     "run_pipeline",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name (or a submodule, ``shardline.errors``) on first use."""
+    module = _EXPORTS.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    if not name.startswith("_"):
+        try:
+            return importlib.import_module(f"shardline.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"shardline.{name}":
+                raise
+    raise AttributeError(f"module 'shardline' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

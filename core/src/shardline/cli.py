@@ -68,7 +68,7 @@ def plugins_command() -> None:
 @click.argument("pipeline", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a config value.")
 def validate_command(pipeline: str, overrides: tuple[str, ...]) -> None:
-    """Check a pipeline file (TOML or YAML) without running it; print what it would do."""
+    """Check a pipeline file (TOML, YAML or JSON) without running it; print what it would do."""
     from shardline.config import load_pipeline
     from shardline.redact import redact_url
 

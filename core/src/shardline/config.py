@@ -255,7 +255,8 @@ def _stream_identity(url: str) -> str:
 
 
 def read_document(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Parse a TOML (or, for ``.yaml``/``.yml``, YAML) file into a dict; raise ConfigError naming the file."""
+    """Parse a TOML (or, for ``.yaml``/``.yml``, YAML; for ``.json``, JSON) file into a dict; raise
+    ConfigError naming the file. A key given twice in one table is an error in all three."""
     name = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -263,9 +264,11 @@ def read_document(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"{name}: no such file") from None
     except OSError as exc:
         raise ConfigError(f"{name}: cannot read: {exc.strerror or exc}") from None
-    if name.endswith((".yaml", ".yml")):
+    if name.endswith(".json"):
+        doc = _read_json(name, text)
+    elif name.endswith((".yaml", ".yml")):
         try:
-            doc = yaml.safe_load(text)
+            doc = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: safe
         except yaml.YAMLError as exc:
             where = ""
             mark = getattr(exc, "problem_mark", None)
@@ -283,6 +286,41 @@ def read_document(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise ConfigError(f"{name}: expected a table of sections (source, sink, ...), got {_kind(doc)}")
     return doc
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no types
+    """PyYAML's SafeLoader, refusing a key given twice in one mapping (as TOML does)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _value_node in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
+        return mapping
+
+
+def _read_json(name: str, text: str) -> Any:
+    """Parse a ``.json`` pipeline; a duplicate key is an error (as in TOML)."""
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        doc: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in doc:
+                raise ConfigError(f"{name}: invalid JSON: duplicate key {key!r}")
+            doc[key] = value
+        return doc
+
+    try:
+        return json.loads(text, object_pairs_hook=unique)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{name}: invalid JSON: {exc.msg} (at line {exc.lineno}, column {exc.colno})"
+        ) from None
 
 
 _ENV_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{[^}]*\}?")
@@ -472,7 +510,7 @@ def _choose_mapping(
 
 
 def _check_stream(stream: str, ctx: _ErrorContext) -> list[str]:
-    from shardline.plugins import registered
+    from shardline.plugins import install_hint, registered
 
     scheme, sep, rest = stream.partition("://")
     if not sep or not scheme or not rest:
@@ -481,7 +519,8 @@ def _check_stream(stream: str, ctx: _ErrorContext) -> list[str]:
     schemes = sorted(registered("transports"))
     if scheme.lower() not in schemes:
         known = ", ".join(schemes) or "none"
-        expected = f"no transport for {scheme + '://'!r} (known: {known}; see `shardline plugins`)"
+        hint = install_hint("transports", scheme)
+        expected = f"no transport for {scheme + '://'!r} (known: {known}); {hint}"
         return [ctx.line(("sink", "stream"), expected)]
     return []
 

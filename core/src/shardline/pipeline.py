@@ -256,6 +256,7 @@ class Runner:
             finally:
                 self._stop.opening = False
             self._sink = sink
+            _notice_existing_stream(config, sink)
             if self._stop.signal_name is not None:
                 self._request_stop()
             source.set_flush(sink.flush)
@@ -494,3 +495,18 @@ def run_pipeline(
         stop_timeout_s=stop_timeout_s,
     )
     return runner.run(handle_signals=handle_signals)
+
+
+def _notice_existing_stream(config: PipelineConfig, sink: Any) -> None:
+    """Say, in one line on stderr, that ``[sink] create`` did not apply: the stream already existed
+    with another shard count (``--set sink.create.shards=16`` on an existing 8-shard stream)."""
+    create = config.sink.create
+    shards = getattr(sink, "shard_count", None)
+    if create is None or not isinstance(shards, int) or shards == create.shards:
+        return
+    print(
+        f"shardline: notice: {config.sink.stream} already exists with {shards} shards; "
+        f"[sink] create (shards = {create.shards}) applies only to a missing stream, "
+        f"so the run writes to {shards} shards",
+        file=sys.stderr,
+    )

@@ -415,6 +415,27 @@ def registered_with_owner(kind: str) -> dict[str, tuple[Any, str]]:
     return dict(_registry(kind))
 
 
+# Which distribution provides the names a user is most likely to ask for, so that a message about a
+# missing one can say what to install.
+_PROVIDED_BY: dict[tuple[str, str], str] = {
+    ("transports", "http"): "shardline-v3io",
+    ("transports", "https"): "shardline-v3io",
+    ("transports", "v3io"): "shardline-v3io",
+    ("transports", "local"): "shardline-v3io",
+    ("sources", "parquet"): "shardline-parquet",
+    ("sources", "kafka"): "shardline-kafka",
+}
+
+
+def install_hint(kind: str, name: str) -> str:
+    """What to install to get the ``kind`` called ``name``: ``"pip install shardline-v3io"`` for a
+    well-known one, else a generic sentence."""
+    dist = _PROVIDED_BY.get((kind, name.lower()))
+    if dist is None:
+        return "install the plugin that provides it and check `shardline plugins`"
+    return f"it comes with the {dist} package: pip install {dist}"
+
+
 def lookup(kind: str, name: str) -> Any:
     """Return the registered ``kind`` called ``name``; raise a :class:`PluginError` listing the choices.
 
@@ -426,10 +447,7 @@ def lookup(kind: str, name: str) -> Any:
         why = _get_state().refused.get(kind, {}).get(name)
         if why is not None:
             raise PluginError(f"no {kind[:-1]} named {name!r} is registered: {why} (see `shardline plugins`)")
-        message = (
-            f"no {kind[:-1]} named {name!r} is registered (known: {known}); "
-            f"install the plugin that provides it and check `shardline plugins`"
-        )
+        message = f"no {kind[:-1]} named {name!r} is registered (known: {known}); {install_hint(kind, name)}"
         broken = [i for i in _get_state().infos if i.error]
         if broken:
             message += "; broken plugins: " + ", ".join(f"{i.name!r} ({i.error})" for i in broken)

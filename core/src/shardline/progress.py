@@ -104,6 +104,16 @@ class RichDisplay:
         self._progress.stop()
 
 
+# Rich lays text out for 80 columns when stdout is not a terminal (a pipe, a CI log): long lines
+# would be wrapped mid-word; logs get this width instead, terminals their own.
+NOT_A_TTY_WIDTH = 200
+
+
+def make_console() -> Console:
+    """A Rich console on stdout: the terminal's width on a terminal, :data:`NOT_A_TTY_WIDTH` otherwise."""
+    return Console(width=None if sys.stdout.isatty() else NOT_A_TTY_WIDTH)
+
+
 def make_display(
     enabled: bool | None, description: str, facts: dict[str, Any], console: Console | None = None
 ) -> Display:
@@ -120,5 +130,5 @@ def make_display(
         description,
         int(total) if total is not None else None,
         int(facts.get("done_rows", 0)),
-        console=console,
+        console=console or make_console(),
     )

@@ -1,25 +1,56 @@
-"""Test kit for plugin authors (a pytest plugin, loaded automatically): fixtures and a fake transport."""
+"""Test kit for plugin authors: fixtures, a source conformance check and a fake transport.
+
+Install it with ``pip install 'shardline[testing]'`` (it needs pytest). The ``shardline``
+distribution registers this module as a pytest plugin (``pytest11``), so it is loaded by *every*
+pytest run of a project that has shardline installed. It therefore imports nothing but pytest at
+start: pyarrow, numpy, pydantic and the server are imported inside the fixtures and helpers that
+need them (a plugin that imported them here would slow every test run, and their import-time
+warnings would break projects run with ``filterwarnings = error``). Every fixture name starts with
+``shardline_`` so that none can silently satisfy an unrelated test's argument.
+
+Fixtures:
+
+``shardline_fake_transport``         an in-memory 4-shard :class:`FakeTransport` (fault injection).
+``shardline_sink``                   a :class:`shardline.StreamSink` writing into it.
+``shardline_stream_server``          a fresh embedded stream server per test (needs shardline-v3io).
+``shardline_stream_server_session``  one embedded stream server for the whole session.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from shardline.faketransport import FakeTransport, StoredRecord
+
+__all__ = ["FakeTransport", "StoredRecord", "check_source", "read_stream", "start_stream_server"]
+
+
+def __getattr__(name: str) -> Any:
+    """``FakeTransport`` and ``StoredRecord`` are re-exported, imported on first use (they need numpy)."""
+    if name in ("FakeTransport", "StoredRecord"):
+        from shardline import faketransport
+
+        return getattr(faketransport, name)
+    raise AttributeError(f"module 'shardline.testing' has no attribute {name!r}")
+
 
 # --- the embedded stream server (shardline-v3io), for tests that talk to a real stream -------------
 
 
 def start_stream_server(data_dir: str | Path, **server_options: Any) -> Any:
     """Start ``shardline serve`` in a subprocess on a free port (see ``shardline_v3io.testing_server``)."""
-    from shardline_v3io.testing_server import start_server
+    from shardline_v3io.testing_server import start_server  # imported here: the plugin stays light
 
     return start_server(data_dir, **server_options)
 
 
 @pytest.fixture
-def stream_server(tmp_path: Path) -> Iterator[Any]:
+def shardline_stream_server(tmp_path: Path) -> Iterator[Any]:
     """A fresh embedded stream server (``.url``, ``.pid``, ``.kill()``, ``.stop()``), stopped afterwards."""
     server = start_stream_server(tmp_path / "stream-data")
     try:
@@ -29,7 +60,7 @@ def stream_server(tmp_path: Path) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def stream_server_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def shardline_stream_server_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """One embedded stream server for the whole session (use unique stream names per test)."""
     server = start_stream_server(tmp_path_factory.mktemp("stream-data-session"))
     try:
@@ -188,23 +219,23 @@ def read_stream(url: str, *, access_key: str | None = None) -> dict[int, list[An
 
 # --- the sink over an in-memory stream, for engine and plugin tests ------------------------------
 
-from shardline.faketransport import FakeTransport, StoredRecord  # noqa: E402, F401  (re-exported)
-
 
 @pytest.fixture
-def fake_transport() -> FakeTransport:
+def shardline_fake_transport() -> FakeTransport:
     """An in-memory 4-shard stream with protocol-limit checks (set ``fault_rate`` etc. to inject faults)."""
+    from shardline.faketransport import FakeTransport  # imported here: it needs numpy
+
     return FakeTransport(shard_count=4)
 
 
 @pytest.fixture
-def sink(fake_transport: FakeTransport) -> Iterator[Any]:
-    """A :class:`shardline.StreamSink` writing JSON rows into ``fake_transport``, closed after the test.
+def shardline_sink(shardline_fake_transport: FakeTransport) -> Iterator[Any]:
+    """A :class:`shardline.StreamSink` writing JSON rows into ``shardline_fake_transport``, closed after.
 
-    Read what landed with ``fake_transport.records()``; ``fake_transport.violations`` lists anything
+    Read what landed with ``shardline_fake_transport.records()``; ``.violations`` lists anything
     sent that a real stream would refuse.
     """
-    from shardline.sink import StreamSink
+    from shardline.sink import StreamSink  # imported here: it needs pyarrow and numpy
 
-    with StreamSink(fake_transport, backoff_base_s=0.001, backoff_max_s=0.01, linger_ms=1.0) as s:
+    with StreamSink(shardline_fake_transport, backoff_base_s=0.001, backoff_max_s=0.01, linger_ms=1.0) as s:
         yield s

@@ -3,7 +3,9 @@
 1. writes sample Parquet events (``shardline_parquet.write_sample``) under the demo directory;
 2. starts the embedded v3io-compatible stream server on a free port (a subprocess, so the server
    and the pipeline each get a core), data under ``DATA_DIR/server``;
-3. runs the backfill pipeline ``examples/backfill.toml`` into it through the sink engine;
+3. runs the backfill pipeline :data:`DEMO_PIPELINE` (the text of the repository's
+   ``examples/backfill.toml``, shipped here so the demo works from any directory) into it through
+   the sink engine;
 4. reads the stream back over the v3io Web API and checks that every row arrived once, that each
    user's events are in order and that each user stayed on one shard; prints a sample and where
    the data lives.
@@ -12,22 +14,73 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
 import orjson
-from rich.console import Console
 from rich.table import Table
 from shardline.errors import ConfigError
+from shardline.progress import make_console
 
 from shardline_v3io.client import V3ioClient
 
 CONTAINER = "bigdata"
 STREAM = "demo/events"
 SAMPLE_PER_SHARD = 2
+
+# The repository's examples/backfill.toml, verbatim (a test keeps the two identical): the demo runs
+# this text when no --config is given, so that it needs no checkout.
+DEMO_PIPELINE = """\
+# Backfill a directory of Parquet files into a stream.
+#
+#   uv run shardline demo                                        # sample events in .shardline/demo/sample/
+#   uv run shardline serve --data-dir .shardline/demo/server &   # the embedded stream server, port 8081
+#   uv run shardline run examples/backfill.toml                  # Ctrl-C stops cleanly; run again to resume
+#
+# `shardline demo` writes its sample data to .shardline/demo/sample/ (this file's default path) and
+# runs this same pipeline (a copy ships inside shardline-v3io) against its own server.
+# Override anything from the command line:  --set source.path=elsewhere/ --set sink.create.shards=16
+# or through the environment variables below.
+
+[source]
+type = "parquet"
+path = "${EVENTS_PATH:-.shardline/demo/sample}"   # a file, a directory, a glob, or a list of them
+columns = ["seq", "user_id", "kind", "amount", "ts"]   # projection (default: every column)
+# filter = "kind in ('cart', 'purchase') and amount >= 10"
+batch_size = 20000
+
+[sink]
+stream = "${EVENTS_STREAM:-http://127.0.0.1:8081/bigdata/events}"   # or v3io:///… or local://DIR/…
+create = { shards = 8, retention_hours = 24 }   # create the stream when missing
+dead_letter = ".shardline/events.dead.jsonl"    # records that can never be written, with the reason
+
+[mapping]
+partition_key = "user_id"                       # same user -> same shard, in order
+data = "json"                                   # one JSON object per row
+partitioner = "hash"
+
+[checkpoint]
+path = "${EVENTS_CHECKPOINT:-.shardline/events.ckpt}"
+"""
+
+
+def shardline_command() -> str:
+    """How the user can start ``shardline`` from their shell: ``uv run shardline`` under ``uv run``
+    (a checkout), ``shardline`` when it is on PATH (a pip install), else the script's full path."""
+    # `uv run` sets UV and VIRTUAL_ENV (its project's venv, on PATH only inside `uv run`)
+    venv = os.environ.get("VIRTUAL_ENV")
+    if os.environ.get("UV") and venv and Path(venv).resolve() == Path(sys.prefix).resolve():
+        return "uv run shardline"
+    script = Path(sys.prefix) / ("Scripts" if os.name == "nt" else "bin") / "shardline"
+    on_path = shutil.which("shardline")
+    if on_path and Path(on_path).resolve() == script.resolve():
+        return "shardline"
+    return str(script)
 
 
 @dataclass
@@ -92,14 +145,26 @@ async def _reset_stream(url: str) -> None:
 @click.option(
     "--config",
     "config_path",
-    default="examples/backfill.toml",
-    show_default=True,
+    default=None,
     type=click.Path(dir_okay=False),
-    help="The backfill pipeline to run against the embedded server.",
+    help="The backfill pipeline to run against the embedded server "
+    "[default: the built-in copy of examples/backfill.toml].",
 )
-@click.option("--rows", default=200_000, show_default=True, type=click.IntRange(1, 100_000_000))
-@click.option("--shards", default=8, show_default=True, type=click.IntRange(1, 1024))
-def demo_command(data_dir: str, config_path: str, rows: int, shards: int) -> None:
+@click.option(
+    "--rows",
+    default=200_000,
+    show_default=True,
+    type=click.IntRange(1, 100_000_000),
+    help="How many sample events (rows) to write to Parquet and backfill.",
+)
+@click.option(
+    "--shards",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 1024),
+    help="Shard count of the demo stream (re-created on every run).",
+)
+def demo_command(data_dir: str, config_path: str | None, rows: int, shards: int) -> None:
     """Backfill sample Parquet into a stream on the embedded server, then read it back and check it."""
     try:
         from shardline.pipeline import run_pipeline
@@ -108,17 +173,19 @@ def demo_command(data_dir: str, config_path: str, rows: int, shards: int) -> Non
         raise ConfigError(f"the demo needs shardline-parquet ({exc}); pip install shardline-parquet") from exc
     from shardline_v3io.testing_server import start_server
 
-    if not Path(config_path).is_file():
+    if config_path is not None and not Path(config_path).is_file():
         raise ConfigError(
-            f"{config_path}: no such pipeline file; run the demo from the shardline repository root "
-            f"or pass --config PIPELINE.toml"
+            f"{config_path}: no such pipeline file; pass --config PIPELINE.toml or leave it out"
         )
-    console = Console()
+    console = make_console()  # no wrapping at 80 columns in pipes and logs
     base = Path(data_dir)
     sample_dir, server_dir, state_dir = base / "sample", base / "server", base / "state"
     shutil.rmtree(sample_dir, ignore_errors=True)
     shutil.rmtree(state_dir, ignore_errors=True)  # a finished checkpoint would make the run a no-op
     state_dir.mkdir(parents=True, exist_ok=True)
+    if config_path is None:
+        config_path = str(state_dir / "backfill.toml")
+        Path(config_path).write_text(DEMO_PIPELINE, encoding="utf-8")
     started = time.perf_counter()
     files = write_sample(sample_dir, rows)
     console.print(
@@ -162,10 +229,12 @@ def demo_command(data_dir: str, config_path: str, rows: int, shards: int) -> Non
         f"{len(found.out_of_order_users)} users out of order, {moved} users on more than one shard; "
         f"{time.perf_counter() - started:.1f}s in all"
     )
+    cmd = shardline_command()
     console.print(
         f"data lives in {server_dir.resolve()}; see it with:\n"
-        f"  shardline serve --data-dir {server_dir}\n"
-        f"  shardline stream get http://127.0.0.1:8081/{CONTAINER}/{STREAM} --shard 0 --limit 5"
+        f"  {cmd} serve --data-dir {server_dir}\n"
+        f"  {cmd} stream get http://127.0.0.1:8081/{CONTAINER}/{STREAM} --shard 0 --limit 5",
+        soft_wrap=True,
     )
     if not ok:
         raise click.ClickException("the demo did not read back exactly what it wrote")

@@ -51,7 +51,13 @@ def stream_group() -> None:
 @stream_group.command(name="create")
 @click.argument("url")
 @click.option("--shards", type=click.IntRange(1, 4096), default=1, show_default=True, help="Shard count.")
-@click.option("--retention-hours", type=click.IntRange(1), default=24, show_default=True)
+@click.option(
+    "--retention-hours",
+    type=click.IntRange(1),
+    default=24,
+    show_default=True,
+    help="How long the stream keeps a record, in hours; older records are removed.",
+)
 @click.option("--if-not-exists", is_flag=True, help="Succeed when the stream already exists.")
 @_key_option
 def create_command(
@@ -221,23 +227,37 @@ def _record_json(shard: int, rec: Any) -> bytes:
     "--seek",
     "seek_type",
     type=click.Choice(["earliest", "latest", "sequence", "time"]),
-    default="earliest",
-    show_default=True,
+    default=None,
+    help="Where each shard is read from: its oldest record, the end (only new records), a "
+    "sequence number, or a time [default: sequence with --sequence, time with --time, else earliest].",
 )
 @click.option(
-    "--sequence", type=click.IntRange(1), default=None, help="Start sequence number (--seek sequence)."
+    "--sequence",
+    type=click.IntRange(1),
+    default=None,
+    help="Start at this sequence number of each shard (implies --seek sequence).",
 )
 @click.option(
-    "--time", "time_text", default=None, help="Start time, epoch seconds or ISO 8601 (--seek time)."
+    "--time",
+    "time_text",
+    default=None,
+    help="Start at the first record that arrived at or after this time, epoch seconds or ISO 8601 "
+    "(implies --seek time).",
 )
 @click.option("--limit", type=click.IntRange(1), default=None, help="Stop after this many records.")
 @click.option("--follow", is_flag=True, help="Keep polling for new records until interrupted.")
-@click.option("--poll-interval", type=click.FloatRange(0.01), default=0.5, show_default=True)
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(0.01),
+    default=0.5,
+    show_default=True,
+    help="Seconds to wait between reads of a shard that had no new record (with --follow).",
+)
 @_key_option
 def get_command(
     url: str,
     shards: tuple[int, ...],
-    seek_type: str,
+    seek_type: str | None,
     sequence: int | None,
     time_text: str | None,
     limit: int | None,
@@ -246,6 +266,13 @@ def get_command(
     access_key: str | None,
 ) -> None:
     """Print records as JSON lines: shard, sequence, partition_key, arrival, data (or data_base64)."""
+    if sequence is not None and time_text is not None:
+        raise ConfigError("--sequence and --time both say where to start: give one of them")
+    implied = "sequence" if sequence is not None else "time" if time_text is not None else None
+    if seek_type is not None and implied is not None and seek_type != implied:
+        given = "--sequence" if implied == "sequence" else "--time"
+        raise ConfigError(f"{given} starts at a {implied}, not at --seek {seek_type}: drop one of the two")
+    seek_type = seek_type or implied or "earliest"
     if seek_type == "sequence" and sequence is None:
         raise ConfigError("--seek sequence needs --sequence N")
     if seek_type == "time" and time_text is None:

