@@ -70,7 +70,7 @@ def test_json_codec_encodes_timestamps_decimals_binary_and_nested() -> None:
     assert row["day"] == "2024-02-29"
     assert base64.b64decode(row["bin"]) == b"\x00\x01\xfe"
     assert row["lst"] == [1, None, 3]
-    assert row["st"] == {"a": 1, "b": "x", "t": "2024-01-01T00:00:00Z"}
+    assert row["st"] == {"a": 1, "b": "x", "t": "2024-01-01T00:00:00.000000Z"}  # as at top level
     assert row["dict"] == "red"
 
 
