@@ -9,6 +9,7 @@ import decimal
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from shardline import limits
 from shardline.errors import ConfigError, SchemaError
@@ -212,3 +213,120 @@ def test_vectorised_xxh64_equals_the_library_for_every_length() -> None:
     offsets = np.concatenate([[0], np.cumsum([len(v) for v in values])]).astype(np.int64)
     got = xxh64_many(offsets, np.frombuffer(b"".join(values), dtype=np.uint8))
     assert got.tolist() == [xxhash.xxh64_intdigest(v) for v in values]
+
+
+ARROW_TYPES = {
+    "ints": pa.array([1, None, 3], pa.int16()),
+    "strings": pa.array(["a", None, "ccc"]),
+    "large_binary": pa.array([b"x", b"", None], pa.large_binary()),
+    "bools": pa.array([True, None, False]),
+    "ts_ns_tz": pa.array([1, None, 3], pa.timestamp("ns", "Europe/Paris")),
+    "decimal": pa.array([decimal.Decimal("1.5"), None, decimal.Decimal("-2.0")], pa.decimal128(4, 1)),
+    "struct": pa.array([{"a": 1, "b": [1.5]}, None, {"a": None, "b": []}]),
+    "map": pa.array([[("k", 1)], None, []], pa.map_(pa.string(), pa.int64())),
+    "fsl": pa.array([[1, 2], [3, 4], None], pa.list_(pa.int8(), 2)),
+    "view": pa.array(["v", None, "w" * 20], pa.string_view()),
+    "nulls": pa.array([None, None, None]),
+}
+
+
+def _one_row_stream(batch: pa.RecordBatch, i: int) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch.slice(i, 1))
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def test_arrow_codec_records_are_the_one_row_streams_pyarrow_writes() -> None:
+    batch = pa.record_batch(ARROW_TYPES).slice(0)
+    cols = map_columns(batch, RecordMapping(data="arrow"))
+    for i in range(batch.num_rows):
+        assert cols.data[i].as_py() == _one_row_stream(batch, i)
+        assert (
+            pa.ipc.open_stream(cols.data[i].as_py()).read_all().to_pylist() == batch.slice(i, 1).to_pylist()
+        )
+
+
+def test_arrow_codec_keeps_dictionary_columns_readable() -> None:
+    batch = pa.record_batch({"d": pa.array(["x", "y", "x"]).dictionary_encode(), "n": [1, 2, 3]})
+    cols = map_columns(batch, RecordMapping(data="arrow"))
+    third = pa.ipc.open_stream(cols.data[2].as_py()).read_all()
+    assert third.schema == batch.schema
+    assert third.to_pylist() == [{"d": "x", "n": 3}]
+
+
+def test_template_codec_writes_values_as_the_json_codec_does_without_quotes() -> None:
+    batch = pa.record_batch(
+        {
+            "f": [3.0],
+            "at": pa.array([dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC)], pa.timestamp("s", "UTC")),
+            "m": pa.array([[("x", 1)]], pa.map_(pa.string(), pa.int64())),
+            "s": ["plain"],
+        }
+    )
+    cols = map_columns(batch, RecordMapping(data="template", template="{f}|{at}|{m}|{s}"))
+    assert cols.data.to_pylist() == [b'3.0|2024-01-02T03:04:05Z|{"x":1}|plain']
+
+
+KEY_TYPES = {
+    "timestamp": (pa.array([dt.datetime(2024, 1, 2)], pa.timestamp("s")), "2024-01-02 00:00:00"),
+    "date": (pa.array([dt.date(2024, 1, 2)]), "2024-01-02"),
+    "decimal": (pa.array([decimal.Decimal("1.50")], pa.decimal128(4, 2)), "1.50"),
+    "float16": (pa.array([1.5], pa.float16()), "1.5"),
+    "bool": (pa.array([True]), "true"),
+    "duration": (pa.array([5], pa.duration("ms")), "5"),
+    "interval": (
+        pa.array([(1, 2, 3)], pa.month_day_nano_interval()),
+        '{"months":1,"days":2,"nanoseconds":3}',
+    ),
+    "uuid": (pa.array([bytes(range(16))], pa.uuid()), "00010203-0405-0607-0809-0a0b0c0d0e0f"),
+    "string_view": (pa.array(["sv"], pa.string_view()), "sv"),
+    "binary_view": (pa.array([b"bv"], pa.binary_view()), "bv"),
+    "fixed_size_binary": (pa.array([b"fx"], pa.binary(2)), "fx"),
+    "large_string": (pa.array(["ls"], pa.large_string()), "ls"),
+    "run_end_encoded": (pc.run_end_encode(pa.array(["re"])), "re"),
+    "dictionary of ints": (pa.array([7]).dictionary_encode(), "7"),
+}
+
+
+@pytest.mark.parametrize("name", list(KEY_TYPES))
+def test_a_partition_key_of_any_scalar_type_becomes_text(name: str) -> None:
+    arr, text = KEY_TYPES[name]
+    cols = map_columns(pa.record_batch({"k": arr}), RecordMapping(partition_key="k"))
+    assert list(cols.key_values) == [text]
+    assert not cols.invalid.any()
+
+
+def test_an_all_null_key_column_writes_rows_without_keys() -> None:
+    cols = map_columns(pa.record_batch({"k": pa.nulls(2), "v": [1, 2]}), RecordMapping(partition_key="k"))
+    assert cols.key_index is not None and cols.key_index.tolist() == [-1, -1]
+    enc = place(cols, 4, "hash")
+    assert enc.num_records == 2
+
+
+BYTES_TYPES = [
+    pa.binary(),
+    pa.large_binary(),
+    pa.string(),
+    pa.large_string(),
+    pa.string_view(),
+    pa.binary_view(),
+    pa.binary(3),
+]
+
+
+@pytest.mark.parametrize("t", BYTES_TYPES, ids=str)
+def test_raw_data_and_client_info_accept_every_binary_and_string_type(t: pa.DataType) -> None:
+    values = pa.array([b"abc", None] if pa.types.is_fixed_size_binary(t) else [b"abc", b""]).cast(t)
+    batch = pa.record_batch({"v": values, "ci": values})
+    cols = map_columns(batch, RecordMapping(data="raw", data_column="v", client_info="ci"))
+    assert cols.data.to_pylist()[0] == b"abc"
+    assert cols.client_info is not None and cols.client_info.to_pylist()[0] == b"abc"
+
+
+def test_nonfinite_floats_are_counted_for_the_sink_metrics() -> None:
+    from shardline.metrics import SinkMetrics
+
+    cols = map_columns(pa.record_batch({"f": [float("nan"), 2.0, float("-inf")]}), RecordMapping())
+    assert cols.nonfinite_floats == 2
+    assert "nonfinite_floats" in SinkMetrics().snapshot()

@@ -283,10 +283,14 @@ def _map_text(col: pa.Array, path: str) -> pa.Array:
 
 def _union_text(col: pa.Array, path: str) -> pa.Array:
     t = col.type
-    codes = np.asarray(col.type_codes, dtype=np.int64)
+    n, start = len(col), col.offset
+    codes = np.frombuffer(col.buffers()[1], dtype=np.int8)[start : start + n]
     dense = t.mode == "dense"
-    positions = np.asarray(col.offsets, dtype=np.int64) if dense else np.arange(len(col), dtype=np.int64)
-    out_index = np.empty(len(col), dtype=np.int64)
+    if dense:
+        positions = np.frombuffer(col.buffers()[2], dtype=np.int32)[start : start + n].astype(np.int64)
+    else:
+        positions = np.arange(n, dtype=np.int64)
+    out_index = np.empty(n, dtype=np.int64)
     parts: list[pa.Array] = []
     done = 0
     for i, code in enumerate(t.type_codes):
@@ -294,6 +298,8 @@ def _union_text(col: pa.Array, path: str) -> pa.Array:
         if not len(rows):
             continue
         child = col.field(i)
+        if not dense and len(child) != n:  # a sparse child not yet sliced like its union
+            child = child.slice(start, n)
         taken = child.take(pa.array(positions[rows], pa.int64()))
         parts.append(json_values(taken, f"{path}.{t.field(i).name}"))
         out_index[rows] = done + np.arange(len(rows))
