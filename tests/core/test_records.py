@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import decimal
+from collections.abc import Callable
 
 import numpy as np
 import orjson
@@ -225,9 +226,12 @@ ARROW_TYPES = {
     "struct": pa.array([{"a": 1, "b": [1.5]}, None, {"a": None, "b": []}]),
     "map": pa.array([[("k", 1)], None, []], pa.map_(pa.string(), pa.int64())),
     "fsl": pa.array([[1, 2], [3, 4], None], pa.list_(pa.int8(), 2)),
-    "view": pa.array(["v", None, "w" * 20], pa.string_view()),
     "nulls": pa.array([None, None, None]),
 }
+
+
+if hasattr(pa, "string_view"):
+    ARROW_TYPES["view"] = pa.array(["v", None, "w" * 20], pa.string_view())
 
 
 def _one_row_stream(batch: pa.RecordBatch, i: int) -> bytes:
@@ -238,13 +242,12 @@ def _one_row_stream(batch: pa.RecordBatch, i: int) -> bytes:
 
 
 def test_arrow_codec_records_are_the_one_row_streams_pyarrow_writes() -> None:
-    batch = pa.record_batch(ARROW_TYPES).slice(0)
+    batch = pa.record_batch(list(ARROW_TYPES.values()), names=list(ARROW_TYPES))
     cols = map_columns(batch, RecordMapping(data="arrow"))
     for i in range(batch.num_rows):
         assert cols.data[i].as_py() == _one_row_stream(batch, i)
-        assert (
-            pa.ipc.open_stream(cols.data[i].as_py()).read_all().to_pylist() == batch.slice(i, 1).to_pylist()
-        )
+        back = pa.ipc.open_stream(cols.data[i].as_py()).read_all()
+        assert back.equals(pa.Table.from_batches([batch.slice(i, 1)]))
 
 
 def test_arrow_codec_keeps_dictionary_columns_readable() -> None:
@@ -268,30 +271,34 @@ def test_template_codec_writes_values_as_the_json_codec_does_without_quotes() ->
     assert cols.data.to_pylist() == [b'3.0|2024-01-02T03:04:05Z|{"x":1}|plain']
 
 
-KEY_TYPES = {
-    "timestamp": (pa.array([dt.datetime(2024, 1, 2)], pa.timestamp("s")), "2024-01-02 00:00:00"),
-    "date": (pa.array([dt.date(2024, 1, 2)]), "2024-01-02"),
-    "decimal": (pa.array([decimal.Decimal("1.50")], pa.decimal128(4, 2)), "1.50"),
-    "float16": (pa.array([1.5], pa.float16()), "1.5"),
-    "bool": (pa.array([True]), "true"),
-    "duration": (pa.array([5], pa.duration("ms")), "5"),
+KEY_TYPES: dict[str, tuple[Callable[[], pa.Array], str]] = {
+    "timestamp": (lambda: pa.array([dt.datetime(2024, 1, 2)], pa.timestamp("s")), "2024-01-02 00:00:00"),
+    "date": (lambda: pa.array([dt.date(2024, 1, 2)]), "2024-01-02"),
+    "decimal": (lambda: pa.array([decimal.Decimal("1.50")], pa.decimal128(4, 2)), "1.50"),
+    "float16": (lambda: pa.array(np.array([1.5], np.float16)), "1.5"),
+    "bool": (lambda: pa.array([True]), "true"),
+    "duration": (lambda: pa.array([5], pa.duration("ms")), "5"),
     "interval": (
-        pa.array([(1, 2, 3)], pa.month_day_nano_interval()),
+        lambda: pa.array([(1, 2, 3)], pa.month_day_nano_interval()),
         '{"months":1,"days":2,"nanoseconds":3}',
     ),
-    "uuid": (pa.array([bytes(range(16))], pa.uuid()), "00010203-0405-0607-0809-0a0b0c0d0e0f"),
-    "string_view": (pa.array(["sv"], pa.string_view()), "sv"),
-    "binary_view": (pa.array([b"bv"], pa.binary_view()), "bv"),
-    "fixed_size_binary": (pa.array([b"fx"], pa.binary(2)), "fx"),
-    "large_string": (pa.array(["ls"], pa.large_string()), "ls"),
-    "run_end_encoded": (pc.run_end_encode(pa.array(["re"])), "re"),
-    "dictionary of ints": (pa.array([7]).dictionary_encode(), "7"),
+    "uuid": (lambda: pa.array([bytes(range(16))], pa.uuid()), "00010203-0405-0607-0809-0a0b0c0d0e0f"),
+    "string_view": (lambda: pa.array(["sv"], pa.string_view()), "sv"),
+    "binary_view": (lambda: pa.array([b"bv"], pa.binary_view()), "bv"),
+    "fixed_size_binary": (lambda: pa.array([b"fx"], pa.binary(2)), "fx"),
+    "large_string": (lambda: pa.array(["ls"], pa.large_string()), "ls"),
+    "run_end_encoded": (lambda: pc.run_end_encode(pa.array(["re"])), "re"),
+    "dictionary of ints": (lambda: pa.array([7]).dictionary_encode(), "7"),
 }
 
 
 @pytest.mark.parametrize("name", list(KEY_TYPES))
 def test_a_partition_key_of_any_scalar_type_becomes_text(name: str) -> None:
-    arr, text = KEY_TYPES[name]
+    make, text = KEY_TYPES[name]
+    try:
+        arr = make()
+    except AttributeError:
+        pytest.skip(f"this pyarrow has no {name} type")
     cols = map_columns(pa.record_batch({"k": arr}), RecordMapping(partition_key="k"))
     assert list(cols.key_values) == [text]
     assert not cols.invalid.any()
@@ -309,15 +316,15 @@ BYTES_TYPES = [
     pa.large_binary(),
     pa.string(),
     pa.large_string(),
-    pa.string_view(),
-    pa.binary_view(),
+    *[getattr(pa, name)() for name in ("string_view", "binary_view") if hasattr(pa, name)],
     pa.binary(3),
 ]
 
 
 @pytest.mark.parametrize("t", BYTES_TYPES, ids=str)
 def test_raw_data_and_client_info_accept_every_binary_and_string_type(t: pa.DataType) -> None:
-    values = pa.array([b"abc", None] if pa.types.is_fixed_size_binary(t) else [b"abc", b""]).cast(t)
+    text = pa.types.is_string(t) or pa.types.is_large_string(t) or str(t) == "string_view"
+    values = pa.array(["abc", ""] if text else [b"abc", None if pa.types.is_fixed_size_binary(t) else b""], t)
     batch = pa.record_batch({"v": values, "ci": values})
     cols = map_columns(batch, RecordMapping(data="raw", data_column="v", client_info="ci"))
     assert cols.data.to_pylist()[0] == b"abc"

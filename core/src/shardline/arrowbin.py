@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import binascii
+from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -13,6 +14,19 @@ _LB = pa.large_binary()
 _LS = pa.large_string()
 _PADS = pa.array([b"", b"\0\0", b"\0"], _LB)  # indexed by len % 3
 _EQ = ord("=")
+
+
+def _predicate(name: str) -> Callable[[pa.DataType], bool]:
+    """``pa.types.<name>``, or "never" on a pyarrow older than the type (e.g. views before 16)."""
+    fn = getattr(pa.types, name, None)
+    return (lambda t: bool(fn(t))) if fn is not None else (lambda t: False)
+
+
+is_string_view = _predicate("is_string_view")
+is_binary_view = _predicate("is_binary_view")
+is_list_view = _predicate("is_list_view")
+is_large_list_view = _predicate("is_large_list_view")
+is_run_end_encoded = _predicate("is_run_end_encoded")
 
 
 def _lb(value: bytes) -> pa.Scalar:
@@ -36,17 +50,30 @@ def data_view(arr: pa.Array) -> memoryview:
 def plain(arr: pa.Array | pa.ChunkedArray, keep_uuid: bool = False) -> pa.Array:
     """One array with its encoding layers removed: chunks combined, run-end encoding decoded and
     extension types (``arrow.json``, ``arrow.bool8``...) as their storage (``arrow.uuid`` kept when
-    ``keep_uuid``). Dictionaries stay (callers encode their values once)."""
+    ``keep_uuid``), views as large_string/large_binary. Dictionaries stay (callers encode their
+    values once)."""
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
     while True:
         t = arr.type
-        if pa.types.is_run_end_encoded(t):
+        if is_run_end_encoded(t):
             arr = pc.run_end_decode(arr)
         elif isinstance(t, pa.BaseExtensionType) and not (keep_uuid and t.extension_name == "arrow.uuid"):
             arr = arr.storage
+        elif is_string_view(t) or is_binary_view(t):
+            arr = _unview(arr)
         else:
             return arr
+
+
+def _unview(arr: pa.Array) -> pa.Array:
+    """A string/binary view array as large_string/large_binary (pyarrow 16 has no such cast: there
+    the values go through Python, once)."""
+    target = _LS if is_string_view(arr.type) else _LB
+    try:
+        return arr.cast(target)
+    except pa.ArrowNotImplementedError:
+        return pa.array(arr.to_pylist(), target)
 
 
 def to_large_binary(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -56,8 +83,6 @@ def to_large_binary(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
         arr = arr.dictionary_decode()
     if arr.type == _LB:
         return arr
-    if pa.types.is_string_view(arr.type) or pa.types.is_binary_view(arr.type):
-        arr = arr.cast(_LS if pa.types.is_string_view(arr.type) else _LB)
     if pa.types.is_fixed_size_binary(arr.type):
         arr = arr.cast(pa.binary())
     return arr.cast(_LB)

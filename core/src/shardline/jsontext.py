@@ -24,7 +24,15 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from shardline.arrowbin import b64encode_array, plain, to_large_binary
+from shardline.arrowbin import (
+    b64encode_array,
+    is_binary_view,
+    is_large_list_view,
+    is_list_view,
+    is_string_view,
+    plain,
+    to_large_binary,
+)
 from shardline.errors import SchemaError
 
 _LB = pa.large_binary()
@@ -106,7 +114,7 @@ def escape_strings(s: pa.Array) -> pa.Array:
 
 
 def _is_string(t: pa.DataType) -> bool:
-    return bool(pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t))
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t) or is_string_view(t))
 
 
 def _is_binary(t: pa.DataType) -> bool:
@@ -114,7 +122,7 @@ def _is_binary(t: pa.DataType) -> bool:
         pa.types.is_binary(t)
         or pa.types.is_large_binary(t)
         or pa.types.is_fixed_size_binary(t)
-        or pa.types.is_binary_view(t)
+        or is_binary_view(t)
     )
 
 
@@ -224,7 +232,7 @@ def _list_values(col: pa.Array) -> tuple[pa.Array, npt.NDArray[np.int64]]:
         values = col.values.slice(col.offset * size, n * size)
         lengths = np.full(n, size, dtype=np.int64)
         starts = np.arange(n, dtype=np.int64) * size
-    elif pa.types.is_list_view(t) or pa.types.is_large_list_view(t):
+    elif is_list_view(t) or is_large_list_view(t):
         values = col.values
         starts = np.asarray(col.offsets, dtype=np.int64)
         lengths = np.asarray(col.sizes, dtype=np.int64).copy()
@@ -315,8 +323,7 @@ def json_values(col: pa.Array | pa.ChunkedArray, path: str = "") -> pa.Array:
     ``path`` names the column in errors (``event.at``). Raises :class:`UnsupportedTypeError` for a
     type with no JSON encoding (the README's table lists those that have one).
     """
-    if isinstance(col, pa.ChunkedArray):
-        col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    col = plain(col, keep_uuid=True)
     t = col.type
     n = len(col)
     if pa.types.is_null(t):
@@ -326,12 +333,8 @@ def json_values(col: pa.Array | pa.ChunkedArray, path: str = "") -> pa.Array:
             return json_values(col.dictionary_decode(), path)
         texts = json_values(col.dictionary, path)
         return texts.take(col.indices).fill_null(_NULL_TEXT) if n else pa.array([], _LB)
-    if pa.types.is_run_end_encoded(t):
-        return json_values(pc.run_end_decode(col), path)
     if _is_uuid(t):
         out = _uuid_text(col)
-    elif isinstance(t, pa.BaseExtensionType):
-        return json_values(col.storage, path)
     elif pa.types.is_boolean(t):
         out = pc.if_else(col, _lb(b"true"), _lb(b"false"))
     elif pa.types.is_integer(t) or pa.types.is_decimal(t):
@@ -358,8 +361,8 @@ def json_values(col: pa.Array | pa.ChunkedArray, path: str = "") -> pa.Array:
         pa.types.is_list(t)
         or pa.types.is_large_list(t)
         or pa.types.is_fixed_size_list(t)
-        or pa.types.is_list_view(t)
-        or pa.types.is_large_list_view(t)
+        or is_list_view(t)
+        or is_large_list_view(t)
     ):
         values, lengths = _list_values(col)
         items = json_values(values, f"{path}[]")

@@ -30,7 +30,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from shardline import limits
-from shardline.arrowbin import b64encode_array, data_view, offsets, plain, to_large_binary
+from shardline.arrowbin import (
+    b64encode_array,
+    data_view,
+    is_binary_view,
+    is_string_view,
+    offsets,
+    plain,
+    to_large_binary,
+)
 from shardline.errors import ConfigError, SchemaError
 from shardline.jsontext import counting, escape_strings, json_is_string, json_values, text_values
 from shardline.partitioning import Partitioner, resolve_partitioner, xxh64_many
@@ -131,13 +139,14 @@ def _json_parts(col: pa.Array, name: str) -> tuple[pa.Array, bytes, bytes]:
     Lets :func:`json_codec` put the quotes of null-free string-like columns into the literal
     pieces of its one join, saving a pass per column; other columns come from :func:`json_values`.
     """
+    col = plain(col, keep_uuid=True)
     t = col.type
     if col.null_count == 0 and len(col):
         if pa.types.is_dictionary(t) and json_is_string(t) and not pa.types.is_nested(t.value_type):
             text, before, after = _json_parts(col.dictionary, name)
             if before:
                 return text.take(col.indices), before, after
-        if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        if pa.types.is_string(t) or pa.types.is_large_string(t) or is_string_view(t):
             text = col.cast(_LS)
             if not pc.any(pc.match_substring_regex(text, r'["\\\x00-\x1f]')).as_py():
                 return text.cast(_LB), b'"', b'"'
@@ -312,15 +321,13 @@ def _binary_like(t: pa.DataType) -> bool:
         pa.types.is_binary(t)
         or pa.types.is_large_binary(t)
         or pa.types.is_fixed_size_binary(t)
-        or pa.types.is_binary_view(t)
+        or is_binary_view(t)
     )
 
 
 def _bytes_like(t: pa.DataType) -> bool:
     """Binary or text: a column whose values can be sent as bytes as they are."""
-    return _binary_like(t) or bool(
-        pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
-    )
+    return _binary_like(t) or bool(pa.types.is_string(t) or pa.types.is_large_string(t) or is_string_view(t))
 
 
 NOT_UTF8_KEY = "partition key is not UTF-8 text"
