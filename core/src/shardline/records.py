@@ -40,6 +40,7 @@ from shardline.arrowbin import (
     to_large_binary,
 )
 from shardline.errors import ConfigError, SchemaError
+from shardline.ipcrows import one_row_streams
 from shardline.jsontext import counting, escape_strings, json_is_string, json_values, text_values
 from shardline.partitioning import Partitioner, resolve_partitioner, xxh64_many
 
@@ -187,14 +188,18 @@ def _has_dictionary(t: pa.DataType) -> bool:
 def arrow_codec(batch: pa.RecordBatch, mapping: RecordMapping) -> pa.Array:
     """``arrow``: each row as a one-row Arrow IPC stream (schema included), over ``mapping.columns``.
 
-    One IPC writer writes every row as a one-row batch into one buffer; each record is then the
-    schema message, that row's batch message and the end-of-stream marker, joined column-wise (no
-    Python bytes per row). Batches with dictionary columns (whose messages must precede each row's
-    batch) write one stream per row.
+    Flat batches (fixed-width, bool, binary and string columns) are built column-wise by
+    :func:`shardline.ipcrows.one_row_streams`. Otherwise one IPC writer writes every row as a
+    one-row batch into one buffer and each record is the schema message, that row's batch message
+    and the end-of-stream marker, joined column-wise. Batches with dictionary columns (whose
+    messages must precede each row's batch) write one stream per row.
     """
     if mapping.columns:
         batch = batch.select(list(mapping.columns))
     n = batch.num_rows
+    fast = one_row_streams(batch)
+    if fast is not None:
+        return fast
     if any(_has_dictionary(f.type) for f in batch.schema):
         out: list[bytes] = []
         for i in range(n):
