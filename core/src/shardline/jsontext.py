@@ -419,5 +419,5 @@ def text_values(col: pa.Array, path: str = "") -> pa.Array:
         return col.cast(_LS).cast(_LB)
     out = json_values(col, path)
     if json_is_string(t):  # uuid
-        out = pc.binary_slice(out, 1, -1) if hasattr(pc, "binary_slice") else out
+        out = pc.binary_slice(out, 1, -1)  # without its quotes
     return pc.if_else(col.is_valid(), out, pa.scalar(None, _LB)) if col.null_count else out
