@@ -269,6 +269,25 @@ def lookup_codec(name: str) -> Codec:
     return codec
 
 
+def batch_nbytes(batch: pa.RecordBatch) -> int:
+    """Bytes a batch's rows reference, for any column type.
+
+    ``RecordBatch.nbytes`` raises ``ArrowTypeError`` for string/binary views (pyarrow cannot take
+    their byte ranges); those columns count their whole buffers instead (an over-estimate for a
+    slice, never an error).
+    """
+    try:
+        return int(batch.nbytes)
+    except (pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        total = 0
+        for col in batch.columns:
+            try:
+                total += int(col.nbytes)
+            except (pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                total += int(col.get_total_buffer_size())
+        return total
+
+
 # ---------------------------------------------------------------------------------------------
 # stage 1: columns -> record fields
 
