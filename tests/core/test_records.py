@@ -5,10 +5,12 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import decimal
+from collections.abc import Callable
 
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from shardline import limits
 from shardline.errors import ConfigError, SchemaError
@@ -70,7 +72,7 @@ def test_json_codec_encodes_timestamps_decimals_binary_and_nested() -> None:
     assert row["day"] == "2024-02-29"
     assert base64.b64decode(row["bin"]) == b"\x00\x01\xfe"
     assert row["lst"] == [1, None, 3]
-    assert row["st"] == {"a": 1, "b": "x", "t": "2024-01-01T00:00:00Z"}
+    assert row["st"] == {"a": 1, "b": "x", "t": "2024-01-01T00:00:00.000000Z"}  # as at top level
     assert row["dict"] == "red"
 
 
@@ -212,3 +214,142 @@ def test_vectorised_xxh64_equals_the_library_for_every_length() -> None:
     offsets = np.concatenate([[0], np.cumsum([len(v) for v in values])]).astype(np.int64)
     got = xxh64_many(offsets, np.frombuffer(b"".join(values), dtype=np.uint8))
     assert got.tolist() == [xxhash.xxh64_intdigest(v) for v in values]
+
+
+ARROW_TYPES = {
+    "ints": pa.array([1, None, 3], pa.int16()),
+    "strings": pa.array(["a", None, "ccc"]),
+    "large_binary": pa.array([b"x", b"", None], pa.large_binary()),
+    "bools": pa.array([True, None, False]),
+    "ts_ns_tz": pa.array([1, None, 3], pa.timestamp("ns", "Europe/Paris")),
+    "decimal": pa.array([decimal.Decimal("1.5"), None, decimal.Decimal("-2.0")], pa.decimal128(4, 1)),
+    "struct": pa.array([{"a": 1, "b": [1.5]}, None, {"a": None, "b": []}]),
+    "map": pa.array([[("k", 1)], None, []], pa.map_(pa.string(), pa.int64())),
+    "fsl": pa.array([[1, 2], [3, 4], None], pa.list_(pa.int8(), 2)),
+    "nulls": pa.array([None, None, None]),
+}
+
+
+if hasattr(pa, "string_view"):
+    ARROW_TYPES["view"] = pa.array(["v", None, "w" * 20], pa.string_view())
+
+
+def _one_row_stream(batch: pa.RecordBatch, i: int) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch.slice(i, 1))
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def _reads_back_as_its_row(data: bytes, batch: pa.RecordBatch, i: int) -> bool:
+    table = pa.ipc.open_stream(data).read_all()
+    table.validate(full=True)
+    return table.schema == batch.schema and table.equals(pa.Table.from_batches([batch.slice(i, 1)]))
+
+
+def test_arrow_codec_records_of_flat_batches_read_back_as_their_rows() -> None:
+    flat = {k: v for k, v in ARROW_TYPES.items() if k not in ("struct", "map", "fsl", "view")}
+    flat["float16"] = pa.array(np.array([1.5, 0, 2], np.float16), mask=np.array([False, True, False]))
+    flat["fsb"] = pa.array([b"abc", None, b"xyz"], pa.binary(3))
+    batch = pa.record_batch(list(flat.values()), names=list(flat))
+    for sliced in (batch, batch.slice(1)):
+        cols = map_columns(sliced, RecordMapping(data="arrow"))
+        for i in range(sliced.num_rows):
+            assert _reads_back_as_its_row(cols.data[i].as_py(), sliced, i)
+
+
+def test_arrow_codec_records_of_nested_batches_are_the_streams_pyarrow_writes() -> None:
+    batch = pa.record_batch(list(ARROW_TYPES.values()), names=list(ARROW_TYPES))
+    cols = map_columns(batch, RecordMapping(data="arrow"))
+    for i in range(batch.num_rows):
+        assert cols.data[i].as_py() == _one_row_stream(batch, i)
+        assert _reads_back_as_its_row(cols.data[i].as_py(), batch, i)
+
+
+def test_arrow_codec_keeps_dictionary_columns_readable() -> None:
+    batch = pa.record_batch({"d": pa.array(["x", "y", "x"]).dictionary_encode(), "n": [1, 2, 3]})
+    cols = map_columns(batch, RecordMapping(data="arrow"))
+    third = pa.ipc.open_stream(cols.data[2].as_py()).read_all()
+    assert third.schema == batch.schema
+    assert third.to_pylist() == [{"d": "x", "n": 3}]
+
+
+def test_template_codec_writes_values_as_the_json_codec_does_without_quotes() -> None:
+    batch = pa.record_batch(
+        {
+            "f": [3.0],
+            "at": pa.array([dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC)], pa.timestamp("s", "UTC")),
+            "m": pa.array([[("x", 1)]], pa.map_(pa.string(), pa.int64())),
+            "s": ["plain"],
+        }
+    )
+    cols = map_columns(batch, RecordMapping(data="template", template="{f}|{at}|{m}|{s}"))
+    assert cols.data.to_pylist() == [b'3.0|2024-01-02T03:04:05Z|{"x":1}|plain']
+
+
+KEY_TYPES: dict[str, tuple[Callable[[], pa.Array], str]] = {
+    "timestamp": (lambda: pa.array([dt.datetime(2024, 1, 2)], pa.timestamp("s")), "2024-01-02 00:00:00"),
+    "date": (lambda: pa.array([dt.date(2024, 1, 2)]), "2024-01-02"),
+    "decimal": (lambda: pa.array([decimal.Decimal("1.50")], pa.decimal128(4, 2)), "1.50"),
+    "float16": (lambda: pa.array(np.array([1.5], np.float16)), "1.5"),
+    "bool": (lambda: pa.array([True]), "true"),
+    "duration": (lambda: pa.array([5], pa.duration("ms")), "5"),
+    "interval": (
+        lambda: pa.array([(1, 2, 3)], pa.month_day_nano_interval()),
+        '{"months":1,"days":2,"nanoseconds":3}',
+    ),
+    "uuid": (lambda: pa.array([bytes(range(16))], pa.uuid()), "00010203-0405-0607-0809-0a0b0c0d0e0f"),
+    "string_view": (lambda: pa.array(["sv"], pa.string_view()), "sv"),
+    "binary_view": (lambda: pa.array([b"bv"], pa.binary_view()), "bv"),
+    "fixed_size_binary": (lambda: pa.array([b"fx"], pa.binary(2)), "fx"),
+    "large_string": (lambda: pa.array(["ls"], pa.large_string()), "ls"),
+    "run_end_encoded": (lambda: pc.run_end_encode(pa.array(["re"])), "re"),
+    "dictionary of ints": (lambda: pa.array([7]).dictionary_encode(), "7"),
+}
+
+
+@pytest.mark.parametrize("name", list(KEY_TYPES))
+def test_a_partition_key_of_any_scalar_type_becomes_text(name: str) -> None:
+    make, text = KEY_TYPES[name]
+    try:
+        arr = make()
+    except AttributeError:
+        pytest.skip(f"this pyarrow has no {name} type")
+    cols = map_columns(pa.record_batch({"k": arr}), RecordMapping(partition_key="k"))
+    assert list(cols.key_values) == [text]
+    assert not cols.invalid.any()
+
+
+def test_an_all_null_key_column_writes_rows_without_keys() -> None:
+    cols = map_columns(pa.record_batch({"k": pa.nulls(2), "v": [1, 2]}), RecordMapping(partition_key="k"))
+    assert cols.key_index is not None and cols.key_index.tolist() == [-1, -1]
+    enc = place(cols, 4, "hash")
+    assert enc.num_records == 2
+
+
+BYTES_TYPES = [
+    pa.binary(),
+    pa.large_binary(),
+    pa.string(),
+    pa.large_string(),
+    *[getattr(pa, name)() for name in ("string_view", "binary_view") if hasattr(pa, name)],
+    pa.binary(3),
+]
+
+
+@pytest.mark.parametrize("t", BYTES_TYPES, ids=str)
+def test_raw_data_and_client_info_accept_every_binary_and_string_type(t: pa.DataType) -> None:
+    text = pa.types.is_string(t) or pa.types.is_large_string(t) or str(t) == "string_view"
+    values = pa.array(["abc", ""] if text else [b"abc", None if pa.types.is_fixed_size_binary(t) else b""], t)
+    batch = pa.record_batch({"v": values, "ci": values})
+    cols = map_columns(batch, RecordMapping(data="raw", data_column="v", client_info="ci"))
+    assert cols.data.to_pylist()[0] == b"abc"
+    assert cols.client_info is not None and cols.client_info.to_pylist()[0] == b"abc"
+
+
+def test_nonfinite_floats_are_counted_for_the_sink_metrics() -> None:
+    from shardline.metrics import SinkMetrics
+
+    cols = map_columns(pa.record_batch({"f": [float("nan"), 2.0, float("-inf")]}), RecordMapping())
+    assert cols.nonfinite_floats == 2
+    assert "nonfinite_floats" in SinkMetrics().snapshot()

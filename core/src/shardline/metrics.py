@@ -16,7 +16,8 @@ class SinkMetrics:
     up; ``order_violations`` keys whose order the stream broke in ``ordering="none"`` (never in the
     default ``"strict"``, which rules it out);
     ``buffered_bytes`` encoded records not yet acknowledged and ``request_bytes`` the bodies of the
-    requests in flight (together under ``max_in_flight_bytes``).
+    requests in flight (together under ``max_in_flight_bytes``); ``nonfinite_floats`` NaN/inf
+    values the codec wrote as ``null`` (JSON has no form for them).
     """
 
     records_in: int = 0
@@ -33,6 +34,7 @@ class SinkMetrics:
     in_flight_requests: int = 0
     buffered_bytes: int = 0
     request_bytes: int = 0
+    nonfinite_floats: int = 0
     shard_in_flight: dict[int, int] = field(default_factory=dict)
     shard_records: dict[int, int] = field(default_factory=dict)
     shard_allowance: dict[int, int] = field(default_factory=dict)
@@ -56,6 +58,7 @@ class SinkMetrics:
             "in_flight_requests": self.in_flight_requests,
             "buffered_bytes": self.buffered_bytes,
             "request_bytes": self.request_bytes,
+            "nonfinite_floats": self.nonfinite_floats,
             "shard_in_flight": dict(self.shard_in_flight),
             "shard_records": dict(self.shard_records),
             "shard_allowance": dict(self.shard_allowance),

@@ -73,6 +73,7 @@ class RunSummary:
     dead_letter_target: str | None = None
     allow_dead_letters: bool = False
     undelivered: int = 0
+    nonfinite_floats: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     """Records the source read and deliberately did not yield, by kind (its ``progress()["skipped"]``)."""
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -97,6 +98,8 @@ class RunSummary:
         stopped = f" (stopped by {self.stopped_by})" if self.stopped_by else ""
         if self.undelivered:
             stopped += f" ({self.undelivered:,} records not delivered)"
+        if self.nonfinite_floats:
+            stopped += f" ({self.nonfinite_floats:,} NaN/inf floats written as null)"
         if self.resumed_rows:
             stopped += f" (resumed after {self.resumed_rows:,} rows acknowledged earlier)"
         if self.skipped:
@@ -343,6 +346,7 @@ class Runner:
             dead_letter_target=config.sink.dead_letter,
             allow_dead_letters=self.allow_dead_letters,
             undelivered=self._undelivered,
+            nonfinite_floats=int(metrics.get("nonfinite_floats", 0)),
             skipped=_skipped(self._source),
             metrics=metrics,
         )

@@ -18,10 +18,6 @@ as is), ``arrow`` (each row as an Arrow IPC stream, so readers keep the schema) 
 
 from __future__ import annotations
 
-import base64
-import binascii
-import datetime as _dt
-import decimal
 import string
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +30,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from shardline import limits
+from shardline.arrowbin import (
+    b64encode_array,
+    data_view,
+    is_binary_view,
+    is_string_view,
+    offsets,
+    plain,
+    to_large_binary,
+)
 from shardline.errors import ConfigError, SchemaError
+from shardline.ipcrows import one_row_streams
+from shardline.jsontext import counting, escape_strings, json_is_string, json_values, text_values
 from shardline.partitioning import Partitioner, resolve_partitioner, xxh64_many
 
 Codec = Callable[[pa.RecordBatch, "RecordMapping"], "pa.Array | Sequence[bytes]"]
@@ -91,161 +98,17 @@ class RecordMapping:
 
 
 # ---------------------------------------------------------------------------------------------
-# vectorised helpers
+# codecs
 
 _LB = pa.large_binary()
 _LS = pa.large_string()
-_PADS = pa.array([b"", b"\0\0", b"\0"], _LB)  # indexed by len % 3
-_EQ = ord("=")
+_offsets = offsets
+_data_view = data_view
+_escape_strings = escape_strings
 
 
 def _lb(value: bytes) -> pa.Scalar:
     return pa.scalar(value, _LB)
-
-
-def _offsets(arr: pa.Array) -> npt.NDArray[np.int64]:
-    """The n+1 offsets of a large binary/string array, as int64."""
-    buf = arr.buffers()[1]
-    if buf is None or len(arr) == 0:
-        return np.zeros(len(arr) + 1, dtype=np.int64)
-    return np.frombuffer(buf, dtype=np.int64)[arr.offset : arr.offset + len(arr) + 1]
-
-
-def _data_view(arr: pa.Array) -> memoryview:
-    buf = arr.buffers()[2]
-    return memoryview(buf) if buf is not None else memoryview(b"")
-
-
-def to_large_binary(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """A binary-like or string-like array as one ``large_binary`` array."""
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
-    if pa.types.is_dictionary(arr.type):
-        arr = arr.dictionary_decode()
-    if arr.type == _LB:
-        return arr
-    if pa.types.is_string_view(arr.type) or pa.types.is_binary_view(arr.type):
-        arr = arr.cast(_LS if pa.types.is_string_view(arr.type) else _LB)
-    if pa.types.is_fixed_size_binary(arr.type):
-        arr = arr.cast(pa.binary())
-    return arr.cast(_LB)
-
-
-def b64encode_array(arr: pa.Array) -> pa.Array:
-    """Base64 of every value of a binary-like array, vectorised (one ``b2a_base64`` call).
-
-    Each value is padded with zero bytes to a multiple of 3, the concatenation is encoded at once,
-    and the 'A's that encode the padding become '='. Nulls encode as empty strings.
-    """
-    arr = to_large_binary(arr)
-    if arr.null_count:
-        arr = arr.fill_null(b"")
-    n = len(arr)
-    if n == 0:
-        return pa.array([], _LB)
-    lens = np.diff(_offsets(arr))
-    rem = lens % 3
-    padded = pc.binary_join_element_wise(arr, _PADS.take(pa.array(rem)), _lb(b""))
-    poffs = _offsets(padded)
-    raw = _data_view(padded)[int(poffs[0]) : int(poffs[-1])]
-    out = np.frombuffer(bytearray(binascii.b2a_base64(raw, newline=False)), dtype=np.uint8)
-    ends = (poffs[1:] - poffs[0]) // 3 * 4
-    one = ends[rem == 2]
-    out[one - 1] = _EQ
-    two = ends[rem == 1]
-    out[two - 1] = _EQ
-    out[two - 2] = _EQ
-    new_offsets = np.concatenate([np.zeros(1, np.int64), ends]).astype(np.int64)
-    return pa.Array.from_buffers(_LB, n, [None, pa.py_buffer(new_offsets), pa.py_buffer(out)])
-
-
-def _quote(s: pa.Array) -> pa.Array:
-    return pc.binary_join_element_wise(_lb(b'"'), s, _lb(b'"'), _lb(b""))
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, decimal.Decimal):
-        return orjson.Fragment(str(value).encode())
-    if isinstance(value, bytes | bytearray | memoryview):
-        return base64.b64encode(bytes(value)).decode("ascii")
-    if isinstance(value, _dt.timedelta):
-        return value.total_seconds()
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
-
-
-_ORJSON_OPTS = orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
-
-
-def _json_python(values: list[Any]) -> pa.Array:
-    out = [orjson.dumps(v, default=_json_default, option=_ORJSON_OPTS) for v in values]
-    return pa.array(out, _LB)
-
-
-_NEEDS_ESCAPE = r'["\\\x00-\x1f]'
-
-
-def _escape_strings(s: pa.Array) -> pa.Array:
-    """JSON string literals of a string array (quotes included); nulls stay null."""
-    if not pc.any(pc.match_substring_regex(s, _NEEDS_ESCAPE)).as_py():
-        return _quote(s.cast(_LB))  # the common case: nothing to escape
-    if pc.any(pc.match_substring_regex(s, r"[\x00-\x1f]")).as_py():
-        return _json_python(s.to_pylist()).cast(_LB)  # control characters: rare, let orjson escape
-    s = pc.replace_substring(s, "\\", "\\\\")
-    s = pc.replace_substring(s, '"', '\\"')
-    return _quote(s.cast(_LB))
-
-
-def json_values(col: pa.Array) -> pa.Array:
-    """One JSON value text per row of ``col`` (``null`` for nulls), as a large_binary array.
-
-    Scalars are encoded by Arrow compute kernels; nested types (lists, structs, maps) through
-    orjson. Timestamps become ISO-8601 strings (``Z`` suffix when the column has a time zone),
-    decimals exact JSON numbers, binary base64 strings, non-finite floats ``null``.
-    """
-    t = col.type
-    if pa.types.is_dictionary(t):
-        col = col.dictionary_decode()
-        t = col.type
-    if pa.types.is_null(t):
-        return pa.array([b"null"] * len(col), _LB)
-    if pa.types.is_boolean(t):
-        out = pc.if_else(col, _lb(b"true"), _lb(b"false"))
-    elif pa.types.is_integer(t) or pa.types.is_decimal(t):
-        out = col.cast(_LS).cast(_LB)
-    elif pa.types.is_floating(t):
-        if pa.types.is_float16(t):
-            col = col.cast(pa.float32())
-        col = pc.if_else(pc.is_finite(col), col, pa.scalar(None, col.type))
-        out = col.cast(_LS).cast(_LB)
-    elif pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
-        out = _escape_strings(col.cast(_LS))
-    elif (
-        pa.types.is_binary(t)
-        or pa.types.is_large_binary(t)
-        or pa.types.is_fixed_size_binary(t)
-        or pa.types.is_binary_view(t)
-    ):
-        out = pc.if_else(pc.is_valid(col), _quote(b64encode_array(col)), pa.scalar(None, _LB))
-    elif pa.types.is_timestamp(t):
-        naive = col.view(pa.timestamp(t.unit)) if t.tz else col  # the stored values are UTC
-        text = pc.replace_substring(naive.cast(_LS), " ", "T", max_replacements=1).cast(_LB)
-        closing = _lb(b'Z"' if t.tz else b'"')
-        out = pc.binary_join_element_wise(_lb(b'"'), text, closing, _lb(b""))
-    elif pa.types.is_date(t) or pa.types.is_time(t):
-        out = _quote(col.cast(_LS).cast(_LB))
-    elif pa.types.is_duration(t):
-        out = col.cast(pa.int64()).cast(_LS).cast(_LB)
-    else:
-        out = _json_python(col.to_pylist())
-    if out.null_count:
-        out = out.fill_null(_lb(b"null"))
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# codecs
 
 
 def _column(batch: pa.RecordBatch, name: str, role: str) -> pa.Array:
@@ -257,7 +120,11 @@ def _column(batch: pa.RecordBatch, name: str, role: str) -> pa.Array:
 
 
 def json_codec(batch: pa.RecordBatch, mapping: RecordMapping) -> pa.Array:
-    """``json``: one JSON object per row over ``mapping.columns`` (default: every column)."""
+    """``json``: one JSON object per row over ``mapping.columns`` (default: every column).
+
+    Each value is encoded by :func:`shardline.jsontext.json_values` (the README's type table).
+    Raises :class:`SchemaError` naming the column for a type with no JSON encoding.
+    """
     names = list(mapping.columns) if mapping.columns else list(batch.schema.names)
     n = batch.num_rows
     if not names:
@@ -265,7 +132,7 @@ def json_codec(batch: pa.RecordBatch, mapping: RecordMapping) -> pa.Array:
     pieces: list[pa.Array | pa.Scalar] = []
     literal = b""
     for i, name in enumerate(names):
-        text, before, after = _json_parts(_column(batch, name, "json"))
+        text, before, after = _json_parts(_column(batch, name, "json"), name)
         pieces.append(_lb(literal + (b"{" if i == 0 else b",") + orjson.dumps(name) + b":" + before))
         pieces.append(text)
         literal = after
@@ -273,19 +140,22 @@ def json_codec(batch: pa.RecordBatch, mapping: RecordMapping) -> pa.Array:
     return pc.binary_join_element_wise(*pieces, _lb(b""))
 
 
-def _json_parts(col: pa.Array) -> tuple[pa.Array, bytes, bytes]:
+def _json_parts(col: pa.Array, name: str) -> tuple[pa.Array, bytes, bytes]:
     """``(text, before, after)`` with each row's JSON being ``before + text + after``.
 
     Lets :func:`json_codec` put the quotes of null-free string-like columns into the literal
     pieces of its one join, saving a pass per column; other columns come from :func:`json_values`.
     """
-    if pa.types.is_dictionary(col.type):
-        col = col.dictionary_decode()
+    col = plain(col, keep_uuid=True)
     t = col.type
     if col.null_count == 0 and len(col):
-        if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        if pa.types.is_dictionary(t) and json_is_string(t) and not pa.types.is_nested(t.value_type):
+            text, before, after = _json_parts(col.dictionary, name)
+            if before:
+                return text.take(col.indices), before, after
+        if pa.types.is_string(t) or pa.types.is_large_string(t) or is_string_view(t):
             text = col.cast(_LS)
-            if not pc.any(pc.match_substring_regex(text, _NEEDS_ESCAPE)).as_py():
+            if not pc.any(pc.match_substring_regex(text, r'["\\\x00-\x1f]')).as_py():
                 return text.cast(_LB), b'"', b'"'
         elif pa.types.is_timestamp(t):
             naive = col.view(pa.timestamp(t.unit)) if t.tz else col  # the stored values are UTC
@@ -293,14 +163,14 @@ def _json_parts(col: pa.Array) -> tuple[pa.Array, bytes, bytes]:
             return text, b'"', b'Z"' if t.tz else b'"'
         elif pa.types.is_date(t) or pa.types.is_time(t):
             return col.cast(_LS).cast(_LB), b'"', b'"'
-    return json_values(col), b"", b""
+    return json_values(col, name), b"", b""
 
 
 def raw_codec(batch: pa.RecordBatch, mapping: RecordMapping) -> pa.Array:
     """``raw``: the binary or string column ``mapping.data_column`` as is."""
     if not mapping.data_column:
         raise ConfigError("data='raw' needs data_column=<binary or string column>")
-    col = _column(batch, mapping.data_column, "data")
+    col = plain(_column(batch, mapping.data_column, "data"))
     t = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
     if not _bytes_like(t):
         raise SchemaError(
@@ -310,21 +180,64 @@ def raw_codec(batch: pa.RecordBatch, mapping: RecordMapping) -> pa.Array:
     return to_large_binary(col)
 
 
-def arrow_codec(batch: pa.RecordBatch, mapping: RecordMapping) -> list[bytes]:
-    """``arrow``: each row as a one-row Arrow IPC stream (schema included), over ``mapping.columns``."""
+_IPC_EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"
+
+
+def _has_dictionary(t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t):
+        return True
+    if isinstance(t, pa.ExtensionType):
+        return _has_dictionary(t.storage_type)
+    return any(_has_dictionary(t.field(i).type) for i in range(t.num_fields))
+
+
+def arrow_codec(batch: pa.RecordBatch, mapping: RecordMapping) -> pa.Array:
+    """``arrow``: each row as a one-row Arrow IPC stream (schema included), over ``mapping.columns``.
+
+    Flat batches (fixed-width, bool, binary and string columns) are built column-wise by
+    :func:`shardline.ipcrows.one_row_streams`. Otherwise one IPC writer writes every row as a
+    one-row batch into one buffer and each record is the schema message, that row's batch message
+    and the end-of-stream marker, joined column-wise. Batches with dictionary columns (whose
+    messages must precede each row's batch) write one stream per row.
+    """
     if mapping.columns:
         batch = batch.select(list(mapping.columns))
-    out: list[bytes] = []
-    for i in range(batch.num_rows):
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, batch.schema) as writer:
-            writer.write_batch(batch.slice(i, 1))
-        out.append(sink.getvalue().to_pybytes())
-    return out
+    n = batch.num_rows
+    fast = one_row_streams(batch)
+    if fast is not None:
+        return fast
+    if any(_has_dictionary(f.type) for f in batch.schema):
+        out: list[bytes] = []
+        for i in range(n):
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, batch.schema) as writer:
+                writer.write_batch(batch.slice(i, 1))
+            out.append(sink.getvalue().to_pybytes())
+        return pa.array(out, _LB)
+    if n == 0:
+        return pa.array([], _LB)
+    schema_msg = batch.schema.serialize().to_pybytes()
+    sink = pa.BufferOutputStream()
+    positions = np.empty(n + 1, dtype=np.int64)
+    positions[0] = len(schema_msg)
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        write, tell, row = writer.write_batch, sink.tell, batch.slice
+        for i in range(n):
+            write(row(i, 1))
+            positions[i + 1] = tell()
+    buf = sink.getvalue()
+    if buf[: len(schema_msg)].to_pybytes() != schema_msg:  # a writer that frames the schema otherwise
+        raise SchemaError("arrow codec: the IPC writer wrote an unexpected schema message")
+    messages = pa.Array.from_buffers(_LB, n, [None, pa.py_buffer(positions), buf])
+    return pc.binary_join_element_wise(_lb(schema_msg), messages, _lb(_IPC_EOS), _lb(b""))
 
 
 def template_codec(batch: pa.RecordBatch, mapping: RecordMapping) -> pa.Array:
-    """``template``: ``mapping.template`` (``str.format`` fields naming columns, no format specs)."""
+    """``template``: ``mapping.template`` (``str.format`` fields naming columns, no format specs).
+
+    A field is written as :func:`shardline.jsontext.text_values` gives it: strings and binary as
+    they are, timestamps/dates/times as ISO text, other values as their JSON text, nulls as nothing.
+    """
     if not mapping.template:
         raise ConfigError("data='template' needs data_template='...{column}...'")
     pieces: list[pa.Array | pa.Scalar] = []
@@ -335,16 +248,8 @@ def template_codec(batch: pa.RecordBatch, mapping: RecordMapping) -> pa.Array:
             continue
         if spec or conv:
             raise ConfigError(f"template field {{{fname}}}: format specs and conversions are not supported")
-        col = _column(batch, fname, "template")
-        if pa.types.is_dictionary(col.type):
-            col = col.dictionary_decode()
-        if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
-            text = to_large_binary(col)
-        elif pa.types.is_nested(col.type):
-            text = _json_python(col.to_pylist())
-        else:
-            text = col.cast(_LS).cast(_LB)
-        pieces.append(text.fill_null(_lb(b"")))
+        text = text_values(_column(batch, fname, "template"), fname)
+        pieces.append(text.fill_null(_lb(b"")) if text.null_count else text)
     if not pieces:
         return pa.array([mapping.template.encode()] * batch.num_rows, _LB)
     if len(pieces) == 1:
@@ -368,6 +273,25 @@ def lookup_codec(name: str) -> Codec:
 
     codec: Codec = plugins.lookup("codecs", name)
     return codec
+
+
+def batch_nbytes(batch: pa.RecordBatch) -> int:
+    """Bytes a batch's rows reference, for any column type.
+
+    ``RecordBatch.nbytes`` raises ``ArrowTypeError`` for string/binary views (pyarrow cannot take
+    their byte ranges); those columns count their whole buffers instead (an over-estimate for a
+    slice, never an error).
+    """
+    try:
+        return int(batch.nbytes)
+    except (pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        total = 0
+        for col in batch.columns:
+            try:
+                total += int(col.nbytes)
+            except (pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                total += int(col.get_total_buffer_size())
+        return total
 
 
 # ---------------------------------------------------------------------------------------------
@@ -413,6 +337,7 @@ class MappedColumns:
     row_base: int = 0  # row of the written batch where these rows start (the sink writes chunks)
     origin: Origin | None = None  # where a row of the written batch came from (dead letters)
     origin_columns: dict[str, pa.Array] | None = None  # the source's origin columns, per row
+    nonfinite_floats: int = 0  # NaN/inf values the codec wrote as null (json: at any depth)
 
     @property
     def data_lengths(self) -> npt.NDArray[np.int64]:
@@ -429,15 +354,13 @@ def _binary_like(t: pa.DataType) -> bool:
         pa.types.is_binary(t)
         or pa.types.is_large_binary(t)
         or pa.types.is_fixed_size_binary(t)
-        or pa.types.is_binary_view(t)
+        or is_binary_view(t)
     )
 
 
 def _bytes_like(t: pa.DataType) -> bool:
     """Binary or text: a column whose values can be sent as bytes as they are."""
-    return _binary_like(t) or bool(
-        pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
-    )
+    return _binary_like(t) or bool(pa.types.is_string(t) or pa.types.is_large_string(t) or is_string_view(t))
 
 
 NOT_UTF8_KEY = "partition key is not UTF-8 text"
@@ -462,8 +385,18 @@ def _utf8_or_null(col: pa.Array) -> tuple[pa.Array, npt.NDArray[np.bool_]]:
 
 
 def _key_strings(col: pa.Array, name: str) -> tuple[pa.Array, npt.NDArray[np.bool_] | None]:
-    """The key column as text, and the rows whose key is not UTF-8 text (None when there are none)."""
+    """The key column as text, and the rows whose key is not UTF-8 text (None when there are none).
+
+    Strings are keys as they are, binary keys their UTF-8 text, other scalars Arrow's cast to
+    string (``10``, ``1.5``, ``2024-01-02 03:04:05``), UUIDs their canonical text and types with no
+    cast (intervals) their JSON text.
+    """
+    col = plain(col, keep_uuid=True)
     t = col.type
+    if isinstance(t, pa.BaseExtensionType):  # arrow.uuid
+        return text_values(col, name).cast(_LS), None
+    if pa.types.is_null(t):  # no row has a key
+        return pa.nulls(len(col), _LS), None
     if pa.types.is_dictionary(t):
         t = t.value_type
     if not _scalar_type(t):
@@ -480,6 +413,8 @@ def _key_strings(col: pa.Array, name: str) -> tuple[pa.Array, npt.NDArray[np.boo
             return col, None
         try:
             return col.cast(_LS), None
+        except pa.ArrowNotImplementedError:
+            return text_values(col, name).cast(_LS), None  # no cast to string: the JSON text
         except pa.ArrowInvalid:
             if not _binary_like(t):
                 raise
@@ -506,8 +441,10 @@ def map_columns(batch: pa.RecordBatch | pa.Table, mapping: RecordMapping) -> Map
     n = batch.num_rows
     # validate the non-codec columns first: cheap, and a SchemaError must come before any work
     key_col = _column(batch, mapping.partition_key, "partition_key") if mapping.partition_key else None
-    ci_col = _column(batch, mapping.client_info, "client_info") if mapping.client_info else None
-    sid_col = _column(batch, mapping.shard_id, "shard_id") if mapping.shard_id else None
+    ci_col = plain(_column(batch, mapping.client_info, "client_info")) if mapping.client_info else None
+    sid_col = plain(_column(batch, mapping.shard_id, "shard_id")) if mapping.shard_id else None
+    if sid_col is not None and pa.types.is_dictionary(sid_col.type):
+        sid_col = sid_col.dictionary_decode()
     if ci_col is not None:
         t = ci_col.type.value_type if pa.types.is_dictionary(ci_col.type) else ci_col.type
         if not _bytes_like(t):
@@ -524,7 +461,8 @@ def map_columns(batch: pa.RecordBatch | pa.Table, mapping: RecordMapping) -> Map
     )
 
     codec = lookup_codec(mapping.data)
-    produced = codec(batch, mapping)
+    with counting() as stats:
+        produced = codec(batch, mapping)
     if isinstance(produced, pa.ChunkedArray | pa.Array):
         data = to_large_binary(produced)
     else:
@@ -551,7 +489,9 @@ def map_columns(batch: pa.RecordBatch | pa.Table, mapping: RecordMapping) -> Map
         lambda i: f"Data is {int(dlen[i])} bytes; the limit is {limits.MAX_DATA_BYTES} bytes",
     )
 
-    out = MappedColumns(num_rows=n, data=data, reasons=reasons, invalid=invalid)
+    out = MappedColumns(
+        num_rows=n, data=data, reasons=reasons, invalid=invalid, nonfinite_floats=stats.nonfinite_floats
+    )
     if mapping.origin_columns:
         names = batch.schema.names
         out.origin_columns = {

@@ -34,6 +34,7 @@ from shardline.records import (
     MappedColumns,
     Origin,
     RecordMapping,
+    batch_nbytes,
     dead_record,
     map_columns,
     place,
@@ -181,7 +182,7 @@ class _Core:
             n = part.num_rows
             if n == 0:
                 continue
-            per_row = max(part.nbytes / n * 3, 1.0)  # encoded fragments ~ 1.4x, plus raw data
+            per_row = max(batch_nbytes(part) / n * 3, 1.0)  # encoded fragments ~ 1.4x, plus raw data
             rows = int(max(1, min(_MAX_CHUNK_ROWS, self.max_in_flight_bytes / 4 / per_row)))
             out.extend(part.slice(i, rows) for i in range(0, n, rows))
         return out
@@ -374,6 +375,7 @@ class AsyncStreamSink:
             else:
                 cols = map_columns(chunk, self._core.mapping)
             cols.row_base, cols.origin = row_base, origin
+            self._core.metrics.nonfinite_floats += cols.nonfinite_floats
             row_base += chunk.num_rows
             if self._core.needs_refresh(cols):
                 await self._core.engine.refresh()
@@ -572,6 +574,7 @@ class StreamSink:
             for i, chunk in enumerate(chunks):
                 cols = map_columns(chunk, core.mapping)  # encoded in the caller's thread
                 cols.row_base, cols.origin = row_base, origin
+                core.metrics.nonfinite_floats += cols.nonfinite_floats
                 row_base += chunk.num_rows
                 if core.needs_refresh(cols):
                     self._call(engine.refresh())
