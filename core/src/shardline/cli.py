@@ -100,13 +100,16 @@ def run_command(
     from shardline.redact import redact_url
 
     config = load_pipeline(pipeline, overrides)
-    click.echo(
+    start_line = (
         f"shardline: {pipeline}: {config.source_type} source -> {redact_url(config.sink.stream)}; "
-        f"{config.describe_mapping()}",
-        err=True,
+        f"{config.describe_mapping()}"
     )
     summary = run_pipeline(
-        config, allow_dead_letters=allow_dead_letters, progress=progress, handle_signals=True
+        config,
+        allow_dead_letters=allow_dead_letters,
+        progress=progress,
+        handle_signals=True,
+        on_start=lambda: click.echo(start_line, err=True),
     )
     click.echo(summary.line())
     for problem in summary.problems():

@@ -177,8 +177,10 @@ class Runner:
         progress: bool | None = None,
         sink_factory: Callable[..., Any] | None = None,
         stop_timeout_s: float = 5.0,
+        on_start: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
+        self._on_start = on_start
         self.stop_timeout_s = stop_timeout_s
         self._sink: Any = None
         self._aborted = False
@@ -259,6 +261,8 @@ class Runner:
             finally:
                 self._stop.opening = False
             self._sink = sink
+            if self._on_start is not None:
+                self._on_start()  # the source is open, the checkpoint taken, the stream reached
             _notice_existing_stream(config, sink)
             if self._stop.signal_name is not None:
                 self._request_stop()
@@ -478,12 +482,14 @@ def run_pipeline(
     handle_signals: bool = False,
     sink_factory: Callable[..., Any] | None = None,
     stop_timeout_s: float = 5.0,
+    on_start: Callable[[], None] | None = None,
 ) -> RunSummary:
     """Load (unless given a :class:`PipelineConfig`) and run a pipeline; return its summary.
 
     ``progress``: True shows the rich bar, None shows it when stdout is a terminal, False (the
     default for library use) never. ``stop_timeout_s``: after a stop, how long requests in flight
-    and records never sent may still go out before they are cancelled. ``handle_signals``
+    and records never sent may still go out before they are cancelled. ``on_start()`` is called
+    once the source is open and the stream reached (the CLI prints its start line). ``handle_signals``
     installs the SIGINT/SIGTERM handlers (only from the main thread).
     ``sink_factory(stream, **kwargs)`` replaces :class:`StreamSink` (tests). Raises
     :class:`~shardline.ShardlineError` subclasses for bad configs, checkpoints and delivery
@@ -497,6 +503,7 @@ def run_pipeline(
         progress=progress,
         sink_factory=sink_factory,
         stop_timeout_s=stop_timeout_s,
+        on_start=on_start,
     )
     return runner.run(handle_signals=handle_signals)
 
