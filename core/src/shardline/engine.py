@@ -350,6 +350,14 @@ class Engine:
     # ------------------------------------------------------------------ acks
 
     def _progress(self) -> None:
+        if self.dead_letters.pending:  # dead letters are on disk before an ack can pass them
+            try:
+                self.dead_letters.flush()
+            except OSError as exc:
+                self._fail(
+                    DeliveryError(f"cannot write the dead-letter file {self.dead_letters.path}: {exc}")
+                )
+                return  # no ack may pass dead letters that are not on disk
         released = False
         while self._batches and self._batches[0].remaining == 0:
             batch = self._batches.popleft()
