@@ -137,7 +137,7 @@ class SinkConfig(StrictModel):
 
     stream: str = Field(min_length=1, description="stream URL: http(s)://, v3io://, local://, kinesis://")
     create: CreateOptions | None = None
-    dead_letter: str | None = Field(None, min_length=1, description="a .jsonl or .parquet file")
+    dead_letter: str | None = Field(None, min_length=1, description="a .jsonl file or a .parquet directory")
     ordering: Ordering = "strict"
     access_key: str | None = Field(None, description="credentials for the transport (use ${ENV})")
     limits: LimitsOptions = Field(default_factory=lambda: LimitsOptions.model_validate({}))

@@ -271,7 +271,6 @@ class Engine:
         self._growing = False
         self._closing = False
         self._stopping = False
-        self._unflushed_dead = 0
         self._error: BaseException | None = None
         self._wake: asyncio.Event | None = None
         self._changed: asyncio.Event | None = None
@@ -474,14 +473,14 @@ class Engine:
     def _progress(self) -> None:
         if not self._batches or self._batches[0].remaining:
             return
-        if self._unflushed_dead:
-            # a dead letter is on disk before any ack that lets a source commit past it
+        if self.dead_letters.pending:
+            # a dead letter is on disk before any ack that lets a source commit past it (flushed
+            # only when an ack is due: one part file per acked stretch, not per batch submitted)
             try:
                 self.dead_letters.flush()
             except OSError as exc:
                 self._dead_letter_failed(exc)
-                return
-            self._unflushed_dead = 0
+                return  # no ack may pass dead letters that are not on disk
         while self._batches and self._batches[0].remaining == 0:
             batch = self._batches.popleft()
             self._bytes -= batch.nbytes
@@ -508,7 +507,6 @@ class Engine:
             self.dead_letters.write(entry)
         except OSError as exc:
             self._dead_letter_failed(exc)
-        self._unflushed_dead += 1
         self.metrics.dead_letters += 1
         call_observers("shardline_on_dead_letter", stream=self.stream, record=entry, reason=reason)
 
@@ -521,7 +519,6 @@ class Engine:
             self._dead_letter(record, str(record.get("error") or reason), reason)
         try:
             self.dead_letters.flush()
-            self._unflushed_dead = 0
         except OSError as exc:
             self._dead_letter_failed(exc)
 
@@ -1096,7 +1093,6 @@ class Engine:
                 undelivered=left,
             )
         self.dead_letters.flush()
-        self._unflushed_dead = 0
 
     async def close(
         self, *, timeout: float | None = 300.0, flush: bool = True, close_transport: bool = True
@@ -1121,9 +1117,11 @@ class Engine:
             for task in list(self._sends):
                 task.cancel()
             await asyncio.gather(*self._tasks, *self._sends, return_exceptions=True)
-            self.dead_letters.close()
-            if close_transport:
-                await self.transport.close()
+            try:
+                self.dead_letters.close()
+            finally:
+                if close_transport:
+                    await self.transport.close()
         if undelivered is not None:
             raise undelivered
         if self._error is not None and self._batches:

@@ -225,8 +225,9 @@ class AsyncStreamSink:
         ``{"shards": N, "retention_hours": H}``: create the stream when it does not exist. Without it a
         missing stream raises :class:`~shardline.StreamNotFoundError`.
     dead_letter
-        A ``.jsonl`` or ``.parquet`` path for records that can never be written. Without it they are
-        counted (``metrics.dead_letters``) and the latest 1,000 are kept in :attr:`dead_letters`.
+        A ``.jsonl`` file or a ``.parquet`` directory of part files for records that can never be
+        written, on disk before the ack that follows them (see :mod:`shardline.deadletter`). Without
+        it they are counted (``metrics.dead_letters``) and the latest 1,000 are kept in :attr:`dead_letters`.
     max_in_flight_bytes
         Cap on the memory records take: encoded records buffered or in flight plus the request
         bodies built from them (copies, reserved in advance); ``write`` waits while it is reached

@@ -428,7 +428,8 @@ class KafkaSource(Source):
 
                 self._dl_writer = DeadLetterWriter(self.opts.dead_letter)
             for entry in dead_letter_entries(rows, reason):
-                self._dl_writer.write(entry)  # appended and flushed before the batch is yielded
+                self._dl_writer.write(entry)
+            self._dl_writer.flush()  # on disk (fsync) before the batch is yielded, so before its commit
             return
         for row in rows:
             log.error(
