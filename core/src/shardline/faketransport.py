@@ -243,7 +243,7 @@ class FakeTransport:
         return PutBodyResult(
             len(results),
             [
-                PutFailure(i, r.error_code, r.error_message or "")
+                PutFailure(i, r.error_code, r.error_message or "", r.error_detail)
                 for i, r in enumerate(results)
                 if r.error_code is not None
             ],

@@ -27,8 +27,10 @@ An access key given in the URL's user-info (``http://:KEY@host:port/...``) or as
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from shardline.errors import ConfigError
@@ -36,6 +38,11 @@ from shardline.redact import redact_url
 
 STORE_MARKER = "shardline-store.json"
 """The file that marks a directory as a shardline stream store."""
+
+MAX_SHARDS = 4096
+"""The most shards a stream can have: CreateStream/UpdateStream with a larger ShardCount are refused
+with InvalidArgumentException by the embedded server and the local store (v3io documents no limit of
+its own; this is ours, and ``shardline validate`` checks ``[sink] create.shards`` against it)."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,17 @@ def _normalise_endpoint(endpoint: str, url: str) -> str:
     if not endpoint.startswith(("http://", "https://")):
         endpoint = "http://" + endpoint
     return endpoint
+
+
+def validate_stream_url(url: str, options: Mapping[str, Any] | None = None) -> None:
+    """Check ``url`` as the transports will when they open, without connecting to anything.
+
+    The ``validate`` seam of the http/https/v3io/local transport factories (``shardline validate``
+    and the config loader call it). ``options`` are the ``[sink.transport]`` options (plus
+    ``access_key``). Raises :class:`ConfigError` with the message :func:`parse_stream_url` gives.
+    """
+    key = (options or {}).get("access_key")
+    parse_stream_url(url, access_key=key if isinstance(key, str) else None)
 
 
 def parse_stream_url(url: str, *, access_key: str | None = None) -> StreamURL:
