@@ -74,7 +74,7 @@ def _error_lines(stderr: str) -> list[str]:
         ("http://127.0.0.1:8081/bigdata/../x", "path segment '..' is not allowed"),
         ("http://127.0.0.1:8081/bigdata/./x", "path segment '.' is not allowed"),
         ("gopher://127.0.0.1/bigdata/x", "no transport for 'gopher://'"),
-        ("v3io:///bigdata/x", "takes its endpoint from env V3IO_API, which is not set"),
+        ("v3io:///bigdata", "must name a container and a stream path"),
     ],
 )
 def test_validate_refuses_a_stream_url_with_the_same_line_run_prints(
@@ -96,6 +96,19 @@ def test_validate_and_run_refuse_a_bad_url_in_a_subprocess_too(tmp_path: Path, s
         got = _cli(command, str(path))
         assert got.returncode == 1 and "Traceback" not in got.stderr
         assert got.stderr == f"error: {path}: sink.stream: stream URL 'http:///bigdata/x' has no host\n"
+
+
+def test_a_v3io_url_validates_without_v3io_api_and_run_says_what_is_missing(
+    tmp_path: Path, sample: Path
+) -> None:
+    path = _pipeline(tmp_path, sample, "v3io:///bigdata/x")  # V3IO_API may be set only where it runs
+    assert _in_process("validate", str(path)).returncode == 0
+    ran = _in_process("run", str(path))
+    assert ran.returncode == 1
+    (line,) = _error_lines(ran.stderr)
+    assert line.startswith(
+        f"error: {path}: stream URL 'v3io:///bigdata/x' takes its endpoint from env V3IO_API"
+    )
 
 
 def test_validate_refuses_more_shards_than_a_stream_can_have(tmp_path: Path, sample: Path) -> None:
