@@ -7,6 +7,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 from itertools import count
 from pathlib import Path
 from typing import Any
@@ -226,3 +227,58 @@ def test_the_local_transport_reports_the_same_detail(tmp_path: Path) -> None:
     (result,) = asyncio.run(main())
     assert result.error_message == "InvalidArgumentException"
     assert result.error_detail == "PartitionKey is 400 bytes (UTF-8); the limit is 256"
+
+
+def _bridge(tmp_path: Path, source_extra: str) -> Path:
+    path = tmp_path / "bridge.toml"
+    path.write_text(
+        f"""
+[source]
+type = "kafka"
+bootstrap_servers = "127.0.0.1:1"
+topics = ["orders"]
+{source_extra}
+
+[sink]
+stream = "local://{tmp_path}/store/bigdata/orders"
+create = {{ shards = 1 }}
+"""
+    )
+    return path
+
+
+def test_a_bridge_without_a_broker_says_what_it_waits_for_then_fails_naming_the_servers(
+    tmp_path: Path,
+) -> None:
+    path = _bridge(tmp_path, "connect_timeout_s = 2")
+    started = time.monotonic()
+    got = _cli("run", str(path))
+    took = time.monotonic() - started
+    assert got.returncode == 1
+    assert (
+        "shardline: kafka source: waiting for a broker at 127.0.0.1:1 (up to 2 s, connect_timeout_s)"
+        in got.stderr
+    )
+    (line,) = _error_lines(got.stderr)
+    assert line == (
+        f"error: {path}: kafka source: no broker at 127.0.0.1:1 answered within 2 s (connect_timeout_s); "
+        "start the broker (a local one: python -m shardline_kafka.broker), "
+        "or fix bootstrap_servers and the security options"
+    )
+    assert "Traceback" not in got.stderr
+    assert took < 20  # the 2 s wait and an interpreter start, not kafka-python's 30 s default
+
+
+def test_the_bridge_connect_timeout_has_one_knob(tmp_path: Path) -> None:
+    path = _bridge(tmp_path, "consumer = { bootstrap_timeout_ms = 1000 }")
+    got = _in_process("validate", str(path))
+    assert got.returncode == 1
+    assert "bootstrap_timeout_ms cannot be set here" in got.stderr and "connect_timeout_s" in got.stderr
+
+
+def test_the_bridge_connects_within_ten_seconds_by_default() -> None:
+    from shardline_kafka.options import KafkaSourceOptions
+
+    options = KafkaSourceOptions(bootstrap_servers="b:9092", topics=["t"])
+    assert options.connect_timeout_s == 10.0
+    assert options.consumer_config()["bootstrap_timeout_ms"] == 10_000
