@@ -282,3 +282,38 @@ def test_the_bridge_connects_within_ten_seconds_by_default() -> None:
     options = KafkaSourceOptions(bootstrap_servers="b:9092", topics=["t"])
     assert options.connect_timeout_s == 10.0
     assert options.consumer_config()["bootstrap_timeout_ms"] == 10_000
+
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE_PLUGIN = REPO / "examples" / "plugin-http-poll"
+
+
+def test_the_workspace_venv_has_its_own_pip_so_uv_run_pip_installs_into_it() -> None:
+    # without it, `uv run pip install ./examples/plugin-http-poll` ran the system pip, which installs
+    # elsewhere and fails with "No matching distribution found for shardline"
+    assert Path(sys.executable).with_name("pip").is_file()
+
+
+def _plain(args: list[str | Path], cwd: Path) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "UV_"))}
+    got = subprocess.run(
+        [str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=600, env=env
+    )
+    assert got.returncode == 0, f"{got.args} exited {got.returncode}:\n{got.stdout}\n{got.stderr}"
+    return got.stdout
+
+
+@pytest.mark.slow
+def test_plain_pip_installs_the_example_plugin_into_a_venv_that_has_shardline(tmp_path: Path) -> None:
+    import shutil
+
+    uv = os.environ.get("UV") or shutil.which("uv")
+    assert uv, "this test needs uv to build the wheels (python3 -m pip install uv)"
+    wheels = tmp_path / "wheels"
+    _plain([uv, "build", "--package", "shardline", "--wheel", "-q", "-o", wheels], cwd=REPO)
+    _plain([sys.executable, "-m", "venv", tmp_path / "venv"], cwd=tmp_path)  # plain venv, plain pip
+    pip = tmp_path / "venv" / "bin" / "pip"
+    _plain([pip, "install", "-q", "--find-links", wheels, "shardline"], cwd=tmp_path)
+    _plain([pip, "install", "-q", EXAMPLE_PLUGIN], cwd=tmp_path)  # the README's command
+    listed = _plain([tmp_path / "venv" / "bin" / "shardline", "plugins"], cwd=tmp_path)
+    assert "http-poll (shardline-http-poll)  source:http-poll" in listed
