@@ -214,6 +214,22 @@ def test_the_transport_keeps_the_error_name_and_adds_the_servers_detail(stream_s
     )
 
 
+def test_a_dead_letter_carries_the_error_name_and_the_streams_detail(tmp_path: Path) -> None:
+    import orjson
+    import pyarrow as pa
+    from shardline import StreamSink
+    from shardline.faketransport import FakeTransport
+
+    transport = FakeTransport(shard_count=1, permanent=lambda data: data == b"bad")
+    target = tmp_path / "dead.jsonl"
+    batch = pa.record_batch({"payload": [b"ok", b"bad"]})
+    with StreamSink(transport, data="raw", data_column="payload", dead_letter=target) as sink:
+        sink.write(batch)
+    (entry,) = [orjson.loads(line) for line in target.read_bytes().splitlines()]
+    assert entry["data"] == "bad"
+    assert entry["error"] == "InvalidArgumentException: the record matched FakeTransport.permanent"
+
+
 def test_the_local_transport_reports_the_same_detail(tmp_path: Path) -> None:
     from shardline.transport import PutRecord
     from shardline_v3io.local import LocalTransport
