@@ -129,7 +129,7 @@ def test_no_notice_when_the_run_creates_the_stream(stream_server_session: Any, t
     )
     run = _cli("run", str(pipeline), cwd=tmp_path)
     assert run.returncode == 0, run.stderr
-    assert "notice:" not in run.stderr
+    assert "notice:" not in run.stderr  # (the tmp path holds the word "notice")
 
 
 def test_rich_output_is_not_wrapped_at_80_columns_in_a_pipe() -> None:

@@ -299,11 +299,11 @@ def test_stop_at_end_keeps_going_when_a_finished_member_leaves_the_group(bootstr
 
 def test_an_unreachable_broker_is_a_config_error_naming_it():
     source = KafkaSource(
-        KafkaSourceOptions(
-            bootstrap_servers="127.0.0.1:1", topics=["t"], consumer={"bootstrap_timeout_ms": 1500}
-        )
+        KafkaSourceOptions(bootstrap_servers="127.0.0.1:1", topics=["t"], connect_timeout_s=1.5)
     )
-    with pytest.raises(ConfigError, match=r"127\.0\.0\.1:1.*bootstrap_servers"):
+    with pytest.raises(
+        ConfigError, match=r"no broker at 127\.0\.0\.1:1 answered within 1\.5 s.*bootstrap_servers"
+    ):
         next(source.batches())
     source.close()
 

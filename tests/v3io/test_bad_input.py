@@ -107,18 +107,48 @@ def test_exactly_1000_records_and_limits_at_the_edge_are_accepted(stream: str) -
 
 
 @pytest.mark.parametrize(
-    ("record", "name"),
+    ("record", "name", "detail"),
     [
-        ({"Data": _b64(b"x" * (MB + 1))}, "InvalidArgumentException"),
-        ({"Data": "AA==", "PartitionKey": "k" * 257}, "InvalidArgumentException"),
-        ({"Data": "AA==", "PartitionKey": "é" * 129}, "InvalidArgumentException"),
-        ({"Data": "AA==", "ClientInfo": _b64(b"c" * 17)}, "InvalidArgumentException"),
-        ({"Data": "AA==", "ShardId": 2}, "ShardIDOutOfRangeException"),
-        ({"Data": "AA==", "ShardId": -1}, "ShardIDOutOfRangeException"),
-        ({"Data": "AA==", "ShardId": 2**63 + 5}, "ShardIDOutOfRangeException"),
+        (
+            {"Data": _b64(b"x" * (MB + 1))},
+            "InvalidArgumentException",
+            "Data is 1048577 bytes; the limit is 1048576",
+        ),
+        (
+            {"Data": "AA==", "PartitionKey": "k" * 257},
+            "InvalidArgumentException",
+            "PartitionKey is 257 bytes (UTF-8); the limit is 256",
+        ),
+        (
+            {"Data": "AA==", "PartitionKey": "é" * 129},
+            "InvalidArgumentException",
+            "PartitionKey is 258 bytes (UTF-8); the limit is 256",
+        ),
+        (
+            {"Data": "AA==", "ClientInfo": _b64(b"c" * 17)},
+            "InvalidArgumentException",
+            "ClientInfo is 17 bytes; the limit is 16",
+        ),
+        (
+            {"Data": "AA==", "ShardId": 2},
+            "ShardIDOutOfRangeException",
+            "ShardId 2 does not exist; the stream has 2 shards (0..1)",
+        ),
+        (
+            {"Data": "AA==", "ShardId": -1},
+            "ShardIDOutOfRangeException",
+            "ShardId -1 does not exist; the stream has 2 shards (0..1)",
+        ),
+        (
+            {"Data": "AA==", "ShardId": 2**63 + 5},
+            "ShardIDOutOfRangeException",
+            f"ShardId {2**63 + 5} does not exist; the stream has 2 shards (0..1)",
+        ),
     ],
 )
-def test_per_record_problems_fail_only_that_record(stream: str, record: dict[str, Any], name: str) -> None:
+def test_per_record_problems_fail_only_that_record_and_say_why(
+    stream: str, record: dict[str, Any], name: str, detail: str
+) -> None:
     resp = _put(
         stream,
         {
@@ -133,7 +163,8 @@ def test_per_record_problems_fail_only_that_record(stream: str, record: dict[str
     doc = resp.json()
     assert doc["FailedRecordCount"] == 1
     ok1, bad, ok2 = doc["Records"]
-    assert bad == {"ErrorCode": bad["ErrorCode"], "ErrorMessage": name} and bad["ErrorCode"] < 0
+    assert bad == {"ErrorCode": bad["ErrorCode"], "ErrorMessage": name, "ErrorDetail": detail}
+    assert bad["ErrorCode"] < 0
     assert "ErrorCode" not in ok1 and "ErrorCode" not in ok2
     assert (ok1["ShardId"], ok2["ShardId"]) == (1, 1)
     assert ok2["SequenceNumber"] == ok1["SequenceNumber"] + 1

@@ -21,6 +21,21 @@ class _Group(click.Group):
             sys.exit(1)
 
 
+class PipelineFileError(ShardlineError):
+    """A ShardlineError raised while validating or running a pipeline file, with the file's name in front."""
+
+
+def in_pipeline(pipeline: str, exc: ShardlineError) -> PipelineFileError:
+    """``exc`` as one line that starts with ``PIPELINE: `` (unless it already names the file).
+
+    ``shardline run``/``validate`` print it as ``error: PIPELINE.toml: <message>``.
+    """
+    message = " ".join(str(exc).split("\n")).strip()
+    if not message.startswith((f"{pipeline}:", "--set ")):
+        message = f"{pipeline}: {message}"
+    return PipelineFileError(message)
+
+
 @click.group(cls=_Group)
 @click.version_option(package_name="shardline")
 def cli() -> None:
@@ -72,8 +87,11 @@ def validate_command(pipeline: str, overrides: tuple[str, ...]) -> None:
     from shardline.config import load_pipeline
     from shardline.redact import redact_url
 
-    config = load_pipeline(pipeline, overrides)
-    source_summary = config.source_cls.preflight(config.source_options)  # what run checks first
+    try:
+        config = load_pipeline(pipeline, overrides)
+        source_summary = config.source_cls.preflight(config.source_options)  # what run checks first
+    except ShardlineError as exc:
+        raise in_pipeline(pipeline, exc) from None
     checkpoint = config.checkpoint.path if config.checkpoint else "none"
     click.echo(
         f"{pipeline}: ok: {config.source_type} source -> {redact_url(config.sink.stream)} "
@@ -99,18 +117,21 @@ def run_command(
     from shardline.pipeline import run_pipeline
     from shardline.redact import redact_url
 
-    config = load_pipeline(pipeline, overrides)
-    start_line = (
-        f"shardline: {pipeline}: {config.source_type} source -> {redact_url(config.sink.stream)}; "
-        f"{config.describe_mapping()}"
-    )
-    summary = run_pipeline(
-        config,
-        allow_dead_letters=allow_dead_letters,
-        progress=progress,
-        handle_signals=True,
-        on_start=lambda: click.echo(start_line, err=True),
-    )
+    try:
+        config = load_pipeline(pipeline, overrides)
+        start_line = (
+            f"shardline: {pipeline}: {config.source_type} source -> {redact_url(config.sink.stream)}; "
+            f"{config.describe_mapping()}"
+        )
+        summary = run_pipeline(
+            config,
+            allow_dead_letters=allow_dead_letters,
+            progress=progress,
+            handle_signals=True,
+            on_start=lambda: click.echo(start_line, err=True),
+        )
+    except ShardlineError as exc:  # config, source, sink start, checkpoint, delivery: name the file
+        raise in_pipeline(pipeline, exc) from None
     click.echo(summary.line())
     for problem in summary.problems():
         click.echo(f"error: {problem}", err=True)

@@ -462,7 +462,10 @@ def build_pipeline(
         stream_errors = _check_stream(model.sink.stream, ctx)
         errors.extend(stream_errors)
         if not stream_errors:
-            errors.extend(_check_transport_options(model.sink.stream, model.sink.transport, ctx))
+            option_errors = _check_transport_options(model.sink.stream, model.sink.transport, ctx)
+            errors.extend(option_errors)
+            if not option_errors:
+                errors.extend(_check_with_transport(model.sink, ctx))
 
     if errors:
         raise ConfigError("; ".join(errors))
@@ -523,6 +526,31 @@ def _check_stream(stream: str, ctx: _ErrorContext) -> list[str]:
         expected = f"no transport for {scheme + '://'!r} (known: {known}); {hint}"
         return [ctx.line(("sink", "stream"), expected)]
     return []
+
+
+def _check_with_transport(sink: SinkConfig, ctx: _ErrorContext) -> list[str]:
+    """What the stream's transport checks before it connects: its URL form (the factory's optional
+    ``validate(url, options)``, raising :class:`ConfigError`) and ``create.shards`` against its
+    optional ``max_shards``. Nothing is connected to."""
+    from shardline.plugins import registered
+
+    scheme = sink.stream.partition("://")[0].lower()
+    factory = registered("transports").get(scheme)
+    errors: list[str] = []
+    validate = getattr(factory, "validate", None)
+    if callable(validate):
+        options = dict(sink.transport)
+        if sink.access_key is not None:
+            options["access_key"] = sink.access_key
+        try:
+            validate(sink.stream, options)
+        except ConfigError as exc:
+            errors.append(ctx.line(("sink", "stream"), str(exc)))
+    max_shards = getattr(factory, "max_shards", None)
+    if sink.create is not None and isinstance(max_shards, int) and sink.create.shards > max_shards:
+        expected = f"expected an integer <= {max_shards} (the most shards a {scheme}:// stream can have)"
+        errors.append(ctx.line(("sink", "create", "shards"), expected, sink.create.shards))
+    return errors
 
 
 def _check_transport_options(stream: str, options: Mapping[str, Any], ctx: _ErrorContext) -> list[str]:

@@ -858,9 +858,8 @@ class Engine:
         status = np.zeros(request.count, np.int8)  # Outcome per record of the request
         messages: dict[int, str] = {}
         for f in failures:
-            message = f.error_message or f"error {f.error_code}"
-            status[f.index] = classify(message)
-            messages[f.index] = message
+            status[f.index] = classify(f.error_message or f"error {f.error_code}")  # by name only
+            messages[f.index] = f.describe()  # with the server's detail, for dead letters and errors
         pos = 0
         for lane, segs in request.by_lane():
             n = sum(s.end - s.start for s in segs)

@@ -24,7 +24,8 @@ Faults (each a probability; all off by default):
 - ``down``: while True, every call raises a retryable TransportError (connection refused): an
   outage; set it back to False to end it.
 - ``permanent`` is a predicate over a record's Data: records it matches fail with
-  ``InvalidArgumentException`` every time.
+  ``InvalidArgumentException`` every time, with the detail
+  ``"the record matched FakeTransport.permanent"`` (as a server's ``ErrorDetail``).
 """
 
 from __future__ import annotations
@@ -193,7 +194,10 @@ class FakeTransport:
             if s < 0 or s >= self.shard_count:
                 out.append(PutResult(error_code=-1, error_message="ShardIDOutOfRangeException"))
             elif self.permanent is not None and self.permanent(r.data):
-                out.append(PutResult(error_code=-2, error_message="InvalidArgumentException"))
+                detail = "the record matched FakeTransport.permanent"  # as a server's ErrorDetail
+                out.append(
+                    PutResult(error_code=-2, error_message="InvalidArgumentException", error_detail=detail)
+                )
             elif i in failing and not unknown:
                 out.append(PutResult(error_code=-3, error_message="InternalFailure (injected)"))
             elif i in throttled and not unknown:
@@ -243,7 +247,7 @@ class FakeTransport:
         return PutBodyResult(
             len(results),
             [
-                PutFailure(i, r.error_code, r.error_message or "")
+                PutFailure(i, r.error_code, r.error_message or "", r.error_detail)
                 for i, r in enumerate(results)
                 if r.error_code is not None
             ],

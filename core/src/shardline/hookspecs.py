@@ -87,6 +87,13 @@ def shardline_register_transports(register: Callable[[str, Any], None]) -> None:
     errors) before the factory is called. Raise :class:`shardline.ConfigError` for a malformed URL.
     The factory is called when a sink opens; import heavy client libraries inside it, not at
     module level.
+
+    Two optional attributes let ``shardline validate`` (and the config loader, so ``run`` too)
+    refuse at once what the transport would refuse when it opens, without connecting:
+    ``factory.validate(url, options)`` checks the URL's form and raises :class:`ConfigError` with
+    the one-line message the factory itself would give (``options``: ``[sink.transport]`` plus
+    ``access_key``); ``factory.max_shards`` (an int) is the most shards a stream can have, checked
+    against ``[sink] create.shards``.
     """
 
 

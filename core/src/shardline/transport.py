@@ -56,13 +56,16 @@ class PutResult:
     """The outcome of one record of a PutRecords request.
 
     Success: ``sequence_number`` and ``shard_id`` are set and ``error_code`` is None.
-    Failure: ``error_code`` (a negative int) and ``error_message`` (an error name) are set.
+    Failure: ``error_code`` (a negative int) and ``error_message`` (an error name, what the sink
+    classifies: retry, throttled, permanent...) are set; ``error_detail`` may say why in words
+    (``"PartitionKey is 300 bytes; the limit is 256"``), shown in dead letters and errors.
     """
 
     shard_id: int | None = None
     sequence_number: int | None = None
     error_code: int | None = None
     error_message: str | None = None
+    error_detail: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -72,11 +75,18 @@ class PutResult:
 
 @dataclass(frozen=True, slots=True)
 class PutFailure:
-    """One failed record of a PutRecords request: its index in the request and the server's error."""
+    """One failed record of a PutRecords request: its index in the request and the server's error
+    (``error_message`` its name, ``error_detail`` why in words when the server said)."""
 
     index: int
     error_code: int
     error_message: str
+    error_detail: str | None = None
+
+    def describe(self) -> str:
+        """``"InvalidArgumentException: PartitionKey is 300 bytes; the limit is 256"`` (or the name)."""
+        name = self.error_message or f"error {self.error_code}"
+        return f"{name}: {self.error_detail}" if self.error_detail else name
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +100,7 @@ class PutBodyResult:
 def failures_of(results: Sequence[PutResult]) -> list[PutFailure]:
     """The failed entries of a list of :class:`PutResult`."""
     return [
-        PutFailure(i, r.error_code, r.error_message or "")
+        PutFailure(i, r.error_code, r.error_message or "", r.error_detail)
         for i, r in enumerate(results)
         if r.error_code is not None
     ]

@@ -21,6 +21,8 @@ import orjson
 from shardline.errors import AccessDeniedError, StreamNotFoundError, TransportError
 from shardline.transport import PutRecord, PutResult, StreamInfo
 
+from shardline_v3io.errors import record_error_detail
+
 
 @dataclass(slots=True)
 class StreamRecord:
@@ -193,7 +195,13 @@ class V3ioClient:
         results = []
         for r in doc.get("Records", []):
             if "ErrorCode" in r and r["ErrorCode"] is not None:
-                results.append(PutResult(error_code=int(r["ErrorCode"]), error_message=r.get("ErrorMessage")))
+                results.append(
+                    PutResult(
+                        error_code=int(r["ErrorCode"]),
+                        error_message=r.get("ErrorMessage"),
+                        error_detail=record_error_detail(r),
+                    )
+                )
             else:
                 results.append(PutResult(shard_id=r.get("ShardId"), sequence_number=r.get("SequenceNumber")))
         return results

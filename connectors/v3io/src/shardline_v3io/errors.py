@@ -66,3 +66,10 @@ def error_for_status(status: int) -> V3ioError:
     if status in BY_STATUS_DEFAULT:
         return BY_STATUS_DEFAULT[status]
     return V3ioError(-5, "InjectedFault", status, retryable=status >= 500 or status == 429)
+
+
+def record_error_detail(result: dict[str, object]) -> str | None:
+    """The ``ErrorDetail`` of a failed per-record result (``"PartitionKey is 300 bytes; the limit is
+    256"``), or None when the server sent none (v3io itself sends only ErrorCode and ErrorMessage)."""
+    detail = result.get("ErrorDetail")
+    return str(detail) if detail else None

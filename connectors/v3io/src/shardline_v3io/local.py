@@ -17,6 +17,7 @@ from shardline.errors import AccessDeniedError, StreamNotFoundError, TransportEr
 from shardline.redact import redact_url
 from shardline.transport import PutBodyResult, PutFailure, PutRecord, PutResult, StreamInfo
 
+from shardline_v3io.errors import record_error_detail
 from shardline_v3io.store import StoreError, StreamStore
 from shardline_v3io.urls import StreamURL, parse_stream_url
 
@@ -113,7 +114,13 @@ class LocalTransport:
         out = []
         for res in results:
             if "ErrorCode" in res:
-                out.append(PutResult(error_code=res["ErrorCode"], error_message=res["ErrorMessage"]))
+                out.append(
+                    PutResult(
+                        error_code=res["ErrorCode"],
+                        error_message=res["ErrorMessage"],
+                        error_detail=record_error_detail(res),
+                    )
+                )
             else:
                 out.append(PutResult(shard_id=res["ShardId"], sequence_number=res["SequenceNumber"]))
         return out
@@ -140,7 +147,9 @@ class LocalTransport:
             failed = stream.put_records_failures(records)
         except StoreError as exc:
             raise map_store_error(exc, self._what("put records to")) from exc
-        return PutBodyResult(len(records), [PutFailure(i, code, msg) for i, code, msg in failed])
+        return PutBodyResult(
+            len(records), [PutFailure(i, code, name, detail) for i, code, name, detail in failed]
+        )
 
     async def close(self) -> None:
         """Nothing to release per transport (the shared store stays open for the process)."""

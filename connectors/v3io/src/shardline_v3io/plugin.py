@@ -9,6 +9,8 @@ from pydantic import Field
 from shardline.hookspecs import hookimpl
 from shardline.transport import TransportOptions
 
+from shardline_v3io.urls import MAX_SHARDS, validate_stream_url  # light: no aiohttp, no store
+
 
 class V3ioTransportOptions(TransportOptions):
     """``[sink.transport]`` of ``http://``, ``https://`` and ``v3io://`` streams."""
@@ -53,6 +55,8 @@ def _local_transport(url: str, **options: Any) -> Any:
 
 
 _local_transport.Options = LocalTransportOptions  # type: ignore[attr-defined]
+_local_transport.validate = validate_stream_url  # type: ignore[attr-defined]
+_local_transport.max_shards = MAX_SHARDS  # type: ignore[attr-defined]
 
 
 def _v3io_transport(url: str, **options: Any) -> Any:
@@ -63,3 +67,5 @@ def _v3io_transport(url: str, **options: Any) -> Any:
 
 
 _v3io_transport.Options = V3ioTransportOptions  # type: ignore[attr-defined]
+_v3io_transport.validate = validate_stream_url  # type: ignore[attr-defined]
+_v3io_transport.max_shards = MAX_SHARDS  # type: ignore[attr-defined]

@@ -175,7 +175,10 @@ def put_command(
                         )
                 else:
                     failed += 1
-                    click.echo(f"error: record {index}: {res.error_message} ({res.error_code})", err=True)
+                    detail = f": {res.error_detail}" if res.error_detail else ""
+                    click.echo(
+                        f"error: record {index}: {res.error_message} ({res.error_code}){detail}", err=True
+                    )
                 index += 1
         return written, failed
 

@@ -16,6 +16,7 @@ from shardline.redact import redact_url
 from shardline.transport import PutBodyResult, PutFailure, PutRecord, PutResult, StreamInfo
 
 from shardline_v3io.client import V3ioClient
+from shardline_v3io.errors import record_error_detail
 from shardline_v3io.urls import parse_stream_url
 
 _ALL_WRITTEN = re.compile(rb'\s*\{\s*"FailedRecordCount"\s*:\s*0\s*[,}]')
@@ -86,7 +87,7 @@ class V3ioTransport:
         if not doc.get("FailedRecordCount"):
             return PutBodyResult(record_count, [])
         failures = [
-            PutFailure(i, int(r["ErrorCode"]), str(r.get("ErrorMessage", "")))
+            PutFailure(i, int(r["ErrorCode"]), str(r.get("ErrorMessage", "")), record_error_detail(r))
             for i, r in enumerate(doc.get("Records", []))
             if r.get("ErrorCode") is not None
         ]

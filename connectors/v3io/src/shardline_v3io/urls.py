@@ -27,8 +27,10 @@ An access key given in the URL's user-info (``http://:KEY@host:port/...``) or as
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from shardline.errors import ConfigError
@@ -36,6 +38,11 @@ from shardline.redact import redact_url
 
 STORE_MARKER = "shardline-store.json"
 """The file that marks a directory as a shardline stream store."""
+
+MAX_SHARDS = 4096
+"""The most shards a stream can have: CreateStream/UpdateStream with a larger ShardCount are refused
+with InvalidArgumentException by the embedded server and the local store (v3io documents no limit of
+its own; this is ours, and ``shardline validate`` checks ``[sink] create.shards`` against it)."""
 
 
 @dataclass(frozen=True)
@@ -88,8 +95,25 @@ def _normalise_endpoint(endpoint: str, url: str) -> str:
     return endpoint
 
 
-def parse_stream_url(url: str, *, access_key: str | None = None) -> StreamURL:
-    """Parse a stream URL (see the module docstring for the forms); raise ConfigError when invalid."""
+def validate_stream_url(url: str, options: Mapping[str, Any] | None = None) -> None:
+    """Check ``url`` as the transports will when they open, without connecting to anything.
+
+    The ``validate`` seam of the http/https/v3io/local transport factories (``shardline validate``
+    and the config loader call it). ``options`` are the ``[sink.transport]`` options (plus
+    ``access_key``). Raises :class:`ConfigError` with the message :func:`parse_stream_url` gives.
+    A ``v3io://`` URL is checked without its endpoint: ``V3IO_API`` may be set only where the
+    pipeline runs (a job's environment); the transport says so at start when it is not.
+    """
+    key = (options or {}).get("access_key")
+    parse_stream_url(url, access_key=key if isinstance(key, str) else None, need_endpoint=False)
+
+
+def parse_stream_url(url: str, *, access_key: str | None = None, need_endpoint: bool = True) -> StreamURL:
+    """Parse a stream URL (see the module docstring for the forms); raise ConfigError when invalid.
+
+    ``need_endpoint=False``: a ``v3io://`` URL without env ``V3IO_API`` parses with the endpoint
+    ``http://V3IO_API`` (a placeholder: only the form is checked) instead of failing.
+    """
     if not isinstance(url, str) or "://" not in url:
         raise ConfigError(
             f"stream URL {redact_url(url)!r} is not a URL; use http://HOST:PORT/CONTAINER/STREAM, "
@@ -121,7 +145,7 @@ def parse_stream_url(url: str, *, access_key: str | None = None) -> StreamURL:
         else:
             segments = _split_segments(parts.path, url)
         container, path = _container_and_path(segments, url)
-        api = os.environ.get("V3IO_API")
+        api = os.environ.get("V3IO_API") or (None if need_endpoint else "V3IO_API")
         if not api:
             raise ConfigError(
                 f"stream URL {redact_url(url)!r} takes its endpoint from env V3IO_API, which is not set; "

@@ -19,6 +19,7 @@ _RESERVED = {
     "auto_offset_reset",
     "client_id",
     "isolation_level",
+    "bootstrap_timeout_ms",
 }
 
 
@@ -36,6 +37,12 @@ class KafkaSourceOptions(SourceOptions):
         default="shardline", description="consumer group; processes sharing it split partitions"
     )
     client_id: str = "shardline"
+    connect_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="how long to wait at start for a broker of bootstrap_servers to answer before the "
+        "run fails (kafka-python's bootstrap_timeout_ms)",
+    )
     start: str | int = Field(
         default="committed",
         description='"committed" (resume from the group\'s offsets), "earliest", "latest", '
@@ -131,8 +138,8 @@ class KafkaSourceOptions(SourceOptions):
         if reserved:
             raise ValueError(
                 f"consumer: {', '.join(reserved)} cannot be set here: use the source options "
-                f"bootstrap_servers, group_id, client_id, reset and isolation_level; auto-commit is "
-                f"always off (offsets are committed after the sink acknowledges)"
+                f"bootstrap_servers, group_id, client_id, reset, isolation_level and connect_timeout_s; "
+                f"auto-commit is always off (offsets are committed after the sink acknowledges)"
             )
         return value
 
@@ -153,6 +160,7 @@ class KafkaSourceOptions(SourceOptions):
             "enable_auto_commit": False,
             "auto_offset_reset": self.reset,
             "isolation_level": self.isolation_level,
+            "bootstrap_timeout_ms": max(1, round(self.connect_timeout_s * 1000)),
             "security_protocol": self.security_protocol,
             "ssl_check_hostname": self.ssl_check_hostname,
             # fast group convergence; the consumer table may override

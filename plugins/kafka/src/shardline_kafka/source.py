@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
-from kafka.errors import UnsupportedCodecError
+from kafka.errors import KafkaTimeoutError, UnsupportedCodecError
 from kafka.structs import MemberState, OffsetAndMetadata
 from shardline import ConfigError, ShardlineError, Source, SourceOptions
 
@@ -220,13 +221,33 @@ class KafkaSource(Source):
 
     def _open(self) -> KafkaConsumer:
         opts = self.opts
+        servers = _servers(opts.bootstrap_servers)
+        waiting = threading.Timer(  # say what the run waits for, if it waits at all
+            _WAIT_NOTICE_S,
+            lambda: print(
+                f"shardline: kafka source: waiting for a broker at {servers} "
+                f"(up to {opts.connect_timeout_s:g} s, connect_timeout_s)",
+                file=sys.stderr,
+                flush=True,
+            ),
+        )
+        waiting.daemon = True
+        waiting.start()
         try:
             consumer = KafkaConsumer(**opts.consumer_config())
+        except KafkaTimeoutError:
+            raise ConfigError(
+                f"kafka source: no broker at {servers} answered within {opts.connect_timeout_s:g} s "
+                f"(connect_timeout_s); start the broker (a local one: python -m shardline_kafka.broker), "
+                f"or fix bootstrap_servers and the security options"
+            ) from None
         except Exception as exc:
             raise ConfigError(
-                f"kafka source: cannot connect to {opts.bootstrap_servers!r}: {exc}; "
+                f"kafka source: cannot connect to {servers}: {type(exc).__name__}: {exc}; "
                 f"check bootstrap_servers and the security options"
             ) from exc
+        finally:
+            waiting.cancel()
         self._committer = threading.Thread(
             target=self._commit_loop, name="shardline-kafka-commit", daemon=True
         )
@@ -587,3 +608,12 @@ def _call_quietly(fn: Callable[[], None]) -> None:
         fn()
     except Exception as exc:
         log.warning("flush on rebalance failed: %s", exc)
+
+
+_WAIT_NOTICE_S = 1.0
+"""A broker that has not answered after this long gets a line on stderr saying what the run waits for."""
+
+
+def _servers(bootstrap_servers: str | list[str]) -> str:
+    """``"host1:9092, host2:9092"``: the bootstrap servers as a user wrote them."""
+    return bootstrap_servers if isinstance(bootstrap_servers, str) else ", ".join(bootstrap_servers)

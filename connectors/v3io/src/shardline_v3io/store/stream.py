@@ -35,6 +35,7 @@ from shardline_v3io.faults import FaultConfig
 from shardline_v3io.store.errors import StoreError
 from shardline_v3io.store.names import is_shard_name
 from shardline_v3io.store.shard import ReadRecord, ShardLog, frame_headers, join_meta
+from shardline_v3io.urls import MAX_SHARDS
 
 META_FILE = ".shardline-stream.json"
 SHARDS_DIR = ".shardline-shards"
@@ -43,7 +44,6 @@ MAX_RECORDS = limits.MAX_RECORDS_PER_REQUEST
 MAX_DATA = limits.MAX_DATA_BYTES
 MAX_KEY = limits.MAX_PARTITION_KEY_BYTES
 MAX_CLIENT_INFO = limits.MAX_CLIENT_INFO_BYTES
-MAX_SHARDS = 4096
 MAX_GET_LIMIT = 10000
 GET_MAX_BYTES = 8 * 2**20
 
@@ -277,15 +277,15 @@ class Stream:
         """
         if not records:
             return [], 0
-        seq_of, shard, code, failed = self._put(records, fault, encoded)
+        seq_of, shard, code, failed, cols = self._put(records, fault, encoded)
         seqs = seq_of.tolist()
         shards = shard.tolist()
         if failed == 0:
             results = [{"SequenceNumber": q, "ShardId": h} for q, h in zip(seqs, shards, strict=True)]
         else:
             results = [
-                {"SequenceNumber": q, "ShardId": h} if c == 0 else _FAILURES[c]
-                for q, h, c in zip(seqs, shards, code.tolist(), strict=True)
+                {"SequenceNumber": q, "ShardId": h} if c == 0 else _failure(c, i, cols)
+                for i, (q, h, c) in enumerate(zip(seqs, shards, code.tolist(), strict=True))
             ]
         return results, failed
 
@@ -298,11 +298,13 @@ class Stream:
         """
         if not records:
             return orjson.dumps({"FailedRecordCount": 0, "Records": []})
-        seq_of, shard, code, failed = self._put(records, fault, True)
+        seq_of, shard, code, failed, cols = self._put(records, fault, True)
         if failed:
             results = [
-                {"SequenceNumber": q, "ShardId": h} if c == 0 else _FAILURES[c]
-                for q, h, c in zip(seq_of.tolist(), shard.tolist(), code.tolist(), strict=True)
+                {"SequenceNumber": q, "ShardId": h} if c == 0 else _failure(c, i, cols)
+                for i, (q, h, c) in enumerate(
+                    zip(seq_of.tolist(), shard.tolist(), code.tolist(), strict=True)
+                )
             ]
             return orjson.dumps({"FailedRecordCount": failed, "Records": results})
         pairs = orjson.dumps(np.stack((seq_of, shard), axis=1), option=orjson.OPT_SERIALIZE_NUMPY)
@@ -313,29 +315,32 @@ class Stream:
 
     def put_records_failures(
         self, records: list[Any], fault: FaultConfig | None = None, *, encoded: bool = True
-    ) -> list[tuple[int, int, str]]:
-        """Like :meth:`put_records`, but return only the failed records: (index, ErrorCode, ErrorMessage)."""
+    ) -> list[tuple[int, int, str, str]]:
+        """Like :meth:`put_records`, but return only the failed records: (index, ErrorCode,
+        ErrorMessage, ErrorDetail)."""
         if not records:
             return []
-        _seq, _shard, code, failed = self._put(records, fault, encoded)
+        _seq, _shard, code, failed, cols = self._put(records, fault, encoded)
         if not failed:
             return []
         bad = np.flatnonzero(code)
         return [
-            (i, _FAILURES[c]["ErrorCode"], _FAILURES[c]["ErrorMessage"])
+            (i, _FAILURES[c]["ErrorCode"], _FAILURES[c]["ErrorMessage"], _detail(c, i, cols))
             for i, c in zip(bad.tolist(), code[bad].tolist(), strict=True)
         ]
 
     def _put(
         self, records: list[Any], fault: FaultConfig | None, encoded: bool
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int8], int]:
-        """Place, check and write a batch: (sequence numbers, shards, failure codes, failure count)."""
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int8], int, _Columns]:
+        """Place, check and write a batch: (sequence numbers, shards, failure codes, failure count,
+        the request's columns, for :func:`_detail`)."""
         n = len(records)
         if n > MAX_RECORDS:
             raise StoreError(E.INVALID_ARGUMENT, f"at most {MAX_RECORDS} records per request, got {n}")
         cols = _Columns(records, encoded)
         with self.lock:
             count = self.meta.shard_count
+            cols.shard_count = count
             code = cols.code
             rr_before = self._rr
             shard = np.full(n, -1, dtype=np.int64)
@@ -388,7 +393,7 @@ class Stream:
                 seq_of = self._write_groups(sorted_idx, sorted_shards, bounds, cols, self.clock())
             else:
                 seq_of = np.zeros(n, dtype=np.int64)
-            return seq_of, shard, code, n - n_ok
+            return seq_of, shard, code, n - n_ok, cols
 
     def _write_groups(
         self,
@@ -581,6 +586,32 @@ _FAILURES: dict[int, dict[str, Any]] = {
     _SHARD_RANGE: _fail(E.SHARD_OUT_OF_RANGE),
     _BUSY: _fail(E.RESOURCE_BUSY),
 }
+
+
+def _failure(code: int, index: int, cols: _Columns) -> dict[str, Any]:
+    """The per-record result of a failed record: ErrorCode, ErrorMessage (the error's name, what
+    clients match on) and ErrorDetail (what was wrong, for people; clients ignore extra keys)."""
+    return {**_FAILURES[code], "ErrorDetail": _detail(code, index, cols)}
+
+
+def _detail(code: int, index: int, cols: _Columns) -> str:
+    """Why record ``index`` failed, naming the field and the limit:
+    ``"PartitionKey is 300 bytes; the limit is 256"``."""
+    if code == _SHARD_RANGE:
+        sid = cols.sids[index] if cols.sids is not None else None
+        count = cols.shard_count
+        return f"ShardId {sid} does not exist; the stream has {count} shards (0..{count - 1})"
+    if code == _BUSY:
+        return "the shard cannot take the record now (an injected fault); retry it"
+    if int(cols.dlen[index]) > MAX_DATA:
+        return f"Data is {int(cols.dlen[index])} bytes; the limit is {MAX_DATA}"
+    if cols.klen is not None and int(cols.klen[index]) > MAX_KEY:
+        return f"PartitionKey is {int(cols.klen[index])} bytes (UTF-8); the limit is {MAX_KEY}"
+    if cols.clen is not None and int(cols.clen[index]) > MAX_CLIENT_INFO:
+        return f"ClientInfo is {int(cols.clen[index])} bytes; the limit is {MAX_CLIENT_INFO}"
+    return "the record is invalid"
+
+
 _NONE_TYPE = type(None)
 _KEY_CACHE_MAX = 100_000
 _get_data = operator.itemgetter("Data")
@@ -629,6 +660,7 @@ class _Columns:
 
     def __init__(self, records: list[Any], encoded: bool) -> None:
         n = len(records)
+        self.shard_count = 0  # the stream's shard count when the request was placed (set by _put)
         blob: type = str if encoded else bytes
         try:  # JSON gives dicts for objects; anything else fails the item lookup
             raw_datas = list(map(_get_data, records))
