@@ -204,6 +204,18 @@ class _Lane:
     scan_hint: int = 0  # records the last one-per-key scan found (0: it filled its request)
 
 
+async def _wait_event(event: asyncio.Event, timeout: float | None) -> None:
+    """Wait until ``event`` is set or ``timeout`` seconds passed (None: no limit).
+
+    ``asyncio.timeout``, not ``asyncio.wait_for``: on Python 3.11, ``wait_for`` loses a cancellation
+    that arrives as the event gets set (the task stays "cancelling" and waits again), which hung
+    ``close()`` after a stop; ``asyncio.timeout`` has no such race.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await event.wait()
+
+
 def _runs(positions: npt.NDArray[np.int64]) -> list[tuple[int, int]]:
     """Sorted positions as runs of consecutive ones: ``[3, 4, 5, 9]`` -> ``[(3, 6), (9, 10)]``."""
     if len(positions) == 0:
@@ -352,8 +364,7 @@ class Engine:
                         exc,
                         self.options.start_timeout_s,
                     )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopped.wait(), throttle.not_before - now)
+                await _wait_event(self._stopped, throttle.not_before - now)
 
     def check(self) -> None:
         """Raise the error that stopped the engine, if any."""
@@ -527,14 +538,11 @@ class Engine:
     async def _dispatch_loop(self) -> None:
         assert self._wake is not None
         try:
-            while True:
+            while not self._closing:
                 now = time.monotonic()
                 delay = self._dispatch(now)
-                if self._closing and not self._batches and not self._in_flight:
-                    return
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                await _wait_event(self._wake, delay)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug must not hang the writers
@@ -1009,8 +1017,7 @@ class Engine:
     async def _refresh_loop(self) -> None:
         assert self._refresh_now is not None
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._refresh_now.wait(), timeout=self.options.shard_refresh_s)
+            await _wait_event(self._refresh_now, self.options.shard_refresh_s)
             self._refresh_now.clear()
             try:
                 await self.refresh()
@@ -1074,7 +1081,8 @@ class Engine:
                 while self._error is None and self._batches and not self._stuck():
                     await self._changes()
 
-            await asyncio.wait_for(_wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await _wait()
         except TimeoutError:
             left = self.undelivered
             raise DeliveryError(
@@ -1111,6 +1119,8 @@ class Engine:
                     undelivered = exc
         finally:
             self._closing = True
+            if self._wake is not None:
+                self._wake.set()  # the dispatcher returns by itself too, should a cancel be lost
             for task in self._tasks:
                 task.cancel()
             for task in list(self._sends):
