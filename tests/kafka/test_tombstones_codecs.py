@@ -163,7 +163,7 @@ create = {{ shards = 1 }}
     assert done.returncode == 1
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert errors == [
-        f"error: kafka source: topics ['{topic}'] hold {codec}-compressed records and the {codec} library "
-        'is not installed: pip install "shardline-kafka[codecs]" (lz4, zstd and snappy)'
+        f"error: {config}: kafka source: topics ['{topic}'] hold {codec}-compressed records and the "
+        f'{codec} library is not installed: pip install "shardline-kafka[codecs]" (lz4, zstd and snappy)'
     ]
     assert "Traceback" not in done.stderr

@@ -99,10 +99,12 @@ def test_run_prints_one_line_and_sends_nothing_for_a_file_that_is_not_parquet(
     _good(data / "part-0.parquet")
     (data / "part-1.parquet").write_text("PAR1 this is text\n")
     stream = f"{server.url}/bigdata/not-parquet"
-    result = shardline("run", str(write_pipeline(tmp_path, {"path": str(data)}, stream)))
+    pipeline = write_pipeline(tmp_path, {"path": str(data)}, stream)
+    result = shardline("run", str(pipeline))
     assert result.exit_code == 1
     assert len(result.err) == 1
-    assert result.err[0].startswith(f"error: source.path: {data / 'part-1.parquet'} is not a Parquet file")
+    expected = f"error: {pipeline}: source.path: {data / 'part-1.parquet'} is not a Parquet file"
+    assert result.err[0].startswith(expected)
     assert "Traceback" not in "\n".join(result.out + result.err)
     from shardline.errors import StreamNotFoundError
     from shardline.testing import read_stream

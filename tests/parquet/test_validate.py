@@ -118,9 +118,9 @@ def test_validate_and_run_give_the_same_one_line_error_and_run_sends_nothing(
     stream = f"{server.url}/bigdata/validate-{case.__name__.strip('_').replace('_', '-')}"
     pipeline = write_pipeline(tmp_path, source, stream)
     validated = shardline("validate", str(pipeline))
-    assert (validated.exit_code, validated.err) == (1, [f"error: {expected}"])
+    assert (validated.exit_code, validated.err) == (1, [f"error: {pipeline}: {expected}"])
     ran = shardline("run", str(pipeline))
-    assert (ran.exit_code, ran.err) == (1, [f"error: {expected}"])
+    assert (ran.exit_code, ran.err) == (1, [f"error: {pipeline}: {expected}"])  # naming the file
     with pytest.raises(StreamNotFoundError):
         read_stream(stream)  # refused before the stream was even created
 
