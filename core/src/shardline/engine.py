@@ -136,11 +136,6 @@ def classify(message: str) -> Outcome:
     return Outcome.RETRY
 
 
-def is_permanent(message: str) -> bool:
-    """True when a per-record error name means the record can never be written as it is."""
-    return classify(message) is Outcome.PERMANENT
-
-
 def ordering_mode(name: str) -> str:
     """The ordering mode ``name`` stands for; :class:`ConfigError` when it is none."""
     mode = ORDERING_ALIASES.get(name, name)

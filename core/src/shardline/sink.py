@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from shardline.config import check_sink_options
 from shardline.deadletter import DeadLetterWriter
-from shardline.engine import Engine, EngineOptions, ordering_mode
+from shardline.engine import Engine, EngineOptions
 from shardline.errors import ConfigError, ShardlineError
 from shardline.metrics import SinkMetrics
 from shardline.partitioning import resolve_partitioner
@@ -127,7 +127,6 @@ class _Core:
             origin=origin,
         )
         create, limits = checked.create, checked.limits  # from here on: the values as validated
-        ordering = ordering_mode(ordering)
         max_in_flight_bytes = limits.max_in_flight_bytes
         max_in_flight_requests = limits.max_in_flight_requests
         linger_ms, retry_deadline_s = limits.linger_ms, limits.retry_deadline_s
@@ -186,6 +185,13 @@ class _Core:
             rows = int(max(1, min(_MAX_CHUNK_ROWS, self.max_in_flight_bytes / 4 / per_row)))
             out.extend(part.slice(i, rows) for i in range(0, n, rows))
         return out
+
+    def annotate(self, cols: MappedColumns, row_base: int, origin: Origin | None) -> int:
+        """Tell mapped chunk columns where they start in the written batch and where its rows came
+        from, count what the codec could not represent; return where the next chunk starts."""
+        cols.row_base, cols.origin = row_base, origin
+        self.metrics.nonfinite_floats += cols.nonfinite_floats
+        return row_base + cols.num_rows
 
     def needs_refresh(self, cols: MappedColumns) -> bool:
         """True when explicit ShardIds reach beyond the known count (the stream may have grown)."""
@@ -375,9 +381,7 @@ class AsyncStreamSink:
                 cols = await asyncio.to_thread(map_columns, chunk, self._core.mapping)
             else:
                 cols = map_columns(chunk, self._core.mapping)
-            cols.row_base, cols.origin = row_base, origin
-            self._core.metrics.nonfinite_floats += cols.nonfinite_floats
-            row_base += chunk.num_rows
+            row_base = self._core.annotate(cols, row_base, origin)
             if self._core.needs_refresh(cols):
                 await self._core.engine.refresh()
             last = i == len(chunks) - 1
@@ -574,9 +578,7 @@ class StreamSink:
             row_base = 0
             for i, chunk in enumerate(chunks):
                 cols = map_columns(chunk, core.mapping)  # encoded in the caller's thread
-                cols.row_base, cols.origin = row_base, origin
-                core.metrics.nonfinite_floats += cols.nonfinite_floats
-                row_base += chunk.num_rows
+                row_base = core.annotate(cols, row_base, origin)
                 if core.needs_refresh(cols):
                     self._call(engine.refresh())
                 last = i == len(chunks) - 1
