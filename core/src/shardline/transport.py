@@ -34,11 +34,26 @@ class TransportOptions(BaseModel):
 
 
 @dataclass(frozen=True, slots=True)
+class HashRange:
+    """One open shard of a hash-range addressed stream (Kinesis): its id and its hash-key range,
+    inclusive, as 128-bit integers (``StartingHashKey``/``EndingHashKey`` of ListShards)."""
+
+    shard_id: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
 class StreamInfo:
-    """What DescribeStream says about a stream."""
+    """What DescribeStream says about a stream.
+
+    ``shards`` is given by hash-range addressed streams: the open shards, sorted by ``start``
+    (``shard_count == len(shards)``); None for streams whose shards are numbered ``0..count-1``.
+    """
 
     shard_count: int
     retention_hours: int
+    shards: tuple[HashRange, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
