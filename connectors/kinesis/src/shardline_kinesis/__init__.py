@@ -1,0 +1,1 @@
+"""shardline connector for Amazon Kinesis Data Streams."""

@@ -1,0 +1,1 @@
+"""The plugin registrations of shardline-kinesis (filled in by the connector)."""
