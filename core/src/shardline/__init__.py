@@ -36,8 +36,9 @@ if TYPE_CHECKING:
     from shardline.plugins import register_plugin
     from shardline.records import RecordMapping
     from shardline.redact import redact_url
+    from shardline.runstatus import RunStatus
     from shardline.sink import AsyncStreamSink, StreamSink
-    from shardline.source import AckToken, Source, SourceCheckpoint, SourceOptions
+    from shardline.source import AckToken, Source, SourceCheckpoint, SourceGauge, SourceOptions
     from shardline.transport import PutRecord, PutResult, StreamInfo, Transport
 
 # public name -> the module that defines it
@@ -67,11 +68,13 @@ _EXPORTS: dict[str, str] = {
     "register_plugin": "shardline.plugins",
     "RecordMapping": "shardline.records",
     "redact_url": "shardline.redact",
+    "RunStatus": "shardline.runstatus",
     "AsyncStreamSink": "shardline.sink",
     "StreamSink": "shardline.sink",
     "AckToken": "shardline.source",
     "Source": "shardline.source",
     "SourceCheckpoint": "shardline.source",
+    "SourceGauge": "shardline.source",
     "SourceOptions": "shardline.source",
     "PutRecord": "shardline.transport",
     "PutResult": "shardline.transport",
@@ -95,6 +98,7 @@ __all__ = [
     "PutResult",
     "RecordMapping",
     "RecordTooLargeError",
+    "RunStatus",
     "RunSummary",
     "SchemaError",
     "ShardMap",
@@ -102,6 +106,7 @@ __all__ = [
     "SinkMetrics",
     "Source",
     "SourceCheckpoint",
+    "SourceGauge",
     "SourceOptions",
     "StreamExistsError",
     "StreamInfo",

@@ -34,3 +34,14 @@ def shardline_register_codecs(register: Callable[[str, Any], None]) -> None:
 
     for name, codec in records.BUILTIN_CODECS.items():
         register(name, codec)
+
+
+@hookimpl
+def shardline_on_run_started(run: Any) -> None:
+    """Serve the run's Prometheus metrics when its pipeline has ``[metrics] port`` (``--metrics-port``)."""
+    options = run.config.metrics
+    if options is None or options.port is None:
+        return
+    from shardline.metrics_prometheus import start_exporter  # prometheus_client only when asked for
+
+    start_exporter(run)

@@ -109,33 +109,85 @@ def validate_command(pipeline: str, overrides: tuple[str, ...]) -> None:
 @click.option(
     "--progress/--no-progress", default=None, help="Show a progress bar (default: when stdout is a terminal)."
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus /metrics, /healthz and /readyz on this port (0: any free port).",
+)
+@click.option("--metrics-host", default=None, help="Address the metrics port binds (default 127.0.0.1).")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one JSON object per log line on stderr, for log shippers.",
+)
 def run_command(
-    pipeline: str, overrides: tuple[str, ...], allow_dead_letters: bool, progress: bool | None
+    pipeline: str,
+    overrides: tuple[str, ...],
+    allow_dead_letters: bool,
+    progress: bool | None,
+    metrics_port: int | None,
+    metrics_host: str | None,
+    log_format: str,
 ) -> None:
     """Run a pipeline file: source -> sink, with checkpoints; Ctrl-C stops cleanly and resumable."""
+    import logging
+
     from shardline.config import load_pipeline
-    from shardline.pipeline import run_pipeline
+    from shardline.logformat import configure_logging
+    from shardline.pipeline import Runner
     from shardline.redact import redact_url
 
+    configure_logging(log_format)
+    log = logging.getLogger("shardline.run")
+    if metrics_port is not None:
+        overrides += (f"metrics.port={metrics_port}",)
+    if metrics_host is not None:
+        overrides += (f"metrics.host={_toml_string(metrics_host)}",)
     try:
         config = load_pipeline(pipeline, overrides)
         start_line = (
             f"shardline: {pipeline}: {config.source_type} source -> {redact_url(config.sink.stream)}; "
             f"{config.describe_mapping()}"
         )
-        summary = run_pipeline(
-            config,
-            allow_dead_letters=allow_dead_letters,
-            progress=progress,
-            handle_signals=True,
-            on_start=lambda: click.echo(start_line, err=True),
-        )
+
+        def started() -> None:  # the source is open, the stream reached, the metrics port bound
+            served = "".join(f"; {name} at {url}" for name, url in runner.status.endpoints.items())
+            click.echo(start_line + served, err=True)
+            if log_format == "json":
+                log.info("run started", extra={"pipeline": pipeline, **runner.status.endpoints})
+
+        runner = Runner(config, allow_dead_letters=allow_dead_letters, progress=progress, on_start=started)
+        summary = runner.run(handle_signals=True)
     except ShardlineError as exc:  # config, source, sink start, checkpoint, delivery: name the file
         raise in_pipeline(pipeline, exc) from None
     click.echo(summary.line())
+    if log_format == "json":
+        log.info(
+            "run finished",
+            extra={
+                "pipeline": pipeline,
+                "records": summary.records,
+                "bytes": summary.bytes,
+                "requests": summary.requests,
+                "retries": summary.retries,
+                "dead_letters": summary.dead_letters,
+                "seconds": round(summary.seconds, 3),
+                "latency": summary.latency,
+                "retries_by_error": summary.retries_by_error,
+                "stopped_by": summary.stopped_by,
+            },
+        )
     for problem in summary.problems():
         click.echo(f"error: {problem}", err=True)
     sys.exit(summary.exit_code)
+
+
+def _toml_string(value: str) -> str:
+    """``value`` as a TOML basic string, for a ``--set`` override."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _build() -> click.Group:

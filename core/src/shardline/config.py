@@ -21,6 +21,9 @@ A pipeline file has four sections::
     [checkpoint]                  # optional: where a resumable source keeps its progress
     path = ".shardline/events.ckpt"
 
+    [metrics]                     # optional: Prometheus /metrics, /healthz, /readyz
+    port = 9464                   # 0: any free port; host = "127.0.0.1" by default
+
 Rules:
 
 - Unknown keys are errors, everywhere. Every error message names the file, the dotted key and what
@@ -173,11 +176,25 @@ class CheckpointConfig(StrictModel):
     interval_s: float = Field(1.0, gt=0, description="write at most this often while running")
 
 
+class MetricsConfig(StrictModel):
+    """``[metrics]``: serve Prometheus metrics, ``/healthz`` and ``/readyz`` while the run goes.
+
+    Off unless ``port`` is set (``shardline run --metrics-port PORT`` sets it); port 0 picks a free
+    port, which the run's start line shows. ``ready_within_s``: ``/readyz`` answers 503 when the
+    stream has not answered (a put or a describe) for this long.
+    """
+
+    port: Int | None = Field(None, ge=0, le=65535, description="TCP port of /metrics (0: any free port)")
+    host: str = Field("127.0.0.1", min_length=1, description="address to bind (loopback unless told)")
+    ready_within_s: Float = Field(60.0, gt=0, description="how recent the stream's last answer must be")
+
+
 class _PipelineModel(StrictModel):
     source: dict[str, Any]
     sink: SinkConfig
     mapping: MappingConfig = Field(default_factory=lambda: MappingConfig.model_validate({}))
     checkpoint: CheckpointConfig | None = None
+    metrics: MetricsConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -191,6 +208,7 @@ class PipelineConfig:
     sink: SinkConfig
     mapping: MappingConfig = field(default_factory=lambda: MappingConfig.model_validate({}))
     checkpoint: CheckpointConfig | None = None
+    metrics: MetricsConfig | None = None
     mapping_origin: str = "pipeline file"
     """Where :attr:`mapping` came from: ``"pipeline file"``, ``"source default (kafka)"`` (``", with
     --set"`` when overrides changed it), ``"built-in default"`` or ``"--set"``."""
@@ -479,6 +497,7 @@ def build_pipeline(
         sink=model.sink,
         mapping=model.mapping,
         checkpoint=model.checkpoint,
+        metrics=model.metrics,
         mapping_origin=mapping_origin,
     )
 

@@ -249,6 +249,15 @@ class _WholeFailure:
     throttled: bool
 
 
+def _outcome(failures: list[PutFailure] | None, whole: _WholeFailure | None) -> str:
+    """The ``outcome`` that ``shardline_on_request`` reports for a request."""
+    if whole is not None:
+        return "throttled" if whole.throttled else "failed"
+    if failures is None:
+        return "fatal"
+    return "partial" if failures else "written"
+
+
 class Engine:
     """Lanes, dispatcher, retries, acks and shard growth for one stream (see the module docstring)."""
 
@@ -268,6 +277,7 @@ class Engine:
         self.metrics = metrics
         self.create = create
         self.stream = redact_url(str(getattr(transport, "url", repr(transport))))
+        metrics.stream = self.stream
         self.shard_map: ShardMap | None = None
         self._lanes: dict[int, _Lane] = {}
         self._batches: collections.deque[_Batch] = collections.deque()
@@ -331,6 +341,7 @@ class Engine:
             info = await self._at_start("describe", self.transport.describe, deadline)
         self.shard_map = ShardMap(info.shard_count)
         self.metrics.shard_count = info.shard_count
+        self.metrics.last_contact = time.monotonic()
         self._tasks = [asyncio.create_task(self._dispatch_loop()), asyncio.create_task(self._refresh_loop())]
 
     async def _at_start(self, what: str, call: Callable[[], Awaitable[T]], deadline: float) -> T:
@@ -770,9 +781,11 @@ class Engine:
         whole: _WholeFailure | None = None
         self._request_bytes += request.body_bytes
         self.metrics.request_bytes = self._request_bytes
+        sent = time.monotonic()
         try:
             self.metrics.requests += 1
             failures = await self._put(request)
+            self.metrics.last_contact = time.monotonic()
         except (StreamNotFoundError, AccessDeniedError) as exc:
             self._fail(exc)
         except TransportError as exc:
@@ -804,6 +817,14 @@ class Engine:
                 self._fail(exc)
             self._progress()
             self._notify()
+            call_observers(
+                "shardline_on_request",
+                stream=self.stream,
+                records=request.count,
+                nbytes=request.body_bytes,
+                seconds=time.monotonic() - sent,
+                outcome=_outcome(failures, whole),
+            )
 
     # ------------------------------------------------------------------ settling
 
@@ -834,6 +855,7 @@ class Engine:
         """The request failed as a whole (retryable): every record goes back, the lanes back off."""
         now = time.monotonic()
         self.metrics.failed_requests += 1
+        self.metrics.throttled_requests += whole.throttled
         if now - self._outage_logged >= _OUTAGE_LOG_EVERY_S:
             self._outage_logged = now
             log.warning(
@@ -863,6 +885,7 @@ class Engine:
         for f in failures:
             status[f.index] = classify(f.error_message or f"error {f.error_code}")  # by name only
             messages[f.index] = f.describe()  # with the server's detail, for dead letters and errors
+        self.metrics.throttled_requests += bool((status == _THROTTLED).any())
         pos = 0
         for lane, segs in request.by_lane():
             n = sum(s.end - s.start for s in segs)
@@ -1031,6 +1054,7 @@ class Engine:
 
     async def _refresh(self) -> None:
         info = await self.transport.describe()
+        self.metrics.last_contact = time.monotonic()
         if info.shard_count <= self.shard_count or self._error is not None:
             return
         old = self.shard_count

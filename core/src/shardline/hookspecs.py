@@ -161,3 +161,38 @@ def shardline_on_retry(stream: str, shard_id: int | None, records: int, error: s
     ``shard_id`` is the shard of the retried records (when known), ``records`` how many records
     are retried, ``error`` the error (name or message), ``attempt`` how many times they were tried.
     """
+
+
+@hookspec
+def shardline_on_request(stream: str, records: int, nbytes: int, seconds: float, outcome: str) -> None:
+    """Called once per PutRecords request the sink sent, when its answer (or failure) is known.
+
+    ``records`` is how many records the request carried, ``nbytes`` the size of its body in bytes,
+    ``seconds`` how long it took (wall clock, from send to answer), ``outcome`` one of
+    ``"written"`` (every record written), ``"partial"`` (the stream refused some records; they are
+    retried or dead-lettered, see :func:`shardline_on_retry`), ``"failed"`` (the request failed
+    as a whole and is retried), ``"throttled"`` (failed as a whole because the stream throttled
+    it) or ``"fatal"`` (the sink stopped: the stream is missing or access was denied).
+    """
+
+
+@hookspec
+def shardline_on_run_started(run: Any) -> None:
+    """Called when a pipeline run begins (its source is made, its sink not yet connected).
+
+    ``run`` is a :class:`shardline.RunStatus`: a live, read-only view of the run (its config,
+    the sink's :class:`~shardline.SinkMetrics` once connected, rows read and acknowledged, the
+    source's gauges, readiness). An exporter may serve it (``run.config.metrics`` says where) and
+    tell the run the address with ``run.announce(name, url)``; the run's start line and
+    :attr:`RunSummary.endpoints` show it. Called from the thread that runs the pipeline.
+    """
+
+
+@hookspec
+def shardline_on_run_finished(run: Any, summary: Any) -> None:
+    """Called once when a pipeline run ends (finished, stopped or failed), before it returns.
+
+    ``summary`` is the :class:`shardline.RunSummary` it returns (None when the run failed with an
+    exception). Observers called earlier (``tryfirst``) still see an exporter started in
+    :func:`shardline_on_run_started` serving the final numbers.
+    """

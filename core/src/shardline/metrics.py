@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +18,10 @@ class SinkMetrics:
     default ``"strict"``, which rules it out);
     ``buffered_bytes`` encoded records not yet acknowledged and ``request_bytes`` the bodies of the
     requests in flight (together under ``max_in_flight_bytes``); ``nonfinite_floats`` NaN/inf
-    values the codec wrote as ``null`` (JSON has no form for them).
+    values the codec wrote as ``null`` (JSON has no form for them); ``throttled_requests`` requests
+    the stream throttled (as a whole or some of their records); ``stream`` the (redacted) stream URL
+    observer hooks name; ``last_contact`` the ``time.monotonic()`` at which the stream last answered
+    (a put or a describe; None before it ever did).
     """
 
     records_in: int = 0
@@ -35,6 +39,9 @@ class SinkMetrics:
     buffered_bytes: int = 0
     request_bytes: int = 0
     nonfinite_floats: int = 0
+    throttled_requests: int = 0
+    stream: str = ""
+    last_contact: float | None = None
     shard_in_flight: dict[int, int] = field(default_factory=dict)
     shard_records: dict[int, int] = field(default_factory=dict)
     shard_allowance: dict[int, int] = field(default_factory=dict)
@@ -59,6 +66,7 @@ class SinkMetrics:
             "buffered_bytes": self.buffered_bytes,
             "request_bytes": self.request_bytes,
             "nonfinite_floats": self.nonfinite_floats,
+            "throttled_requests": self.throttled_requests,
             "shard_in_flight": dict(self.shard_in_flight),
             "shard_records": dict(self.shard_records),
             "shard_allowance": dict(self.shard_allowance),
@@ -66,3 +74,28 @@ class SinkMetrics:
             "rate": self.records / elapsed,
             "shard_rate": {s: n / elapsed for s, n in self.shard_records.items()},
         }
+
+
+_DIGITS = re.compile(r"\d+(?:\.\d+)?")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+
+
+def error_name(error: str) -> str:
+    """The name of an error as observer hooks report it, for a metric label or a summary.
+
+    ``"ProvisionedThroughputExceededException: Rate exceeded for shard 3"`` ->
+    ``"ProvisionedThroughputExceededException"``; ``"TransportError: HTTP 503"`` -> ``"TransportError"``;
+    ``"error -5"`` -> ``"error"``. Bounded: the detail (keys, numbers, shard ids) is dropped.
+    """
+    match = _NAME.match(error.strip())
+    return match.group(0)[:80] if match else "unknown"
+
+
+def reason_label(reason: str) -> str:
+    """A dead-letter reason without its numbers and detail, for a metric label.
+
+    ``"retry deadline of 30 s exceeded after 5 attempts"`` -> ``"retry deadline of N s exceeded
+    after N attempts"``; ``"Data is 2000000 bytes; the limit is 1048576 bytes"`` -> ``"Data is N bytes"``.
+    """
+    head = re.split(r"[;:(]", reason, maxsplit=1)[0].strip()
+    return _DIGITS.sub("N", head)[:80] or "unknown"

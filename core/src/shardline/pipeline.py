@@ -46,9 +46,12 @@ from typing import Any
 
 from shardline.checkpoint import CheckpointLock, CheckpointStore
 from shardline.config import PipelineConfig, load_pipeline
-from shardline.errors import CheckpointError, DeliveryError
-from shardline.progress import Display, human_bytes, make_display
+from shardline.errors import CheckpointError, DeliveryError, ShardlineError
+from shardline.plugins import call_observers, register_plugin, unregister_plugin
+from shardline.progress import Display, human_bytes, make_display, summary_extras
 from shardline.redact import redact_url
+from shardline.requeststats import RequestStats
+from shardline.runstatus import RunStatus
 from shardline.source import AckToken, Source
 
 
@@ -77,6 +80,12 @@ class RunSummary:
     skipped: dict[str, int] = field(default_factory=dict)
     """Records the source read and deliberately did not yield, by kind (its ``progress()["skipped"]``)."""
     metrics: dict[str, Any] = field(default_factory=dict)
+    latency: dict[str, float] = field(default_factory=dict)
+    """Request latency quantiles in seconds: ``{"p50": 0.004, "p99": 0.03}`` (empty: no request sent)."""
+    retries_by_error: dict[str, int] = field(default_factory=dict)
+    """Records retried, by the name of the error that made them fail (``{"TransportError": 120}``)."""
+    endpoints: dict[str, str] = field(default_factory=dict)
+    """What observers served during the run: ``{"metrics": "http://127.0.0.1:PORT/metrics"}``."""
 
     @property
     def records_per_second(self) -> float:
@@ -107,7 +116,8 @@ class RunSummary:
         return (
             f"shardline: {self.records:,} records, {human_bytes(self.bytes)}, {self.requests:,} requests, "
             f"{self.retries:,} retries, {self.dead_letters:,} dead letters in {self.seconds:.1f} s "
-            f"({self.records_per_second:,.0f} records/s){stopped}"
+            f"({self.records_per_second:,.0f} records/s){summary_extras(self.latency, self.retries_by_error)}"
+            f"{stopped}"
         )
 
     def problems(self) -> list[str]:
@@ -198,6 +208,10 @@ class Runner:
         self._reader_error: BaseException | None = None
         self._ack_error: BaseException | None = None
         self._close_error: BaseException | None = None
+        self._checkpoint_saved_at: float | None = None
+        self._stats: RequestStats | None = None
+        self.status = RunStatus(self)
+        """The live view of this run that observers get (``shardline_on_run_started``)."""
 
     def stop(self, reason: str = "stop()") -> None:
         """Ask the run to stop cleanly (as SIGTERM does)."""
@@ -228,7 +242,20 @@ class Runner:
         """
         checkpoint = self.config.checkpoint
         with CheckpointLock(checkpoint.path) if checkpoint is not None else contextlib.nullcontext():
-            return self._run(handle_signals=handle_signals)
+            return self._observed(handle_signals=handle_signals)
+
+    def _observed(self, *, handle_signals: bool) -> RunSummary:
+        """:meth:`_run` between ``shardline_on_run_started`` and ``shardline_on_run_finished``."""
+        self._stats = RequestStats(lambda: self.status.stream)
+        stats_plugin = register_plugin(self._stats, name=f"shardline-run-stats-{id(self)}")
+        summary: RunSummary | None = None
+        try:
+            summary = self._run(handle_signals=handle_signals)
+            return summary
+        finally:
+            self.status.finished = True
+            call_observers("shardline_on_run_finished", run=self.status, summary=summary)
+            unregister_plugin(stats_plugin)
 
     def _run(self, *, handle_signals: bool) -> RunSummary:
         config = self.config
@@ -251,6 +278,8 @@ class Runner:
         display: Display | None = None
         done_rows = 0
         try:
+            # observers start (e.g. the metrics exporter); one that cannot, for a user's reason, fails the run
+            call_observers("shardline_on_run_started", reraise=(ShardlineError,), run=self.status)
             self._stop.opening = True
             try:
                 sink = self._open_sink()
@@ -291,7 +320,7 @@ class Runner:
                             file=sys.stderr,
                         )
                 self._enforce_stop_timeout()
-                display.update(done_rows + self._acked_rows, sink.metrics.bytes)
+                display.update(done_rows + self._acked_rows, sink.metrics.bytes, _safe_progress(source))
                 if store is not None and time.monotonic() - last_save >= interval:
                     saved_state = self._save(store, source, saved_state)
                     last_save = time.monotonic()
@@ -308,7 +337,7 @@ class Runner:
                 tick()
             if store is not None:
                 self._save(store, source, saved_state)
-            display.update(done_rows + self._acked_rows, sink.metrics.bytes)
+            display.update(done_rows + self._acked_rows, sink.metrics.bytes, _safe_progress(source))
             if self._reader_error is not None:
                 raise self._reader_error
             if self._close_error is not None:
@@ -353,6 +382,9 @@ class Runner:
             nonfinite_floats=int(metrics.get("nonfinite_floats", 0)),
             skipped=_skipped(self._source),
             metrics=metrics,
+            latency=self._stats.quantiles() if self._stats is not None else {},
+            retries_by_error=dict(self._stats.retries_by_error) if self._stats is not None else {},
+            endpoints=dict(self.status.endpoints),
         )
 
     # -- threads --------------------------------------------------------------------------------
@@ -414,9 +446,9 @@ class Runner:
         self, store: CheckpointStore, source: Source, saved: dict[str, Any] | None
     ) -> dict[str, Any] | None:
         state = source.checkpoint()
-        if state == saved:
-            return saved
-        store.save(state, stream=redact_url(self.config.sink.stream), pid=os.getpid())
+        if state != saved:
+            store.save(state, stream=redact_url(self.config.sink.stream), pid=os.getpid())
+        self._checkpoint_saved_at = time.monotonic()  # the checkpoint covers every ack up to now
         return state
 
 

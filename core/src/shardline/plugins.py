@@ -27,7 +27,6 @@ user knows what to fix, upgrade or uninstall. ``shardline plugins`` lists all of
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import re
 import threading
@@ -482,18 +481,27 @@ def register_commands(cli: Any) -> list[str]:
     return errors
 
 
-def call_observers(hook_name: str, **kwargs: Any) -> None:
+def call_observers(
+    hook_name: str, /, *, reraise: tuple[type[BaseException], ...] = (), **kwargs: Any
+) -> None:
     """Call an observer hook (``shardline_on_*``) on every plugin that implements it.
 
     Each implementation gets the arguments it declares; one that raises is skipped and does not
-    keep the others from being called: observers must never break delivery.
+    keep the others from being called: observers must never break delivery. Exceptions of the
+    types in ``reraise`` are the exception: they propagate (a metrics port that cannot be bound
+    fails the run that asked for it, at its start). The order is pluggy's:
+    ``tryfirst`` implementations first, ``trylast`` ones last, otherwise the latest registered first.
     """
     state = _get_state()
     impls = state.observers.get(hook_name)
     if impls is None:
         with _lock:
-            impls = list(getattr(state.manager.hook, hook_name).get_hookimpls())
+            impls = list(reversed(getattr(state.manager.hook, hook_name).get_hookimpls()))
             state.observers[hook_name] = impls
     for impl in impls:
-        with contextlib.suppress(Exception):  # observers must never break delivery
+        try:
             impl.function(**{arg: kwargs[arg] for arg in impl.argnames if arg in kwargs})
+        except reraise:
+            raise
+        except Exception:  # observers must never break delivery
+            continue

@@ -1,13 +1,16 @@
 """The progress display of ``shardline run``: a rich bar on a terminal, nothing otherwise.
 
 Shows rows acknowledged (of the total when the source knows it, e.g. from Parquet metadata),
-bytes written, rows/s and the time left. :func:`make_display` picks the bar only when stdout is a
+bytes written, rows/s and the time left, and the consumer lag (total and worst partition) of a
+source that reports one (Kafka's ``progress()["lag"]`` and ``["lag_by_partition"]``).
+:func:`make_display` picks the bar only when stdout is a
 terminal (or when asked explicitly), so logs and CI output stay clean.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from rich.console import Console
@@ -35,8 +38,9 @@ def human_bytes(n: float) -> str:
 class Display(Protocol):
     """What the pipeline runner updates while it runs."""
 
-    def update(self, rows: int, nbytes: int) -> None:
-        """Rows acknowledged so far (this run plus earlier ones) and bytes written by this run."""
+    def update(self, rows: int, nbytes: int, facts: Mapping[str, Any] | None = None) -> None:
+        """Rows acknowledged so far (this run plus earlier ones), bytes written by this run, and the
+        source's current :meth:`~shardline.Source.progress` facts (for its lag)."""
 
     def close(self) -> None:
         """Remove or finish the display."""
@@ -45,7 +49,7 @@ class Display(Protocol):
 class NullDisplay:
     """No display (stdout is not a terminal, or ``--no-progress``)."""
 
-    def update(self, rows: int, nbytes: int) -> None:
+    def update(self, rows: int, nbytes: int, facts: Mapping[str, Any] | None = None) -> None:
         """Do nothing."""
 
     def close(self) -> None:
@@ -69,8 +73,38 @@ class _RateColumn(ProgressColumn):
         return Text(f"{speed:,.0f} rows/s" if speed else "- rows/s", style="progress.data.speed")
 
 
+class _LagColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        lag = task.fields.get("lag")
+        return Text(lag or "", style="progress.remaining")
+
+
+def lag_text(facts: Mapping[str, Any] | None) -> str:
+    """``"lag 1,200 (worst orders:3 900)"`` from a source's progress facts; ``""`` without a lag."""
+    if not facts or not isinstance(facts.get("lag"), int):
+        return ""
+    text = f"lag {facts['lag']:,}"
+    by_partition = facts.get("lag_by_partition")
+    if isinstance(by_partition, Mapping) and by_partition:
+        worst = max(by_partition, key=lambda p: by_partition[p])
+        if by_partition[worst]:
+            text += f" (worst {worst} {by_partition[worst]:,})"
+    return text
+
+
+def summary_extras(latency: Mapping[str, float], retries_by_error: Mapping[str, int]) -> str:
+    """``"; latency p50 4 ms, p99 31 ms; retries: TransportError 120"`` for the summary line."""
+    out = ""
+    if latency:
+        out += "; latency " + ", ".join(f"{q} {seconds * 1000:,.0f} ms" for q, seconds in latency.items())
+    if retries_by_error:
+        ranked = sorted(retries_by_error.items(), key=lambda kv: -kv[1])
+        out += "; retries: " + ", ".join(f"{name} {n:,}" for name, n in ranked)
+    return out
+
+
 class RichDisplay:
-    """A rich progress bar: rows (of total), bytes, rows/s and ETA."""
+    """A rich progress bar: rows (of total), bytes, rows/s and ETA, and the source's lag when it has one."""
 
     def __init__(
         self,
@@ -87,16 +121,19 @@ class RichDisplay:
             _RateColumn(table_column=Column(no_wrap=True)),
             TextColumn("ETA"),
             TimeRemainingColumn(),
+            _LagColumn(table_column=Column(no_wrap=True)),
             console=console,
             transient=False,
             refresh_per_second=4,
         )
-        self._task = self._progress.add_task(description, total=total_rows, completed=done_rows, nbytes=0)
+        self._task = self._progress.add_task(
+            description, total=total_rows, completed=done_rows, nbytes=0, lag=""
+        )
         self._progress.start()
 
-    def update(self, rows: int, nbytes: int) -> None:
-        """Move the bar."""
-        self._progress.update(self._task, completed=rows, nbytes=nbytes)
+    def update(self, rows: int, nbytes: int, facts: Mapping[str, Any] | None = None) -> None:
+        """Move the bar; show the lag in ``facts`` (a source's progress) when there is one."""
+        self._progress.update(self._task, completed=rows, nbytes=nbytes, lag=lag_text(facts))
 
     def close(self) -> None:
         """Draw the last state and release the terminal."""

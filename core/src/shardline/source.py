@@ -38,7 +38,8 @@ Two optional class-level declarations tell the pipeline about the batches a sour
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pyarrow as pa
@@ -49,6 +50,23 @@ AckToken = Any
 
 DeadLetterFn = Callable[[list[dict[str, Any]], str], None]
 """``dead_letter(rows, reason)``: durably record source rows that cannot become stream records."""
+
+
+@dataclass(frozen=True)
+class SourceGauge:
+    """One sample of a gauge a source reports (:meth:`Source.gauges`), e.g. the lag of one partition.
+
+    ``name`` is lower_snake_case and names the system, not shardline (``"kafka_consumer_lag"``,
+    ``"parquet_rows_done"``); a metrics exporter publishes it as ``shardline_<name>``, so use
+    Prometheus's conventions (a unit suffix such as ``_seconds`` or ``_bytes`` where there is a unit).
+    ``labels`` (``{"topic": "orders", "partition": "3"}``) must have the same keys in every sample of
+    one name. ``help`` is the one-line description shown with the metric (give it on every sample).
+    """
+
+    name: str
+    value: float
+    labels: Mapping[str, str] = field(default_factory=dict)
+    help: str = ""
 
 
 class SourceOptions(BaseModel):
@@ -195,6 +213,22 @@ class Source(abc.ABC):
         be cheap.
         """
         return {}
+
+    def gauges(self) -> list[SourceGauge]:
+        """Optional gauges for metrics exporters, read when they are scraped (e.g. Kafka lag per partition).
+
+        Called from another thread, at each scrape; must be cheap and must not block on I/O.
+        Default: none.
+        """
+        return []
+
+    def not_ready(self) -> str | None:
+        """Why the source is not ready to read now, in one line, or None when it is (``/readyz``).
+
+        Kafka: the consumer is not connected yet. Called from another thread; must be cheap.
+        Default: always ready.
+        """
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Release resources (connections, file handles)."""

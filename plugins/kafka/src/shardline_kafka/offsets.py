@@ -130,6 +130,11 @@ class OffsetTracker:
             self._news = True
             self._lock.notify_all()
 
+    def committed_offsets(self) -> dict[TopicPartition, int]:
+        """The last offset sent in a commit, per owned partition (none yet: absent)."""
+        with self._lock:
+            return dict(self._committed)
+
     def acked_offsets(self) -> dict[TopicPartition, int]:
         """Next offset after the acknowledged prefix, per owned partition."""
         with self._lock:

@@ -28,7 +28,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import KafkaTimeoutError, UnsupportedCodecError
 from kafka.structs import MemberState, OffsetAndMetadata
-from shardline import ConfigError, ShardlineError, Source, SourceOptions
+from shardline import ConfigError, ShardlineError, Source, SourceGauge, SourceOptions
 
 from shardline_kafka.arrow import METADATA_COLUMNS, records_to_batch
 from shardline_kafka.json_values import DeadLetterFn, dead_letter_entries, dead_rows, parse_json_values
@@ -39,6 +39,11 @@ log = logging.getLogger(__name__)
 
 CODECS_EXTRA = "shardline-kafka[codecs]"
 TOMBSTONE = "tombstone: the message has no value (a delete on a compacted topic)"
+
+
+_LAG_HELP = "Records of the partition not yet written to the stream: reachable end - acknowledged position."
+_END_HELP = "The partition's reachable end offset (high watermark; last stable offset under read_committed)."
+_COMMIT_HELP = "The last offset this consumer committed for the partition."
 
 
 class MissingCodecError(ShardlineError):
@@ -84,6 +89,7 @@ class KafkaSource(Source):
         self._state_lock = threading.Lock()
         self._yielded: dict[TopicPartition, int] = {}  # next offset after the last yielded record
         self._highwater: dict[TopicPartition, int] = {}
+        self._first_read: dict[TopicPartition, int] = {}  # first offset read since the partition was assigned
         self._records = 0
         self._dead_letters = 0
         self._tombstones = 0
@@ -176,17 +182,13 @@ class KafkaSource(Source):
     def progress(self) -> dict[str, Any]:
         """Records, tombstones and dead letters so far, and consumer lag per ``topic:partition`` and in total.
 
-        Lag counts up to the reachable end: the last stable offset under read_committed, else the
-        high watermark. ``skipped`` (``{"tombstones": N}`` with ``tombstones = "skip"``) is shown
+        Lag is the consumer lag: records of a partition between its reachable end (the last stable
+        offset under read_committed, else the high watermark) and the acknowledged position (every
+        record before it written to the stream), so records read and not yet delivered count too.
+        ``skipped`` (``{"tombstones": N}`` with ``tombstones = "skip"``) is shown
         in the run's summary line.
         """
-        committed = self.opts.isolation_level == "read_committed"
-        with self._state_lock:
-            lag = {}
-            for tp, hw in self._highwater.items():
-                if tp in self._assigned:
-                    end = min(hw, self._stable.get(tp, hw)) if committed else hw
-                    lag[f"{tp.topic}:{tp.partition}"] = max(0, end - self._yielded.get(tp, end))
+        lag = {f"{tp.topic}:{tp.partition}": behind for tp, (_end, behind) in self._lags().items()}
         facts: dict[str, Any] = {
             "records": self._records,
             "lag": sum(lag.values()),
@@ -198,6 +200,42 @@ class KafkaSource(Source):
         if self.opts.value_format == "json" or self.opts.tombstones == "dead-letter":
             facts["dead_letters"] = self._dead_letters
         return facts
+
+    def gauges(self) -> list[SourceGauge]:
+        """Per assigned partition: ``kafka_consumer_lag`` (as :meth:`progress` counts it, and the
+        screen shows), ``kafka_end_offset`` (the reachable end) and ``kafka_committed_offset`` (the
+        last offset this run committed)."""
+        committed = self._tracker.committed_offsets()
+        out: list[SourceGauge] = []
+        for tp, (end, behind) in sorted(self._lags().items()):
+            labels = {"topic": tp.topic, "partition": str(tp.partition)}
+            out.append(SourceGauge("kafka_consumer_lag", behind, labels, _LAG_HELP))
+            out.append(SourceGauge("kafka_end_offset", end, labels, _END_HELP))
+            if tp in committed:
+                out.append(SourceGauge("kafka_committed_offset", committed[tp], labels, _COMMIT_HELP))
+        return out
+
+    def _lags(self) -> dict[TopicPartition, tuple[int, int]]:
+        """``(reachable end, consumer lag)`` of each assigned partition read from so far."""
+        committed_mode = self.opts.isolation_level == "read_committed"
+        acked = self._tracker.acked_offsets()
+        out = {}
+        with self._state_lock:
+            for tp, hw in self._highwater.items():
+                if tp not in self._assigned:
+                    continue
+                end = min(hw, self._stable.get(tp, hw)) if committed_mode else hw
+                delivered = acked.get(tp, self._first_read.get(tp, end))
+                out[tp] = (end, max(0, end - delivered))
+        return out
+
+    def not_ready(self) -> str | None:
+        """None once the consumer is connected and in its group; else why not."""
+        if self._consumer is None:
+            return "the Kafka consumer is not connected"
+        if not self._joined.is_set():
+            return "the Kafka consumer has not joined its group yet"
+        return None
 
     def close(self) -> None:
         """Commit everything acknowledged, then leave the group and close the consumer."""
@@ -379,6 +417,7 @@ class KafkaSource(Source):
                         continue
             parts.append((tp.topic, tp.partition, records))
             ends[tp] = records[-1].offset + 1
+            self._first_read.setdefault(tp, records[0].offset)
         if not parts:
             return None
         batch = records_to_batch(parts)
@@ -535,6 +574,7 @@ class KafkaSource(Source):
             for tp in revoked:
                 self._yielded.pop(tp, None)
                 self._highwater.pop(tp, None)
+                self._first_read.pop(tp, None)
 
 
 def _log_commit_failure(offsets: Any, response: Any) -> None:

@@ -47,7 +47,7 @@ import pyarrow.parquet as pq
 from pydantic import Field, ValidationError, field_validator
 from shardline.checkpoint import describe_state_errors
 from shardline.errors import CheckpointError, ShardlineError
-from shardline.source import Source, SourceCheckpoint, SourceOptions
+from shardline.source import Source, SourceCheckpoint, SourceGauge, SourceOptions
 
 from shardline_parquet.discovery import discover
 from shardline_parquet.filters import FilterSyntaxError, compile_filter, filter_columns
@@ -258,6 +258,18 @@ class ParquetSource(Source):
         if self._plan.filter is None:
             facts["total_rows"] = self._plan.num_rows
         return facts
+
+    def gauges(self) -> list[SourceGauge]:
+        """``parquet_rows_done`` (rows acknowledged, earlier runs included) and, without a filter,
+        ``parquet_rows_total`` (rows of every file, from the footers)."""
+        with self._lock:
+            done = self._acked_rows
+        out = [SourceGauge("parquet_rows_done", done, help="Rows acknowledged, by this and earlier runs.")]
+        if self._plan.filter is None:
+            out.append(
+                SourceGauge("parquet_rows_total", self._plan.num_rows, help="Rows of every file to read.")
+            )
+        return out
 
     # -- internals ------------------------------------------------------------------------------
 
