@@ -89,6 +89,7 @@ class KafkaSource(Source):
         self._state_lock = threading.Lock()
         self._yielded: dict[TopicPartition, int] = {}  # next offset after the last yielded record
         self._highwater: dict[TopicPartition, int] = {}
+        self._last_gauges: list[SourceGauge] | None = None  # at close
         self._first_read: dict[TopicPartition, int] = {}  # first offset read since the partition was assigned
         self._records = 0
         self._dead_letters = 0
@@ -204,7 +205,9 @@ class KafkaSource(Source):
     def gauges(self) -> list[SourceGauge]:
         """Per assigned partition: ``kafka_consumer_lag`` (as :meth:`progress` counts it, and the
         screen shows), ``kafka_end_offset`` (the reachable end) and ``kafka_committed_offset`` (the
-        last offset this run committed)."""
+        last offset this run committed). After :meth:`close`: their values at close."""
+        if self._last_gauges is not None:
+            return list(self._last_gauges)
         committed = self._tracker.committed_offsets()
         out: list[SourceGauge] = []
         for tp, (end, behind) in sorted(self._lags().items()):
@@ -251,6 +254,7 @@ class KafkaSource(Source):
             self._commit_acked(sync=True, consumer=consumer)
         except Exception as exc:
             log.warning("final offset commit failed (records after the last commit will be re-read): %s", exc)
+        self._last_gauges = self.gauges()  # what a scrape after the run shows (leaving revokes all)
         consumer.close(autocommit=False, timeout_ms=10_000)
         if self._dl_writer is not None:
             self._dl_writer.close()
