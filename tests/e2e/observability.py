@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import socket
+import subprocess
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import shardline
 from prometheus_client.parser import text_string_to_metric_families
+from shardline_parquet import write_sample
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "examples" / "grafana" / "shardline.json"
@@ -113,3 +120,82 @@ class Pause:
             self.at_end(run, summary)
         except BaseException as exc:  # observers' exceptions are swallowed: keep it for the test
             self.end_error = exc
+
+
+def find_prometheus(workdir: Path) -> Path | None:
+    """A Prometheus server binary: on PATH, else Debian's ``prometheus`` package unpacked into
+    ``workdir`` (``apt-get download`` + ``dpkg -x``: nothing installed system-wide); None when neither works."""
+    found = shutil.which("prometheus")
+    if found:
+        return Path(found)
+    if not (shutil.which("apt-get") and shutil.which("dpkg")):
+        return None
+    workdir.mkdir(parents=True, exist_ok=True)
+    download = ["apt-get", "download", "prometheus"]
+    done = subprocess.run(download, cwd=workdir, capture_output=True, timeout=300, check=False)
+    if done.returncode != 0:  # maybe no package list yet
+        subprocess.run(["apt-get", "update", "-q"], capture_output=True, timeout=300, check=False)
+        done = subprocess.run(download, cwd=workdir, capture_output=True, timeout=300, check=False)
+    debs = sorted(workdir.glob("prometheus_*.deb"))
+    if done.returncode != 0 or not debs:
+        return None
+    subprocess.run(["dpkg", "-x", str(debs[-1]), str(workdir / "root")], check=True, timeout=120)
+    binary = workdir / "root" / "usr" / "bin" / "prometheus"
+    return binary if binary.exists() else None
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a server that cannot be told to pick one)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def poll(check: Callable[[], Any], deadline_s: float, what: str, every_s: float = 0.2) -> Any:
+    """Call ``check`` until it returns something truthy; fail after ``deadline_s`` naming ``what``."""
+    deadline = time.monotonic() + deadline_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(every_s)  # pacing of a poll with a deadline
+    raise AssertionError(f"timed out after {deadline_s:g} s waiting for {what} (last: {last!r})")
+
+
+def write_backfill(tmp_path: Path, stream: str, rows: int, batch: int) -> Path:
+    """A Parquet -> stream pipeline file with ``[metrics] port = 0``: ``rows`` sample rows plus one
+    row too large for the stream (a dead letter), 3 shards, a checkpoint and a dead-letter file."""
+    data = tmp_path / "data"
+    write_sample(data, rows, files=2, row_group_size=1_000, users=40)
+    big = pq.read_table(data / "part-00000.parquet").slice(0, 1)
+    payload = pa.array(["x" * (1_100_000)], big.schema.field("payload").type)
+    big = big.set_column(big.schema.get_field_index("payload"), "payload", payload)
+    pq.write_table(big, data / "part-00002.parquet")  # one row the stream can never take
+    config = tmp_path / "backfill.toml"
+    config.write_text(
+        f"""
+[source]
+type = "parquet"
+path = "{data}/*.parquet"
+batch_size = {batch}
+
+[sink]
+stream = "{stream}"
+create = {{ shards = 3 }}
+dead_letter = "{tmp_path / "dead.jsonl"}"
+[sink.limits]
+max_in_flight_requests = 2
+
+[mapping]
+partition_key = "user_id"
+
+[checkpoint]
+path = "{tmp_path / "ckpt"}"
+
+[metrics]
+port = 0
+"""
+    )
+    return config

@@ -8,53 +8,26 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from shardline.pipeline import RunSummary, run_pipeline
 from shardline.plugins import register_plugin, unregister_plugin
 from shardline_parquet import write_sample
 from shardline_v3io.testing_server import start_server
 
-from .observability import Pause, dashboard_metrics, get, labelled, missing_from, scrape, total, value
+from .observability import (
+    Pause,
+    dashboard_metrics,
+    get,
+    labelled,
+    missing_from,
+    scrape,
+    total,
+    value,
+    write_backfill,
+)
 
 ROWS = 6_000
 BATCH = 200
-
-
-def _pipeline(tmp_path: Path, stream: str) -> Path:
-    data = tmp_path / "data"
-    write_sample(data, ROWS, files=2, row_group_size=1_000, users=40)
-    big = pq.read_table(data / "part-00000.parquet").slice(0, 1)
-    payload = pa.array(["x" * (1_100_000)], big.schema.field("payload").type)
-    big = big.set_column(big.schema.get_field_index("payload"), "payload", payload)
-    pq.write_table(big, data / "part-00002.parquet")  # one row the stream can never take
-    config = tmp_path / "backfill.toml"
-    config.write_text(
-        f"""
-[source]
-type = "parquet"
-path = "{data}/*.parquet"
-batch_size = {BATCH}
-
-[sink]
-stream = "{stream}"
-create = {{ shards = 3 }}
-dead_letter = "{tmp_path / "dead.jsonl"}"
-[sink.limits]
-max_in_flight_requests = 2
-
-[mapping]
-partition_key = "user_id"
-
-[checkpoint]
-path = "{tmp_path / "ckpt"}"
-
-[metrics]
-port = 0
-"""
-    )
-    return config
 
 
 def test_backfill_metrics_match_the_summary_mid_run_and_at_the_end(tmp_path: Path) -> None:
@@ -70,7 +43,7 @@ def test_backfill_metrics_match_the_summary_mid_run_and_at_the_end(tmp_path: Pat
         with start_server(
             tmp_path / "store", fault_rate=0.03, fault_status=503, fault_status_rate=0.05, fault_seed=7
         ) as server:
-            config = _pipeline(tmp_path, f"{server.url}/bigdata/metrics")
+            config = write_backfill(tmp_path, f"{server.url}/bigdata/metrics", ROWS, BATCH)
 
             def run() -> None:
                 try:
@@ -128,7 +101,7 @@ def test_backfill_metrics_match_the_summary_mid_run_and_at_the_end(tmp_path: Pat
     assert not missing, f"the dashboard uses metrics a scrape does not have: {sorted(missing)}"
 
 
-def test_the_metrics_port_is_closed_after_the_run(tmp_path: Path, stream_server: Any) -> None:
+def test_the_metrics_port_is_closed_after_the_run(tmp_path: Path, stream_server_session: Any) -> None:
     write_sample(tmp_path / "data", 100, files=1)
     config = tmp_path / "p.toml"
     config.write_text(
@@ -137,7 +110,7 @@ def test_the_metrics_port_is_closed_after_the_run(tmp_path: Path, stream_server:
 type = "parquet"
 path = "{tmp_path / "data"}/*.parquet"
 [sink]
-stream = "{stream_server.url}/bigdata/closed"
+stream = "{stream_server_session.url}/bigdata/closed"
 create = {{ shards = 1 }}
 [metrics]
 port = 0
@@ -149,7 +122,7 @@ port = 0
         get(url, timeout=2)
 
 
-def test_without_a_metrics_table_nothing_is_served(tmp_path: Path, stream_server: Any) -> None:
+def test_without_a_metrics_table_nothing_is_served(tmp_path: Path, stream_server_session: Any) -> None:
     write_sample(tmp_path / "data", 100, files=1)
     config = tmp_path / "p.toml"
     config.write_text(
@@ -158,7 +131,7 @@ def test_without_a_metrics_table_nothing_is_served(tmp_path: Path, stream_server
 type = "parquet"
 path = "{tmp_path / "data"}/*.parquet"
 [sink]
-stream = "{stream_server.url}/bigdata/off"
+stream = "{stream_server_session.url}/bigdata/off"
 create = {{ shards = 1 }}
 """
     )
