@@ -67,7 +67,7 @@ def labelled(samples: Samples, name: str, label: str) -> dict[str, float]:
 
 
 def missing_from(families: set[str], names: set[str]) -> set[str]:
-    """The names (as PromQL writes them) of no family of a scrape (the parser drops a counter's ``_total``)."""
+    """The names (as PromQL writes them) of no family of a scrape (the parser drops a counter's _total)."""
     return {n for n in names if n not in families and n.removesuffix("_total") not in families}
 
 
@@ -124,7 +124,7 @@ class Pause:
 
 def find_prometheus(workdir: Path) -> Path | None:
     """A Prometheus server binary: on PATH, else Debian's ``prometheus`` package unpacked into
-    ``workdir`` (``apt-get download`` + ``dpkg -x``: nothing installed system-wide); None when neither works."""
+    ``workdir`` (``apt-get download`` + ``dpkg -x``: nothing installed system-wide); else None."""
     found = shutil.which("prometheus")
     if found:
         return Path(found)
