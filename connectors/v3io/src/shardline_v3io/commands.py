@@ -133,6 +133,15 @@ def access_key_from(option: str | None, environ: Mapping[str, str]) -> str | Non
 @click.option(
     "--fsync", is_flag=True, help="fsync every write (survives power loss, not only process death)."
 )
+@click.option(
+    "--metrics-port",
+    default=None,
+    type=click.IntRange(0, 65535),
+    help="Serve Prometheus /metrics on this port (0: any free port; the address is printed).",
+)
+@click.option(
+    "--metrics-host", default="127.0.0.1", show_default=True, help="Address the metrics port binds."
+)
 def serve_command(
     data_dir: str,
     host: str,
@@ -150,6 +159,8 @@ def serve_command(
     fault_latency_rate: float | None,
     fault_seed: int | None,
     fsync: bool,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Run the embedded v3io-compatible stream server until SIGTERM/SIGINT.
 
@@ -179,7 +190,15 @@ def serve_command(
     try:
         run(
             ServerOptions(
-                data_dir=data_dir, host=host, port=port, access_key=key, fault=fault, fsync=fsync, guard=guard
+                data_dir=data_dir,
+                host=host,
+                port=port,
+                access_key=key,
+                fault=fault,
+                fsync=fsync,
+                guard=guard,
+                metrics_port=metrics_port,
+                metrics_host=metrics_host,
             )
         )
     except OSError as exc:

@@ -115,6 +115,9 @@ class ServerOptions:
     guard: GuardOptions = field(default_factory=GuardOptions)
     fsync: bool = False
     retention_interval_s: float = 60.0
+    metrics_port: int | None = None
+    """Serve Prometheus ``/metrics`` on this port (0: a free port); None: no metrics."""
+    metrics_host: str = "127.0.0.1"
 
 
 class ClientGone(Exception):
@@ -234,6 +237,8 @@ class V3ioServer:
         self.fault = fault or FaultConfig()
         self.guard = guard or ClientGuard(GuardOptions())
         self._body_slots = asyncio.Semaphore(MAX_CONCURRENT_BODIES)
+        self.metrics: Any = None  # a ServerMetrics with --metrics-port
+        self.metrics_url: str | None = None
 
     # -- entry -------------------------------------------------------------------------------------
 
@@ -748,7 +753,12 @@ async def _send_file(
 
 
 async def start(options: ServerOptions) -> tuple[web.ServerRunner, str, V3ioServer]:
-    """Start the server; return the runner (``await runner.cleanup()`` stops it), its URL and handler."""
+    """Start the server; return the runner (``await runner.cleanup()`` stops it), its URL and handler.
+
+    With ``options.metrics_port`` the handler's ``metrics`` (a
+    :class:`~shardline_v3io.server_metrics.ServerMetrics`) serves ``/metrics``; its ``metrics_url``
+    says where (``handler.metrics.close()`` stops it).
+    """
     store = StreamStore(options.data_dir, fsync=options.fsync, clock=_clock_from_env())
     try:
         handler = V3ioServer(
@@ -757,7 +767,18 @@ async def start(options: ServerOptions) -> tuple[web.ServerRunner, str, V3ioServ
     except BaseException:
         store.close()
         raise
-    server = GuardedServer(handler.handle, guard=handler.guard, handler_cancellation=False)
+    handle = handler.handle
+    if options.metrics_port is not None:
+        from shardline_v3io.server_metrics import ServerMetrics
+
+        handler.metrics = ServerMetrics(store, STREAM_FUNCTIONS | KV_FUNCTIONS)
+        handle = handler.metrics.observe(handle)
+        try:
+            handler.metrics_url = handler.metrics.serve(options.metrics_host, options.metrics_port)
+        except BaseException:
+            store.close()
+            raise
+    server = GuardedServer(handle, guard=handler.guard, handler_cancellation=False)
     runner = web.ServerRunner(server, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, options.host, options.port, backlog=1024, reuse_address=True)
@@ -800,6 +821,8 @@ async def serve_forever(
         with contextlib.suppress(StoreError):
             handler.store.open_stream(container, path)
     sweeper = asyncio.create_task(_retention_loop(handler.store, options.retention_interval_s))
+    if handler.metrics_url is not None:
+        print(f"metrics on {handler.metrics_url}", flush=True)
     print(f"listening on {url}", flush=True)
     if on_ready is not None:
         result = on_ready(url)
@@ -810,6 +833,8 @@ async def serve_forever(
     finally:
         sweeper.cancel()
         await runner.cleanup()
+        if handler.metrics is not None:
+            handler.metrics.close()
         handler.store.close()
 
 

@@ -23,6 +23,7 @@ from typing import IO, Any
 from shardline.errors import ShardlineError
 
 _LISTENING = "listening on "
+_METRICS = "metrics on "
 
 FAULT_OPTIONS = {
     "fault_rate": "rate",
@@ -50,6 +51,14 @@ class RunningServer:
     def pid(self) -> int:
         """The server's process id."""
         return self.process.pid if self.process is not None else os.getpid()
+
+    @property
+    def metrics_url(self) -> str | None:
+        """``http://HOST:PORT/metrics`` of a server started with ``metrics_port`` (else None)."""
+        for line in self.output:
+            if line.startswith(_METRICS):
+                return line[len(_METRICS) :].strip()
+        return None
 
     @property
     def port(self) -> int:

@@ -266,6 +266,12 @@ class StreamStore:
             self._streams[key] = stream
             return stream
 
+    def open_streams(self) -> list[tuple[str, Stream]]:
+        """The streams opened since the store was (all of them, after ``serve`` starts), as
+        ``("container/path", stream)``."""
+        with self._lock:
+            return [("/".join(key), stream) for key, stream in self._streams.items()]
+
     def describe_stream(self, container: str, path: str) -> StreamMeta:
         """The stream's metadata."""
         return self.open_stream(container, path).meta

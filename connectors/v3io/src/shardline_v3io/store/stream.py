@@ -166,6 +166,10 @@ class Stream:
         self._key_cache: dict[Any, int] = {}
         self._key_cache_count = -1
         self._uid32 = zlib.crc32(meta.uid.encode())
+        # since this process opened the stream, for `shardline serve --metrics-port`
+        self.records_written = 0
+        self.data_bytes_written = 0
+        self.records_failed: dict[str, int] = {}  # by ErrorMessage
 
     # -- metadata ------------------------------------------------------------------------------
 
@@ -391,8 +395,14 @@ class Stream:
                     raise
             if n_ok:
                 seq_of = self._write_groups(sorted_idx, sorted_shards, bounds, cols, self.clock())
+                self.records_written += n_ok
+                self.data_bytes_written += int(cols.dlen.sum() if n_ok == n else cols.dlen[ok].sum())
             else:
                 seq_of = np.zeros(n, dtype=np.int64)
+            if n_ok < n:
+                for c, k in zip(*np.unique(code[~ok], return_counts=True), strict=True):
+                    name = _FAILURES[int(c)]["ErrorMessage"]
+                    self.records_failed[name] = self.records_failed.get(name, 0) + int(k)
             return seq_of, shard, code, n - n_ok, cols
 
     def _write_groups(
