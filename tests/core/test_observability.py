@@ -16,7 +16,7 @@ from shardline.config import load_pipeline
 from shardline.errors import ConfigError
 from shardline.logformat import JsonFormatter
 from shardline.metrics import error_name, reason_label
-from shardline.pipeline import RunSummary, Runner, run_pipeline
+from shardline.pipeline import Runner, RunSummary, run_pipeline
 from shardline.progress import lag_text, make_display
 from shardline_parquet import write_sample
 
