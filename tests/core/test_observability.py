@@ -154,3 +154,28 @@ def test_readiness_says_why_not_in_one_line(tmp_path: Path) -> None:
     assert status.not_ready(60) is None
     status.finished = True
     assert status.not_ready(60) == "the run has ended"
+
+
+def test_readyz_answers_503_with_the_reason_until_the_run_is_ready(tmp_path: Path) -> None:
+    import urllib.error
+    import urllib.request
+
+    from shardline.metrics_prometheus import PrometheusExporter
+
+    runner = Runner(load_pipeline(_pipeline(tmp_path)))
+    exporter = PrometheusExporter(runner.status, "127.0.0.1", 0, 60.0)
+    exporter.start()
+    try:
+        base = exporter.url.removesuffix("/metrics")
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            urllib.request.urlopen(f"{base}/readyz", timeout=10)
+        assert answer.value.code == 503
+        assert answer.value.read().decode() == "not ready: the source is not open yet\n"
+        with urllib.request.urlopen(f"{base}/healthz", timeout=10) as healthz:
+            assert healthz.status == 200
+        with urllib.request.urlopen(exporter.url, timeout=10) as metrics:
+            text = metrics.read().decode()
+        assert "shardline_sink_records_total 0.0" in text  # before the sink connects: zeros, no error
+        assert runner.status.endpoints == {"metrics": exporter.url}
+    finally:
+        exporter.close()

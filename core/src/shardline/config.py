@@ -1,6 +1,6 @@
 """Pipeline config: TOML or YAML files, ``${ENV}`` substitution, ``--set`` overrides, strict models.
 
-A pipeline file has four sections::
+A pipeline file has these sections::
 
     [source]                      # type = a registered source; the other keys are its options
     type = "parquet"
@@ -29,7 +29,8 @@ Rules:
 - Unknown keys are errors, everywhere. Every error message names the file, the dotted key and what
   was expected: ``pipeline.toml: sink.create.shards: expected an integer >= 1, got "eight"``.
 - ``[source]`` is validated by the ``Options`` model of the source class its ``type`` names (looked
-  up in the plugin registry); ``[sink]``, ``[mapping]`` and ``[checkpoint]`` by the models below.
+  up in the plugin registry); ``[sink]``, ``[mapping]``, ``[checkpoint]`` and ``[metrics]`` by the
+  models below.
 - String values may hold ``${NAME}`` (an environment variable; an error when unset) or
   ``${NAME:-default}``; ``$$`` is a literal ``$``. Substitution happens after parsing, inside
   string values only, so a secret can never change the structure of the file. A value that came

@@ -32,9 +32,14 @@ plugin can never replace a built-in source, transport, codec, partitioner or com
 registration that breaks the contract (e.g. a source class with abstract methods left) is not
 registered and lists its plugin as broken; ``shardline plugins`` then exits 1.
 
-Observer hooks (``shardline_on_*``) are called by the sink engine as things happen, from its
-thread. They must be quick and must not block; an observer that raises is ignored (and does not
-keep other observers from being called). An implementation may declare only the arguments it uses.
+Observer hooks (``shardline_on_*``) are called as things happen: the request, retry, dead-letter,
+ack and growth hooks by the sink engine, from its thread; ``shardline_on_run_started`` and
+``_finished`` by the pipeline runner. They must be quick and must not block; an observer that
+raises is ignored (and does not keep other observers from being called), except a
+:class:`~shardline.ShardlineError` from ``shardline_on_run_started``, which fails the run at its
+start (a metrics port that cannot be bound). An implementation may declare only the arguments it
+uses; ``tryfirst``/``trylast`` order them as in pluggy. The Prometheus exporter
+(:mod:`shardline.metrics_prometheus`) is built on these hooks alone.
 """
 
 from __future__ import annotations
