@@ -38,10 +38,16 @@ def shardline_register_codecs(register: Callable[[str, Any], None]) -> None:
 
 @hookimpl
 def shardline_on_run_started(run: Any) -> None:
-    """Serve the run's Prometheus metrics when its pipeline has ``[metrics] port`` (``--metrics-port``)."""
+    """Serve the run's Prometheus metrics when its pipeline has ``[metrics] port`` (``--metrics-port``),
+    and push them over OTLP when it has ``[metrics] otlp_endpoint``."""
     options = run.config.metrics
-    if options is None or options.port is None:
+    if options is None:
         return
-    from shardline.metrics_prometheus import start_exporter  # prometheus_client only when asked for
+    if options.port is not None:
+        from shardline.metrics_prometheus import start_exporter  # prometheus_client only when asked for
 
-    start_exporter(run)
+        start_exporter(run)
+    if options.otlp_endpoint is not None:
+        from shardline.metrics_otel import start_otel_exporter
+
+        start_otel_exporter(run)

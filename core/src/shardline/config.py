@@ -182,12 +182,19 @@ class MetricsConfig(StrictModel):
 
     Off unless ``port`` is set (``shardline run --metrics-port PORT`` sets it); port 0 picks a free
     port, which the run's start line shows. ``ready_within_s``: ``/readyz`` answers 503 when the
-    stream has not answered (a put or a describe) for this long.
+    stream has not answered (a put or a describe) for this long. ``otlp_endpoint`` (with the
+    ``shardline[otel]`` extra) pushes the same metrics over OTLP/HTTP every ``otlp_interval_s``.
     """
 
     port: Int | None = Field(None, ge=0, le=65535, description="TCP port of /metrics (0: any free port)")
     host: str = Field("127.0.0.1", min_length=1, description="address to bind (loopback unless told)")
     ready_within_s: Float = Field(60.0, gt=0, description="how recent the stream's last answer must be")
+    otlp_endpoint: str | None = Field(
+        None,
+        min_length=1,
+        description="OTLP/HTTP metrics URL (http://HOST:4318/v1/metrics); needs shardline[otel]",
+    )
+    otlp_interval_s: Float = Field(10.0, gt=0, description="how often metrics are pushed to otlp_endpoint")
 
 
 class _PipelineModel(StrictModel):
