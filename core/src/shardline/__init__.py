@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from shardline.redact import redact_url
     from shardline.sink import AsyncStreamSink, StreamSink
     from shardline.source import AckToken, Source, SourceCheckpoint, SourceOptions
+    from shardline.transforms import Transform, TransformError
     from shardline.transport import PutRecord, PutResult, StreamInfo, Transport
 
 # public name -> the module that defines it
@@ -73,6 +74,8 @@ _EXPORTS: dict[str, str] = {
     "Source": "shardline.source",
     "SourceCheckpoint": "shardline.source",
     "SourceOptions": "shardline.source",
+    "Transform": "shardline.transforms",
+    "TransformError": "shardline.transforms",
     "PutRecord": "shardline.transport",
     "PutResult": "shardline.transport",
     "StreamInfo": "shardline.transport",
@@ -108,6 +111,8 @@ __all__ = [
     "StreamNotFoundError",
     "StreamSink",
     "StreamUnreachableError",
+    "Transform",
+    "TransformError",
     "Transport",
     "TransportError",
     "hookimpl",

@@ -34,3 +34,13 @@ def shardline_register_codecs(register: Callable[[str, Any], None]) -> None:
 
     for name, codec in records.BUILTIN_CODECS.items():
         register(name, codec)
+
+
+@hookimpl
+def shardline_register_transforms(register: Callable[[str, Any], None]) -> None:
+    """Register the built-in ``[[transform]]`` steps (``sql``, ``filter``, ``select``, ``rename``,
+    ``cast``, ``set``)."""
+    from shardline import transforms
+
+    for name, cls in transforms.BUILTIN_TRANSFORMS.items():
+        register(name, cls)

@@ -21,6 +21,9 @@ A pipeline file has four sections::
     [checkpoint]                  # optional: where a resumable source keeps its progress
     path = ".shardline/events.ckpt"
 
+    [[transform]]                 # optional, repeated: steps between source and sink
+    sql = "SELECT user_id, amount * 100 AS cents FROM batch"   # see shardline.transforms
+
 Rules:
 
 - Unknown keys are errors, everywhere. Every error message names the file, the dotted key and what
@@ -178,6 +181,7 @@ class _PipelineModel(StrictModel):
     sink: SinkConfig
     mapping: MappingConfig = Field(default_factory=lambda: MappingConfig.model_validate({}))
     checkpoint: CheckpointConfig | None = None
+    transform: Any = None  # checked step by step by shardline.transforms.parse_steps
 
 
 @dataclass(frozen=True)
@@ -194,6 +198,8 @@ class PipelineConfig:
     mapping_origin: str = "pipeline file"
     """Where :attr:`mapping` came from: ``"pipeline file"``, ``"source default (kafka)"`` (``", with
     --set"`` when overrides changed it), ``"built-in default"`` or ``"--set"``."""
+    transforms: tuple[Any, ...] = ()
+    """The ``[[transform]]`` steps (:class:`shardline.transforms.TransformStep`), in file order."""
 
     def describe_mapping(self) -> str:
         """The mapping in one line with its origin: ``mapping: source default (kafka): data=raw, ...``."""
@@ -457,6 +463,12 @@ def build_pipeline(
     except ValidationError as exc:
         errors.extend(ctx.format(exc, _PipelineModel))
 
+    steps: tuple[Any, ...] = ()
+    if model is not None and model.transform is not None:
+        from shardline.transforms import parse_steps
+
+        steps, step_errors = parse_steps(model.transform, origin)
+        errors.extend(step_errors)
     if model is not None:
         errors.extend(_check_names(model.mapping, ctx))
         stream_errors = _check_stream(model.sink.stream, ctx)
@@ -480,6 +492,7 @@ def build_pipeline(
         mapping=model.mapping,
         checkpoint=model.checkpoint,
         mapping_origin=mapping_origin,
+        transforms=steps,
     )
 
 

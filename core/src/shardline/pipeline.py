@@ -13,8 +13,9 @@ How a run goes:
    (a second run of it refuses at once, :class:`~shardline.CheckpointLockedError`), then loads it;
    one written by another pipeline, or whose state the source's ``Checkpoint`` model refuses, is
    refused (:class:`~shardline.CheckpointError`).
-2. A reader thread pulls ``(batch, token)`` from the source and writes each batch to the sink with
-   an ack callback. The sink calls the callbacks in write order once every record of a batch is
+2. A reader thread pulls ``(batch, token)`` from the source, runs the ``[[transform]]`` steps on it
+   (:mod:`shardline.transforms`: rows they drop count as filtered, a batch a step fails on is
+   dead-lettered) and writes the result to the sink with an ack callback for the source's batch. The sink calls the callbacks in write order once every record of a batch is
    written or dead-lettered; the callback acks the token to the source.
 3. The main thread shows progress (on a terminal) and saves the source's checkpoint at most every
    ``[checkpoint] interval_s`` seconds, and once more at the end. The checkpoint only ever covers
@@ -50,6 +51,7 @@ from shardline.errors import CheckpointError, DeliveryError
 from shardline.progress import Display, human_bytes, make_display
 from shardline.redact import redact_url
 from shardline.source import AckToken, Source
+from shardline.transforms import StepFailed, TransformChain, failed_rows, mapped_origin
 
 
 @dataclass
@@ -77,6 +79,8 @@ class RunSummary:
     skipped: dict[str, int] = field(default_factory=dict)
     """Records the source read and deliberately did not yield, by kind (its ``progress()["skipped"]``)."""
     metrics: dict[str, Any] = field(default_factory=dict)
+    filtered: int = 0
+    """Rows the ``[[transform]]`` steps dropped (acknowledged, never sent)."""
 
     @property
     def records_per_second(self) -> float:
@@ -102,6 +106,8 @@ class RunSummary:
             stopped += f" ({self.nonfinite_floats:,} NaN/inf floats written as null)"
         if self.resumed_rows:
             stopped += f" (resumed after {self.resumed_rows:,} rows acknowledged earlier)"
+        if self.filtered:
+            stopped += f" ({self.filtered:,} rows filtered by transforms)"
         if self.skipped:
             stopped += " (skipped " + ", ".join(f"{n:,} {kind}" for kind, n in self.skipped.items()) + ")"
         return (
@@ -198,6 +204,7 @@ class Runner:
         self._reader_error: BaseException | None = None
         self._ack_error: BaseException | None = None
         self._close_error: BaseException | None = None
+        self._filtered_rows = 0
 
     def stop(self, reason: str = "stop()") -> None:
         """Ask the run to stop cleanly (as SIGTERM does)."""
@@ -244,6 +251,11 @@ class Runner:
                 raise
             raise CheckpointError(f"checkpoint {store.path}: {exc}") from None
         self._source = source
+        try:
+            chain = _transform_chain(config)
+        except BaseException:
+            source.close()
+            raise
         if handle_signals:
             self._stop.install()
         started = time.monotonic()
@@ -271,7 +283,7 @@ class Runner:
             display = make_display(self.progress, config.source_type, _safe_progress(source))
             done_rows = int(_safe_progress(source).get("done_rows", 0))
             reader = threading.Thread(
-                target=self._read, args=(source, sink), name="shardline-reader", daemon=True
+                target=self._read, args=(source, sink, chain), name="shardline-reader", daemon=True
             )
             reader.start()
             last_save = time.monotonic()
@@ -320,6 +332,8 @@ class Runner:
                 display.close()
             self._stop.restore()
             source.close()
+            if chain is not None:
+                chain.close()
         return self._summary(sink, started, done_rows, state, store)
 
     def _summary(
@@ -353,6 +367,7 @@ class Runner:
             nonfinite_floats=int(metrics.get("nonfinite_floats", 0)),
             skipped=_skipped(self._source),
             metrics=metrics,
+            filtered=self._filtered_rows,
         )
 
     # -- threads --------------------------------------------------------------------------------
@@ -365,7 +380,7 @@ class Runner:
 
         return StreamSink(self.config.sink.stream, **kwargs)
 
-    def _read(self, source: Source, sink: Any) -> None:
+    def _read(self, source: Source, sink: Any, chain: TransformChain | None = None) -> None:
         takes_origin = _accepts_keyword(sink.write, "origin")  # a sink_factory's sink may not
         try:
             for batch, token in source.batches():
@@ -373,6 +388,8 @@ class Runner:
                 self._read_rows += batch.num_rows
                 ack = self._ack_callback(source, token, batch.num_rows)
                 origin = source.origin(token) if takes_origin else None  # for dead letters
+                if chain is not None:
+                    batch, origin = self._transform(chain, batch, origin, sink, takes_origin)
                 if origin is None:
                     sink.write(batch, ack=ack)
                 else:
@@ -384,6 +401,21 @@ class Runner:
                 self._reader_error = exc
         except BaseException as exc:
             self._reader_error = exc
+
+    def _transform(
+        self, chain: TransformChain, batch: Any, origin: Any, sink: Any, takes_origin: bool
+    ) -> tuple[Any, Any]:
+        """The batch after the steps, with the origin of its rows; a batch a step fails on is
+        dead-lettered and replaced by an empty one, so that its ack still comes in order."""
+        columns = self.config.source_cls.origin_columns
+        try:
+            out, rows = chain.apply(batch)
+        except StepFailed as failure:
+            key = self.config.mapping.partition_key
+            sink.dead_letter(failed_rows(batch, failure, columns, origin, key), "transform failed")
+            return batch.slice(0, 0), None
+        self._filtered_rows += max(batch.num_rows - out.num_rows, 0)
+        return out, mapped_origin(rows, batch, columns, origin) if takes_origin else None
 
     def _ack_callback(self, source: Source, token: AckToken, rows: int) -> Callable[[], None]:
         def ack() -> None:
@@ -418,6 +450,22 @@ class Runner:
             return saved
         store.save(state, stream=redact_url(self.config.sink.stream), pid=os.getpid())
         return state
+
+
+def _transform_chain(config: PipelineConfig) -> TransformChain | None:
+    """The run's ``[[transform]]`` steps, checked against the source's schema when it declares one
+    (raises :class:`~shardline.transforms.TransformError` naming the step and the column)."""
+    if not config.transforms:
+        return None
+    chain = TransformChain(config.transforms)
+    try:
+        schema = config.source_cls.schema(config.source_options)
+        if schema is not None:
+            chain.check(schema)
+    except BaseException:
+        chain.close()
+        raise
+    return chain
 
 
 def _source_dead_letter(sink: Any) -> Callable[[list[dict[str, Any]], str], None]:
