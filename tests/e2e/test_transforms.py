@@ -6,7 +6,6 @@ third-party step registered through the hook runs."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -113,7 +112,7 @@ def _checkpoint_rows(path: Path) -> int:
 
 
 def test_sigkill_and_resume_with_a_filtering_transform_leaves_no_gap(tmp_path: Path) -> None:
-    rows = 8_000
+    rows = 5_000
     data = tmp_path / "data"
     write_sample(data, rows, files=2, row_group_size=1_000, users=10)
     checkpoint = tmp_path / "run.ckpt"
@@ -184,6 +183,18 @@ def test_a_failing_step_dead_letters_its_batch_with_source_positions_and_the_run
     assert summary.rows_acked == 1_000  # the failed batch is acknowledged too: the run went on
 
 
+def _cli(*args: str) -> tuple[int, list[str], list[str]]:
+    """The real ``shardline`` command, in-process (a subprocess would spend seconds importing)."""
+    from click.testing import CliRunner
+    from shardline.cli import _build
+
+    plugins.reset_plugins()
+    result = CliRunner().invoke(_build(), list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout.splitlines(), result.stderr.splitlines()
+
+
 def test_validate_names_the_step_and_the_column(tmp_path: Path) -> None:
     data = tmp_path / "data"
     write_sample(data, 100, files=1)
@@ -191,17 +202,17 @@ def test_validate_names_the_step_and_the_column(tmp_path: Path) -> None:
         tmp_path, data, "local:///tmp/unused/bigdata/s",
         '[[transform]]\nrename = { user_id = "user" }\n[[transform]]\nsql = "SELECT user, amout FROM batch"\n',
     )
-    proc = subprocess.run([SHARDLINE, "validate", str(config)], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1
-    [line] = proc.stderr.strip().splitlines()
+    code, _out, err = _cli("validate", str(config))
+    assert code == 1
+    [line] = err
     assert line.startswith(
         f'error: {config}: transform step 2 (sql): Binder Error: Referenced column "amout" not found in FROM clause!'
     )
     assert '"amount"' in line  # DuckDB's candidate bindings
     config.write_text(config.read_text().replace("amout", "amount"))
-    proc = subprocess.run([SHARDLINE, "validate", str(config)], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert f"{config}: transforms: rename, sql -> columns user, amount" in proc.stdout.splitlines()
+    code, out, err = _cli("validate", str(config))
+    assert code == 0, err
+    assert f"{config}: transforms: rename, sql -> columns user, amount" in out
 
 
 class Redact(shardline.Transform):
@@ -255,15 +266,18 @@ def test_a_third_party_step_registered_through_the_hook_runs(
         run_pipeline(load_pipeline(config))
 
 
-def test_the_example_transform_pipeline_validates_and_runs(stream_server_session: Any, tmp_path: Path) -> None:
+def test_the_example_transform_pipeline_validates_and_runs(
+    stream_server_session: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     write_sample(tmp_path / ".shardline" / "demo" / "sample", 4_000, files=2, row_group_size=1_000)
-    env = {**os.environ, "EVENTS_STREAM": f"{stream_server_session.url}/bigdata/example-purchases"}
+    stream = f"{stream_server_session.url}/bigdata/example-purchases"
+    monkeypatch.setenv("EVENTS_STREAM", stream)
+    monkeypatch.chdir(tmp_path)  # the example's paths are relative to the working directory
     example = str(REPO / "examples" / "transform.toml")
     for command in ("validate", "run"):
-        proc = subprocess.run([SHARDLINE, command, example], cwd=tmp_path, env=env, capture_output=True,
-                              text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr
-    rows = [json.loads(r.data) for rs in read_stream(env["EVENTS_STREAM"]).values() for r in rs]
+        code, _out, err = _cli(command, example)
+        assert code == 0, err
+    rows = [json.loads(r.data) for rs in read_stream(stream).values() for r in rs]
     source = pq.read_table(tmp_path / ".shardline" / "demo" / "sample")
     expected = duckdb.sql(
         "SELECT seq FROM source WHERE kind = 'purchase' AND CAST(round(amount * 100) AS BIGINT) >= 1000"
