@@ -48,9 +48,7 @@ def test_filter_keeps_matching_rows_in_order_and_says_which(batch: pa.RecordBatc
     chain = _chain({"filter": "kind == 'purchase' and amount * 2 >= 50"})
     out, rows = chain.apply(batch)
     table = batch.to_pydict()
-    expected = [
-        i for i in range(N) if table["kind"][i] == "purchase" and table["amount"][i] * 2 >= 50
-    ]
+    expected = [i for i in range(N) if table["kind"][i] == "purchase" and table["amount"][i] * 2 >= 50]
     assert out.column("seq").to_pylist() == expected
     assert rows is not None and rows.tolist() == expected
 
@@ -168,7 +166,8 @@ def test_config_errors_are_one_line_each_naming_the_file_and_step() -> None:
         build_pipeline(doc, origin="p.toml")
     lines = str(info.value).split("; ")
     assert lines[0] == (
-        "p.toml: transform step 1: where: unknown key (expected one step kind: cast, filter, rename, select, set, sql)"
+        "p.toml: transform step 1: where: unknown key "
+        "(expected one step kind: cast, filter, rename, select, set, sql)"
     )
     assert lines[1].startswith("p.toml: transform step 2: expected exactly one step kind")
     assert lines[2].startswith("p.toml: transform step 3 (cast): a: unknown type 'int99'")

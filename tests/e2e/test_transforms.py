@@ -116,13 +116,23 @@ def test_sigkill_and_resume_with_a_filtering_transform_leaves_no_gap(tmp_path: P
     data = tmp_path / "data"
     write_sample(data, rows, files=2, row_group_size=1_000, users=10)
     checkpoint = tmp_path / "run.ckpt"
-    steps = '[[transform]]\nfilter = "kind != \'view\'"\n[[transform]]\nrename = { seq = "n", user_id = "user" }\n'
+    steps = (
+        "[[transform]]\nfilter = \"kind != 'view'\"\n"
+        '[[transform]]\nrename = { seq = "n", user_id = "user" }\n'
+    )
     # 20% of records fail and are retried: slow enough to be killed half-way
     with start_stream_server(tmp_path / "store", fault_rate=0.2, fault_seed=11) as server:
         stream = f"{server.url}/bigdata/transform-kill"
-        config = _pipeline(tmp_path, data, stream, steps + f'[checkpoint]\npath = "{checkpoint}"\ninterval_s = 0.05\n',
-                           batch_size=100)
-        proc = subprocess.Popen([SHARDLINE, "run", str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        config = _pipeline(
+            tmp_path,
+            data,
+            stream,
+            steps + f'[checkpoint]\npath = "{checkpoint}"\ninterval_s = 0.05\n',
+            batch_size=100,
+        )
+        proc = subprocess.Popen(
+            [SHARDLINE, "run", str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         try:
             deadline = time.monotonic() + 120
             while _checkpoint_rows(checkpoint) < rows // 4:
@@ -155,8 +165,11 @@ def test_a_failing_step_dead_letters_its_batch_with_source_positions_and_the_run
     seqs = list(range(1_000))
     codes = [str(s) if not 300 <= s < 310 else f"x{s}" for s in seqs]  # batch 2 (rows 250-499) cannot cast
     users = ["u" * 300 if s == 777 else f"user-{s % 5}" for s in seqs]  # a key the stream refuses
-    pq.write_table(pa.table({"seq": seqs, "user_id": users, "code": codes, "odd": [s % 2 == 1 for s in seqs]}), data / "part-0.parquet",
-                   row_group_size=500)
+    pq.write_table(
+        pa.table({"seq": seqs, "user_id": users, "code": codes, "odd": [s % 2 == 1 for s in seqs]}),
+        data / "part-0.parquet",
+        row_group_size=500,
+    )
     stream = f"{stream_server_session.url}/bigdata/transform-dead"
     steps = (
         '[[transform]]\nfilter = "odd"\n'
@@ -199,15 +212,17 @@ def test_validate_names_the_step_and_the_column(tmp_path: Path) -> None:
     data = tmp_path / "data"
     write_sample(data, 100, files=1)
     config = _pipeline(
-        tmp_path, data, "local:///tmp/unused/bigdata/s",
-        '[[transform]]\nrename = { user_id = "user" }\n[[transform]]\nsql = "SELECT user, amout FROM batch"\n',
+        tmp_path,
+        data,
+        "local:///tmp/unused/bigdata/s",
+        '[[transform]]\nrename = { user_id = "user" }\n'
+        '[[transform]]\nsql = "SELECT user, amout FROM batch"\n',
     )
     code, _out, err = _cli("validate", str(config))
     assert code == 1
     [line] = err
-    assert line.startswith(
-        f'error: {config}: transform step 2 (sql): Binder Error: Referenced column "amout" not found in FROM clause!'
-    )
+    prefix = f"error: {config}: transform step 2 (sql): Binder Error: "
+    assert line.startswith(prefix + 'Referenced column "amout" not found in FROM clause!')
     assert '"amount"' in line  # DuckDB's candidate bindings
     config.write_text(config.read_text().replace("amout", "amount"))
     code, out, err = _cli("validate", str(config))
@@ -228,7 +243,10 @@ class Redact(shardline.Transform):
         return pa.schema([f.with_type(pa.int32()) if f.name in self.options else f for f in schema])
 
     def apply(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        arrays = [pc.utf8_length(c) if n in self.options else c for n, c in zip(batch.schema.names, batch.columns)]
+        arrays = [
+            pc.utf8_length(c) if n in self.options else c
+            for n, c in zip(batch.schema.names, batch.columns, strict=True)
+        ]
         return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
 
 
@@ -278,7 +296,7 @@ def test_the_example_transform_pipeline_validates_and_runs(
         code, _out, err = _cli(command, example)
         assert code == 0, err
     rows = [json.loads(r.data) for rs in read_stream(stream).values() for r in rs]
-    source = pq.read_table(tmp_path / ".shardline" / "demo" / "sample")
+    source = pq.read_table(tmp_path / ".shardline" / "demo" / "sample")  # noqa: F841 - DuckDB reads it by name
     expected = duckdb.sql(
         "SELECT seq FROM source WHERE kind = 'purchase' AND CAST(round(amount * 100) AS BIGINT) >= 1000"
     ).fetchall()

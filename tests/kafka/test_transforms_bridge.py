@@ -33,7 +33,12 @@ def test_bridge_through_sql_filter_and_rename_gives_what_duckdb_gives(
 ) -> None:
     topic = make_topic(partitions=3)
     rows = [
-        {"user_id": f"user-{i % 17}", "seq": i, "kind": KINDS[(i * 7) % 4], "amount": round((i % 97) * 1.25, 2)}
+        {
+            "user_id": f"user-{i % 17}",
+            "seq": i,
+            "kind": KINDS[(i * 7) % 4],
+            "amount": round((i % 97) * 1.25, 2),
+        }
         for i in range(COUNT)
     ]
     for row in rows:
@@ -73,11 +78,13 @@ rename = {{ user_id = "user", seq = "n" }}
         "SELECT user_id, seq, amount * 100 AS cents FROM produced "
         "WHERE kind IN ('purchase', 'cart') AND amount * 100 >= 5000"
     ).fetchall()
-    records = [(shard, json.loads(r.data), r.partition_key) for shard, rs in read_stream(stream).items() for r in rs]
+    records = [
+        (shard, json.loads(r.data), r.partition_key) for shard, rs in read_stream(stream).items() for r in rs
+    ]
     assert sorted((row["user"], row["n"], row["cents"]) for _s, row, _k in records) == sorted(expected)
     assert {tuple(row) for _s, row, _k in records} == {("user", "n", "cents")}
     per_key: dict[str, list[int]] = defaultdict(list)
-    for shard, row, key in records:
+    for _shard, row, key in records:
         assert key == row["user"]
         per_key[key].append(row["n"])
     for seqs in per_key.values():  # each key in source order (a duplicate may follow: at-least-once)

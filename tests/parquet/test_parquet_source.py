@@ -122,7 +122,9 @@ def test_unsafe_or_invalid_filters_are_refused(text: str) -> None:
 
 def test_arithmetic_and_functions_filter_like_python(events: Path) -> None:
     full = pq.read_table(events)
-    got = _read_all(ParquetSource(ParquetOptions(path=str(events), filter="seq * 2 + 1 < 11", columns=["seq"])))
+    got = _read_all(
+        ParquetSource(ParquetOptions(path=str(events), filter="seq * 2 + 1 < 11", columns=["seq"]))
+    )
     assert got.column("seq").to_pylist() == [s for s in full.column("seq").to_pylist() if s * 2 + 1 < 11]
 
 

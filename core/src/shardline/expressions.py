@@ -165,7 +165,9 @@ def _value(node: ast.expr) -> pc.Expression:
 def _call(name: str, args: list[ast.expr]) -> pc.Expression:
     arity, build = _FUNCTIONS[name]
     if (arity >= 0 and len(args) != arity) or (arity < 0 and len(args) < -arity):
-        wanted = f"{arity} argument{'s' if arity != 1 else ''}" if arity >= 0 else f"at least {-arity} arguments"
+        wanted = (
+            f"{arity} argument{'s' if arity != 1 else ''}" if arity >= 0 else f"at least {-arity} arguments"
+        )
         raise FilterSyntaxError(f"{name}() takes {wanted}, got {len(args)}")
     if name == "cast":
         target = args[1]
@@ -199,7 +201,7 @@ def arrow_type(name: str) -> pa.DataType:
                 tz = next((p.split("=", 1)[1] for p in params[1:] if p.startswith("tz=")), None)
                 return pa.timestamp(params[0], tz=tz)
             if kind in ("time32", "time64", "duration"):
-                return getattr(pa, kind)(params[0])  # type: ignore[no-any-return]
+                return getattr(pa, kind)(params[0])
             if kind in ("decimal128", "decimal256", "decimal"):
                 factory = pa.decimal256 if kind == "decimal256" else pa.decimal128
                 return factory(int(params[0]), int(params[1]) if len(params) > 1 else 0)

@@ -15,8 +15,9 @@ How a run goes:
    refused (:class:`~shardline.CheckpointError`).
 2. A reader thread pulls ``(batch, token)`` from the source, runs the ``[[transform]]`` steps on it
    (:mod:`shardline.transforms`: rows they drop count as filtered, a batch a step fails on is
-   dead-lettered) and writes the result to the sink with an ack callback for the source's batch. The sink calls the callbacks in write order once every record of a batch is
-   written or dead-lettered; the callback acks the token to the source.
+   dead-lettered) and writes the result to the sink with an ack callback for the source's batch.
+   The sink calls the callbacks in write order once every record of a batch is written or
+   dead-lettered; the callback acks the token to the source.
 3. The main thread shows progress (on a terminal) and saves the source's checkpoint at most every
    ``[checkpoint] interval_s`` seconds, and once more at the end. The checkpoint only ever covers
    acknowledged batches, so a run killed at any moment (even SIGKILL) resumes with no gap; batches

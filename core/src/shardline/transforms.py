@@ -42,6 +42,7 @@ What a step may do, and what the runner guarantees:
 from __future__ import annotations
 
 import abc
+import contextlib
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -138,7 +139,9 @@ def one_batch(data: pa.RecordBatch | pa.Table) -> pa.RecordBatch:
     if isinstance(data, pa.RecordBatch):
         return data
     if not isinstance(data, pa.Table):
-        raise TypeError(f"a transform returned {type(data).__name__}, expected a pyarrow RecordBatch or Table")
+        raise TypeError(
+            f"a transform returned {type(data).__name__}, expected a pyarrow RecordBatch or Table"
+        )
     batches = data.combine_chunks().to_batches()
     if len(batches) == 1:
         return batches[0]
@@ -188,7 +191,7 @@ class FilterTransform(Transform):
     (false and null drop the row). The language of :mod:`shardline.expressions`, or a DNF list."""
 
     Options = str | list[Any]
-    expects = "a condition string like \"amount >= 10\" (or a list of [column, op, value] terms)"
+    expects = 'a condition string like "amount >= 10" (or a list of [column, op, value] terms)'
 
     def __init__(self, options: str | list[Any]) -> None:
         super().__init__(options)
@@ -215,8 +218,10 @@ class FilterTransform(Transform):
 
     def apply_rows(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, Rows | None]:
         mask = _evaluate(batch, {"keep": self.expression})["keep"]
-        keep = mask.fill_null(False).to_numpy(zero_copy_only=False) if mask.null_count else mask.to_numpy(
-            zero_copy_only=False
+        keep = (
+            mask.fill_null(False).to_numpy(zero_copy_only=False)
+            if mask.null_count
+            else mask.to_numpy(zero_copy_only=False)
         )
         if keep.all():
             return batch, None
@@ -303,7 +308,9 @@ class CastTransform(Transform):
             try:
                 pa.array([], source).cast(to)
             except (pa.ArrowException, ValueError, TypeError):
-                raise TransformError(f'column "{name}" ({source}) cannot be cast to {to}', column=name) from None
+                raise TransformError(
+                    f'column "{name}" ({source}) cannot be cast to {to}', column=name
+                ) from None
         return pa.schema([f.with_type(self.types[f.name]) if f.name in self.types else f for f in schema])
 
     def apply(self, batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -398,7 +405,9 @@ class SqlTransform(Transform):
             raise TransformError(f"expected one SELECT statement, got {len(statements)}")
         node = statements[0]["node"]
         if node.get("type") != "SELECT_NODE":
-            raise TransformError("expected one SELECT over batch (UNION, INTERSECT and EXCEPT mix batches' rows)")
+            raise TransformError(
+                "expected one SELECT over batch (UNION, INTERSECT and EXCEPT mix batches' rows)"
+            )
         source = node.get("from_table") or {}
         if source.get("type") != "BASE_TABLE" or str(source.get("table_name", "")).lower() != "batch":
             raise TransformError(
@@ -423,7 +432,9 @@ class SqlTransform(Transform):
         node["select_list"].append(
             {"class": "COLUMN_REF", "type": "COLUMN_REF", "alias": _POSITION, "column_names": [ROW_COLUMN]}
         )
-        rewritten: str = self._con.execute("SELECT json_deserialize_sql(?)", [json.dumps(tree)]).fetchall()[0][0]
+        rewritten: str = self._con.execute("SELECT json_deserialize_sql(?)", [json.dumps(tree)]).fetchall()[
+            0
+        ][0]
         return rewritten
 
     def _run(self, batch: pa.RecordBatch) -> pa.Table:
@@ -445,7 +456,9 @@ class SqlTransform(Transform):
         except self._duckdb.Error as exc:
             message = _duck_message(exc)
             if ROW_COLUMN in message and "GROUP BY" in message:
-                message = "aggregates (count, sum, ...) fold rows together: each output row must come from one row"
+                message = (
+                    "aggregates (count, sum, ...) fold rows together: each output row must come from one row"
+                )
                 raise TransformError(message) from None
             column = re.search(r'column "([^"]+)"', message) or re.search(r'"([^"]+)" not found', message)
             raise TransformError(message, column=column.group(1) if column else None) from None
@@ -527,14 +540,17 @@ def parse_steps(doc: Any, origin: str) -> tuple[tuple[TransformStep, ...], list[
     if doc is None:
         return (), []
     if not isinstance(doc, list):
-        return (), [f"{origin}: transform: expected a list of steps ([[transform]] tables), got a single table"]
+        return (), [
+            f"{origin}: transform: expected a list of steps ([[transform]] tables), got a single table"
+        ]
     kinds = sorted(registered("transforms"))
     steps: list[TransformStep] = []
     errors: list[str] = []
     for index, table in enumerate(doc):
         where = f"{origin}: transform step {index + 1}"
         if not isinstance(table, dict):
-            errors.append(f"{where}: expected a table like {{ sql = \"SELECT ...\" }}, got {json.dumps(table, default=str)}")
+            got = json.dumps(table, default=str)
+            errors.append(f'{where}: expected a table like {{ sql = "SELECT ..." }}, got {got}')
             continue
         known = [k for k in table if k in kinds]
         unknown = [k for k in table if k not in kinds]
@@ -544,7 +560,9 @@ def parse_steps(doc: Any, origin: str) -> tuple[tuple[TransformStep, ...], list[
             continue
         if len(known) != 1:
             got = " and ".join(known) if known else "none"
-            errors.append(f"{where}: expected exactly one step kind ({choices}) per [[transform]] table, got {got}")
+            errors.append(
+                f"{where}: expected exactly one step kind ({choices}) per [[transform]] table, got {got}"
+            )
             continue
         kind = known[0]
         cls: type[Transform] = lookup("transforms", kind)
@@ -606,7 +624,9 @@ class TransformChain:
                 ) from None
             except Exception as exc:
                 raise TransformError(
-                    f"transform {step.describe()}: {type(exc).__name__}: {exc}", step=step.number, kind=step.kind
+                    f"transform {step.describe()}: {type(exc).__name__}: {exc}",
+                    step=step.number,
+                    kind=step.kind,
                 ) from None
         return schema
 
@@ -627,7 +647,9 @@ class TransformChain:
                 else:
                     continue
             if len(kept) and bool((np.diff(kept) < 0).any()):
-                raise StepFailed(step, TransformError("the step reordered rows (a transform must keep source order)"))
+                raise StepFailed(
+                    step, TransformError("the step reordered rows (a transform must keep source order)")
+                )
             if rows is _UNKNOWN or (len(kept) == 0 and batch.num_rows):
                 rows = _UNKNOWN
             else:
@@ -637,10 +659,8 @@ class TransformChain:
     def close(self) -> None:
         """Close every step (their DuckDB connections)."""
         for transform in self._transforms:
-            try:
+            with contextlib.suppress(Exception):  # closing is best effort
                 transform.close()
-            except Exception:  # closing is best effort
-                pass
 
 
 def mapped_origin(
