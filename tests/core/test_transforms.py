@@ -192,3 +192,13 @@ def test_an_empty_result_is_an_empty_batch_with_the_output_columns(batch: pa.Rec
     assert out.num_rows == 0 and out.schema.names == ["seq"]
     assert rows is not None and len(rows) == 0
     chain.close()
+
+
+def test_sql_follows_batches_whose_schema_changes() -> None:
+    # a Kafka source with JSON values infers each batch's columns: the query is bound again
+    step = SqlTransform("SELECT * FROM batch WHERE x > 1")
+    assert step.apply_rows(pa.record_batch({"x": [1, 2, 3]}))[0].to_pydict() == {"x": [2, 3]}
+    two = pa.record_batch({"x": [1, 2, 3], "y": ["a", "b", "c"]})
+    assert step.apply_rows(two)[0].to_pydict() == {"x": [2, 3], "y": ["b", "c"]}
+    assert step.apply_rows(pa.record_batch({"x": [0.5, 2.5]}))[0].to_pydict() == {"x": [2.5]}
+    step.close()
