@@ -37,7 +37,12 @@ WAYS = {
 
 def backfill(data: Path, stream: str, sql: str | None, batch_size: int) -> tuple[float, int]:
     doc = {
-        "source": {"type": "parquet", "path": f"{data}/*.parquet", "columns": COLUMNS, "batch_size": batch_size},
+        "source": {
+            "type": "parquet",
+            "path": f"{data}/*.parquet",
+            "columns": COLUMNS,
+            "batch_size": batch_size,
+        },
         "sink": {"stream": stream, "create": {"shards": 8}},
         "mapping": {"partition_key": "user_id", "data": "json"},
     }
@@ -50,7 +55,9 @@ def backfill(data: Path, stream: str, sql: str | None, batch_size: int) -> tuple
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=400_000)
     parser.add_argument("--batch-size", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3)

@@ -202,3 +202,16 @@ def test_sql_follows_batches_whose_schema_changes() -> None:
     assert step.apply_rows(two)[0].to_pydict() == {"x": [2, 3], "y": ["b", "c"]}
     assert step.apply_rows(pa.record_batch({"x": [0.5, 2.5]}))[0].to_pydict() == {"x": [2.5]}
     step.close()
+
+
+def test_the_progress_bar_shows_filtered_rows() -> None:
+    import io
+
+    from rich.console import Console
+    from shardline.progress import RichDisplay
+
+    out = io.StringIO()
+    display = RichDisplay("parquet", 1_000, console=Console(file=out, width=200, force_terminal=False))
+    display.update(1_000, 2048, filtered=375)
+    display.close()
+    assert "1,000/1,000 rows (375 filtered)" in out.getvalue()

@@ -304,7 +304,7 @@ class Runner:
                             file=sys.stderr,
                         )
                 self._enforce_stop_timeout()
-                display.update(done_rows + self._acked_rows, sink.metrics.bytes)
+                display.update(done_rows + self._acked_rows, sink.metrics.bytes, self._filtered_rows)
                 if store is not None and time.monotonic() - last_save >= interval:
                     saved_state = self._save(store, source, saved_state)
                     last_save = time.monotonic()
@@ -321,7 +321,7 @@ class Runner:
                 tick()
             if store is not None:
                 self._save(store, source, saved_state)
-            display.update(done_rows + self._acked_rows, sink.metrics.bytes)
+            display.update(done_rows + self._acked_rows, sink.metrics.bytes, self._filtered_rows)
             if self._reader_error is not None:
                 raise self._reader_error
             if self._close_error is not None:

@@ -35,8 +35,9 @@ def human_bytes(n: float) -> str:
 class Display(Protocol):
     """What the pipeline runner updates while it runs."""
 
-    def update(self, rows: int, nbytes: int) -> None:
-        """Rows acknowledged so far (this run plus earlier ones) and bytes written by this run."""
+    def update(self, rows: int, nbytes: int, filtered: int = 0) -> None:
+        """Rows acknowledged so far (this run plus earlier ones), bytes written by this run, and rows
+        of them that ``[[transform]]`` steps dropped (acknowledged, not sent)."""
 
     def close(self) -> None:
         """Remove or finish the display."""
@@ -45,7 +46,7 @@ class Display(Protocol):
 class NullDisplay:
     """No display (stdout is not a terminal, or ``--no-progress``)."""
 
-    def update(self, rows: int, nbytes: int) -> None:
+    def update(self, rows: int, nbytes: int, filtered: int = 0) -> None:
         """Do nothing."""
 
     def close(self) -> None:
@@ -55,7 +56,9 @@ class NullDisplay:
 class _RowsColumn(ProgressColumn):
     def render(self, task: Task) -> Text:
         total = f"/{int(task.total):,}" if task.total is not None else ""
-        return Text(f"{int(task.completed):,}{total} rows", style="progress.download")
+        filtered = int(task.fields.get("filtered", 0))
+        dropped = f" ({filtered:,} filtered)" if filtered else ""
+        return Text(f"{int(task.completed):,}{total} rows{dropped}", style="progress.download")
 
 
 class _BytesColumn(ProgressColumn):
@@ -94,9 +97,9 @@ class RichDisplay:
         self._task = self._progress.add_task(description, total=total_rows, completed=done_rows, nbytes=0)
         self._progress.start()
 
-    def update(self, rows: int, nbytes: int) -> None:
+    def update(self, rows: int, nbytes: int, filtered: int = 0) -> None:
         """Move the bar."""
-        self._progress.update(self._task, completed=rows, nbytes=nbytes)
+        self._progress.update(self._task, completed=rows, nbytes=nbytes, filtered=filtered)
 
     def close(self) -> None:
         """Draw the last state and release the terminal."""

@@ -392,13 +392,16 @@ class SqlTransform(Transform):
         self._con.execute("SET threads = 1")
         self.query = self._rewrite(options)
         self._current = _CurrentBatch()
+        self._reuse = int(duckdb.__version__.split(".")[0]) >= 2  # 1.x cannot re-scan _CurrentBatch
         self._relation: Any = None
         self._schema: pa.Schema | None = None
 
     def _rewrite(self, text: str) -> str:
         """Check the query's shape; return it with the row number added to its select list."""
         try:
-            tree = json.loads(self._con.execute("SELECT json_serialize_sql(?)", [text]).fetchall()[0][0])
+            tree = json.loads(
+                self._con.execute("SELECT json_serialize_sql(CAST(? AS VARCHAR))", [text]).fetchall()[0][0]
+            )
         except self._duckdb.Error as exc:
             raise TransformError(_duck_message(exc)) from None
         if tree.get("error"):
@@ -435,15 +438,17 @@ class SqlTransform(Transform):
         node["select_list"].append(
             {"class": "COLUMN_REF", "type": "COLUMN_REF", "alias": _POSITION, "column_names": [ROW_COLUMN]}
         )
-        rewritten: str = self._con.execute("SELECT json_deserialize_sql(?)", [json.dumps(tree)]).fetchall()[
-            0
-        ][0]
+        rewritten: str = self._con.execute(
+            "SELECT json_deserialize_sql(CAST(? AS JSON))", [json.dumps(tree)]
+        ).fetchall()[0][0]
         return rewritten
 
     def _run(self, batch: pa.RecordBatch) -> pa.Table:
         if ROW_COLUMN in batch.schema.names:
             raise TransformError(f"the batch already has a column named {ROW_COLUMN}", column=ROW_COLUMN)
         numbered = batch.append_column(ROW_COLUMN, pa.array(np.arange(batch.num_rows, dtype=np.int64)))
+        if not self._reuse:
+            return self._run_registered(numbered)
         self._current.batch = numbered
         try:
             if self._relation is None or numbered.schema != self._schema:
@@ -452,10 +457,20 @@ class SqlTransform(Transform):
                 if self._relation is None:
                     self._con.register("batch", self._current)
                 self._relation, self._schema = self._con.sql(self.query), numbered.schema
-            fetch = getattr(self._relation, "to_arrow_table", None) or self._relation.arrow  # duckdb 2 / 1.x
-            table: pa.Table = fetch()
+            table: pa.Table = self._relation.to_arrow_table()
         finally:
             self._current.batch = None  # do not keep the batch alive between runs
+        return table
+
+    def _run_registered(self, numbered: pa.RecordBatch) -> pa.Table:
+        """DuckDB 1.x: a registered stream is scanned once, so register and bind for every batch."""
+        self._con.register("batch", numbered)
+        try:
+            relation = self._con.sql(self.query)
+            fetch = getattr(relation, "to_arrow_table", None) or relation.fetch_arrow_table
+            table: pa.Table = fetch()
+        finally:
+            self._con.unregister("batch")
         return table
 
     def output_schema(self, schema: pa.Schema) -> pa.Schema:
