@@ -113,9 +113,10 @@ def test_every_module_a_distribution_imports_is_a_declared_dependency(dist: str)
     assert undeclared == [], f"{dist} imports undeclared distributions: {undeclared}"
     # optional imports (inside `try: ... except ImportError`) need not be declared; list them here
     # so that a new one is a decision: uvloop is a dependency, the demo's Parquet plugin is not
-    # (shardline-parquet depends on shardline-v3io, not the other way round).
+    # (shardline-parquet depends on shardline-v3io, not the other way round); duckdb is the
+    # `shardline[sql]` extra of the SQL transform step.
     expected_optional = {
-        "shardline": {"uvloop"},
+        "shardline": {"uvloop", "duckdb"},
         "shardline-v3io": {"uvloop", "shardline_parquet"},
         "shardline-parquet": set(),
         "shardline-kafka": set(),
