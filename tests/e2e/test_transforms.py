@@ -228,6 +228,13 @@ def test_validate_names_the_step_and_the_column(tmp_path: Path) -> None:
     code, out, err = _cli("validate", str(config))
     assert code == 0, err
     assert f"{config}: transforms: rename, sql -> columns user, amount" in out
+    config.write_text(config.read_text().replace('partition_key = "user"', 'partition_key = "user_id"'))
+    code, _out, err = _cli("validate", str(config))
+    assert code == 1
+    assert err == [
+        f'error: {config}: the [[transform]] steps give no column "user_id" for [mapping] partition_key '
+        "(they give: user, amount)"
+    ]
 
 
 class Redact(shardline.Transform):

@@ -109,17 +109,12 @@ def _check_transforms(config: Any) -> str | None:
     """Check the ``[[transform]]`` steps against the source's schema (as ``run`` does); one line."""
     if not config.transforms:
         return None
-    from shardline.transforms import TransformChain
+    from shardline.transforms import check_pipeline
 
     kinds = ", ".join(step.kind for step in config.transforms)
-    chain = TransformChain(config.transforms)
-    try:
-        schema = config.source_cls.schema(config.source_options)
-        if schema is None:
-            return f"transforms: {kinds} (the source declares no schema: checked on each batch)"
-        out = chain.check(schema)
-    finally:
-        chain.close()
+    out = check_pipeline(config)
+    if out is None:
+        return f"transforms: {kinds} (the source declares no schema: checked on each batch)"
     return f"transforms: {kinds} -> columns {', '.join(out.names)}"
 
 

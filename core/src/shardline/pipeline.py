@@ -52,7 +52,7 @@ from shardline.errors import CheckpointError, DeliveryError
 from shardline.progress import Display, human_bytes, make_display
 from shardline.redact import redact_url
 from shardline.source import AckToken, Source
-from shardline.transforms import StepFailed, TransformChain, failed_rows, mapped_origin
+from shardline.transforms import StepFailed, TransformChain, check_pipeline, failed_rows, mapped_origin
 
 
 @dataclass
@@ -458,15 +458,8 @@ def _transform_chain(config: PipelineConfig) -> TransformChain | None:
     (raises :class:`~shardline.transforms.TransformError` naming the step and the column)."""
     if not config.transforms:
         return None
-    chain = TransformChain(config.transforms)
-    try:
-        schema = config.source_cls.schema(config.source_options)
-        if schema is not None:
-            chain.check(schema)
-    except BaseException:
-        chain.close()
-        raise
-    return chain
+    check_pipeline(config)
+    return TransformChain(config.transforms)
 
 
 def _source_dead_letter(sink: Any) -> Callable[[list[dict[str, Any]], str], None]:

@@ -744,13 +744,41 @@ def failed_rows(
             place = {"error": f"origin unknown: {exc}"}
         out.append(
             {
-                "data": json.dumps(row, default=str, ensure_ascii=False).encode(),
+                "data": json.dumps(row, default=_json_default, ensure_ascii=False).encode(),
                 "partition_key": None if keys is None or keys[i] is None else str(_plain(keys[i])),
                 "row": i,
                 "error": str(failure),
                 "origin": place,
             }
         )
+    return out
+
+
+def _json_default(value: Any) -> Any:
+    return _plain(value) if isinstance(value, bytes) else str(value)
+
+
+def check_pipeline(config: Any) -> pa.Schema | None:
+    """Build and check a pipeline's steps against its source's schema; return the output schema
+    (None when the source declares none). Also refuses an output without the ``[mapping]`` columns.
+    Raises :class:`TransformError`: ``transform step 2 (sql): column "amout" not found ...``."""
+    chain = TransformChain(config.transforms)
+    try:
+        schema = config.source_cls.schema(config.source_options)
+        if schema is None:
+            return None
+        out = chain.check(schema)
+    finally:
+        chain.close()
+    mapping = config.mapping
+    for key in ("partition_key", "data_column", "client_info", "shard_id"):
+        name = getattr(mapping, key, None)
+        if name is not None and name not in out.names:
+            raise TransformError(
+                f'the [[transform]] steps give no column "{name}" for [mapping] {key} '
+                f"(they give: {', '.join(out.names) or 'none'})",
+                column=name,
+            )
     return out
 
 
