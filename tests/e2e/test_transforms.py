@@ -104,6 +104,25 @@ def test_backfill_through_sql_filter_and_rename_gives_what_duckdb_gives(
     assert f"({summary.filtered:,} rows filtered by transforms)" in summary.line()
 
 
+def test_batches_a_filter_empties_are_acknowledged_and_checkpointed(
+    stream_server_session: Any, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    write_sample(data, 1_000, files=1, row_group_size=500)
+    stream = f"{stream_server_session.url}/bigdata/transform-empty"
+    checkpoint = tmp_path / "empty.ckpt"
+    steps = (
+        '[[transform]]\nsql = "SELECT seq AS n, user_id AS user FROM batch WHERE seq >= 900"\n'
+        f'[checkpoint]\npath = "{checkpoint}"\n'
+    )
+    summary = run_pipeline(_pipeline(tmp_path, data, stream, steps))  # batches 1-3 keep no row
+    assert sorted(row["n"] for _s, row in _records(stream)) == list(range(900, 1_000))
+    assert (summary.batches_acked, summary.rows_acked, summary.filtered) == (4, 1_000, 900)
+    assert json.loads(checkpoint.read_text())["source"]["rows"] == 1_000
+    again = run_pipeline(_pipeline(tmp_path, data, stream, steps))
+    assert again.rows_read == 0  # the checkpoint covers the emptied batches too
+
+
 def _checkpoint_rows(path: Path) -> int:
     try:
         return int(json.loads(path.read_text())["source"]["rows"])
