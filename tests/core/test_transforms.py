@@ -10,9 +10,9 @@ import pyarrow as pa
 import pytest
 from shardline.config import build_pipeline
 from shardline.errors import ConfigError
+from shardline.sql_transform import SqlTransform
 from shardline.transforms import (
     ROW_COLUMN,
-    SqlTransform,
     StepFailed,
     TransformChain,
     TransformError,

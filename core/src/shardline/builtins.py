@@ -40,7 +40,7 @@ def shardline_register_codecs(register: Callable[[str, Any], None]) -> None:
 def shardline_register_transforms(register: Callable[[str, Any], None]) -> None:
     """Register the built-in ``[[transform]]`` steps (``sql``, ``filter``, ``select``, ``rename``,
     ``cast``, ``set``)."""
-    from shardline import transforms
+    from shardline.transform_steps import builtin_transforms
 
-    for name, cls in transforms.BUILTIN_TRANSFORMS.items():
+    for name, cls in builtin_transforms().items():
         register(name, cls)

@@ -17,7 +17,8 @@ source yields, before the sink maps rows to records::
     select = ["user", "cents", "euros", "tag"]
 
 Built-in kinds: ``sql`` (DuckDB over the Arrow batch as table ``batch``, without copying it; the
-``shardline[sql]`` extra), ``filter``, ``select``, ``rename``, ``cast`` and ``set``. A plugin adds
+``shardline[sql]`` extra; :mod:`shardline.sql_transform`), ``filter``, ``select``, ``rename``,
+``cast`` and ``set`` (:mod:`shardline.transform_steps`). A plugin adds
 kinds through ``shardline_register_transforms`` with a :class:`Transform` subclass.
 
 What a step may do, and what the runner guarantees:
@@ -44,7 +45,6 @@ from __future__ import annotations
 import abc
 import contextlib
 import json
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -52,15 +52,12 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import TypeAdapter, ValidationError
 
 from shardline.errors import ShardlineError
-from shardline.expressions import FilterSyntaxError, arrow_type, compile_filter, compile_value, filter_columns
 
 ROW_COLUMN = "__shardline_row"
 """The row-number column the ``sql`` step adds to the batch it queries (and removes again)."""
-_POSITION = "__shardline_position"
 
 Rows = npt.NDArray[np.int64]
 """For each output row, the row of the step's input batch it came from (non-decreasing)."""
@@ -121,7 +118,7 @@ class Transform(abc.ABC):
     def output_schema(self, schema: pa.Schema) -> pa.Schema:
         """The schema of this step's output for input ``schema``; raise :class:`TransformError`
         naming the ``column`` that does not fit. Default: :meth:`apply` on an empty batch of it."""
-        return one_batch(self.apply(_empty(schema))).schema
+        return one_batch(self.apply(empty_batch(schema))).schema
 
     def close(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Release what the step holds (a DuckDB connection)."""
@@ -130,7 +127,8 @@ class Transform(abc.ABC):
 _UNKNOWN: Rows = np.zeros(0, np.int64)  # "rows dropped, which ones not known": identity is None
 
 
-def _empty(schema: pa.Schema) -> pa.RecordBatch:
+def empty_batch(schema: pa.Schema) -> pa.RecordBatch:
+    """A batch of ``schema`` with no row."""
     return pa.RecordBatch.from_arrays([pa.array([], f.type) for f in schema], schema=schema)
 
 
@@ -148,395 +146,6 @@ def one_batch(data: pa.RecordBatch | pa.Table) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(
         [data.column(i).combine_chunks() for i in range(data.num_columns)], schema=data.schema
     )
-
-
-def _missing(names: Sequence[str], schema: pa.Schema) -> str | None:
-    return next((n for n in names if n not in schema.names), None)
-
-
-def _no_column(name: str, schema: pa.Schema) -> TransformError:
-    known = ", ".join(n for n in schema.names if n != ROW_COLUMN) or "none"
-    return TransformError(f'column "{name}" not found (the batch has: {known})', column=name)
-
-
-def _evaluate(batch: pa.RecordBatch, expressions: dict[str, pc.Expression]) -> dict[str, pa.Array]:
-    """Evaluate expressions over a batch with Acero, single-threaded: serial execution keeps row order."""
-    from pyarrow import acero
-
-    table = pa.Table.from_batches([batch])
-    plan = acero.Declaration.from_sequence(
-        [
-            acero.Declaration("table_source", acero.TableSourceNodeOptions(table)),
-            acero.Declaration(
-                "project", acero.ProjectNodeOptions(list(expressions.values()), list(expressions))
-            ),
-        ]
-    )
-    result = plan.to_table(use_threads=False)
-    return {name: result.column(name).combine_chunks() for name in expressions}
-
-
-def _expression_error(exc: Exception, names: Sequence[str]) -> TransformError:
-    """A pyarrow error while binding or evaluating an expression, naming its column when it can."""
-    text = " ".join(str(exc).split())
-    column = next((n for n in names if re.search(rf"\b{re.escape(n)}\b", text)), None)
-    return TransformError(text, column=column)
-
-
-# --------------------------------------------------------------------------- built-in steps
-
-
-class FilterTransform(Transform):
-    """``filter = "amount >= 10 and kind == 'purchase'"``: keep the rows the condition is true for
-    (false and null drop the row). The language of :mod:`shardline.expressions`, or a DNF list."""
-
-    Options = str | list[Any]
-    expects = 'a condition string like "amount >= 10" (or a list of [column, op, value] terms)'
-
-    def __init__(self, options: str | list[Any]) -> None:
-        super().__init__(options)
-        try:
-            self.expression = compile_filter(options)
-        except FilterSyntaxError as exc:
-            raise TransformError(f"invalid filter: {exc}") from None
-        self.columns = filter_columns(options)
-
-    def output_schema(self, schema: pa.Schema) -> pa.Schema:
-        missing = _missing(self.columns, schema)
-        if missing is not None:
-            raise _no_column(missing, schema)
-        try:
-            mask = _evaluate(_empty(schema), {"keep": self.expression})["keep"]
-        except (pa.ArrowException, ValueError, TypeError) as exc:
-            raise _expression_error(exc, self.columns) from None
-        if not pa.types.is_boolean(mask.type) and not pa.types.is_null(mask.type):
-            raise TransformError(f"the filter gives {mask.type} values, not true/false")
-        return schema
-
-    def apply(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        return self.apply_rows(batch)[0]
-
-    def apply_rows(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, Rows | None]:
-        mask = _evaluate(batch, {"keep": self.expression})["keep"]
-        keep = (
-            mask.fill_null(False).to_numpy(zero_copy_only=False)
-            if mask.null_count
-            else mask.to_numpy(zero_copy_only=False)
-        )
-        if keep.all():
-            return batch, None
-        rows = np.flatnonzero(keep).astype(np.int64)
-        return batch.take(pa.array(rows)), rows
-
-
-class SelectTransform(Transform):
-    """``select = ["user_id", "amount"]``: keep these columns, in this order."""
-
-    Options = list[str]
-    expects = 'a list of column names like ["user_id", "amount"]'
-
-    def __init__(self, options: list[str]) -> None:
-        super().__init__(options)
-        if not options or len(set(options)) != len(options) or not all(options):
-            raise TransformError("expected a non-empty list of distinct column names")
-
-    def output_schema(self, schema: pa.Schema) -> pa.Schema:
-        missing = _missing(self.options, schema)
-        if missing is not None:
-            raise _no_column(missing, schema)
-        return pa.schema([schema.field(n) for n in self.options])
-
-    def apply(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        return batch.select(self.options)
-
-
-class RenameTransform(Transform):
-    """``rename = { user_id = "user", ts = "time" }``: new names for columns (the others keep theirs)."""
-
-    Options = dict[str, str]
-    expects = 'a table of old = "new" column names'
-
-    def __init__(self, options: dict[str, str]) -> None:
-        super().__init__(options)
-        if not options or not all(options.values()):
-            raise TransformError('expected a non-empty table of old = "new" names')
-
-    def output_schema(self, schema: pa.Schema) -> pa.Schema:
-        missing = _missing(list(self.options), schema)
-        if missing is not None:
-            raise _no_column(missing, schema)
-        names = self._names(schema.names)
-        twice = next((n for n in names if names.count(n) > 1), None)
-        if twice is not None:
-            raise TransformError(f'two columns would be called "{twice}"', column=twice)
-        return pa.schema([f.with_name(n) for f, n in zip(schema, names, strict=True)])
-
-    def _names(self, names: list[str]) -> list[str]:
-        return [self.options.get(n, n) for n in names]
-
-    def apply(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        return batch.rename_columns(self._names(batch.schema.names))
-
-
-class CastTransform(Transform):
-    """``cast = { amount = "int64", ts = "timestamp[ms]" }``: convert columns to Arrow types.
-
-    A safe cast: a value that does not fit (overflow, a truncated fraction, text that is no number)
-    fails the batch, whose rows are dead-lettered.
-    """
-
-    Options = dict[str, str]
-    expects = 'a table of column = "arrow type" (int64, float64, string, timestamp[ms], ...)'
-
-    def __init__(self, options: dict[str, str]) -> None:
-        super().__init__(options)
-        if not options:
-            raise TransformError('expected a non-empty table of column = "type"')
-        self.types: dict[str, pa.DataType] = {}
-        for name, type_name in options.items():
-            try:
-                self.types[name] = arrow_type(type_name)
-            except FilterSyntaxError as exc:
-                raise TransformError(f"{name}: {exc}", column=name) from None
-
-    def output_schema(self, schema: pa.Schema) -> pa.Schema:
-        missing = _missing(list(self.types), schema)
-        if missing is not None:
-            raise _no_column(missing, schema)
-        for name, to in self.types.items():
-            source = schema.field(name).type
-            try:
-                pa.array([], source).cast(to)
-            except (pa.ArrowException, ValueError, TypeError):
-                raise TransformError(
-                    f'column "{name}" ({source}) cannot be cast to {to}', column=name
-                ) from None
-        return pa.schema([f.with_type(self.types[f.name]) if f.name in self.types else f for f in schema])
-
-    def apply(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        arrays = [
-            column.cast(self.types[name]) if name in self.types else column
-            for name, column in zip(batch.schema.names, batch.columns, strict=True)
-        ]
-        return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
-
-
-class SetTransform(Transform):
-    """``set = { cents = "amount * 100", country = "upper(country)" }``: derived columns.
-
-    Each value is an expression of :mod:`shardline.expressions` over the batch's columns (all
-    evaluated on the input batch); an existing column is replaced in place, a new one is added at
-    the end.
-    """
-
-    Options = dict[str, str]
-    expects = 'a table of column = "expression"'
-
-    def __init__(self, options: dict[str, str]) -> None:
-        super().__init__(options)
-        if not options:
-            raise TransformError('expected a non-empty table of column = "expression"')
-        self.expressions: dict[str, pc.Expression] = {}
-        self.columns: list[str] = []
-        for name, text in options.items():
-            try:
-                self.expressions[name] = compile_value(text)
-                self.columns.extend(filter_columns(text))
-            except FilterSyntaxError as exc:
-                raise TransformError(f"{name}: {exc}", column=name) from None
-
-    def output_schema(self, schema: pa.Schema) -> pa.Schema:
-        missing = _missing(self.columns, schema)
-        if missing is not None:
-            raise _no_column(missing, schema)
-        try:
-            return self.apply(_empty(schema)).schema
-        except (pa.ArrowException, ValueError, TypeError) as exc:
-            raise _expression_error(exc, [*self.columns, *self.expressions]) from None
-
-    def apply(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        values = _evaluate(batch, self.expressions)
-        names = list(batch.schema.names)
-        arrays = list(batch.columns)
-        for name, array in values.items():
-            if name in names:
-                arrays[names.index(name)] = array
-            else:
-                names.append(name)
-                arrays.append(array)
-        return pa.RecordBatch.from_arrays(arrays, names=names)
-
-
-class SqlTransform(Transform):
-    """``sql = "SELECT ... FROM batch WHERE ..."``: a DuckDB query over the batch as table ``batch``.
-
-    DuckDB scans the Arrow batch in place (``register`` of the batch: no copy) and hands the result
-    back as Arrow. One connection per step, reused for every batch. Each output row must come from
-    one input row: see the module docstring for what is refused, and why row order still holds.
-    Needs ``pip install "shardline[sql]"``.
-    """
-
-    Options = str
-    expects = "a SELECT query over the table batch"
-
-    def __init__(self, options: str) -> None:
-        super().__init__(options)
-        try:
-            import duckdb
-        except ImportError:
-            raise TransformError('the sql step needs DuckDB: pip install "shardline[sql]"') from None
-        self._duckdb = duckdb
-        self._con = duckdb.connect(":memory:")
-        # one thread: a batch of 10,000 rows runs as fast (3.5 ms vs 3.9 ms with 2) and the sink's
-        # thread keeps the other core
-        self._con.execute("SET threads = 1")
-        self.query = self._rewrite(options)
-        self._current = _CurrentBatch()
-        self._reuse = int(duckdb.__version__.split(".")[0]) >= 2  # 1.x cannot re-scan _CurrentBatch
-        self._relation: Any = None
-        self._schema: pa.Schema | None = None
-
-    def _rewrite(self, text: str) -> str:
-        """Check the query's shape; return it with the row number added to its select list."""
-        try:
-            tree = json.loads(
-                self._con.execute("SELECT json_serialize_sql(CAST(? AS VARCHAR))", [text]).fetchall()[0][0]
-            )
-        except self._duckdb.Error as exc:
-            raise TransformError(_duck_message(exc)) from None
-        if tree.get("error"):
-            raise TransformError(f"invalid SQL: {tree.get('error_message', 'cannot parse')}")
-        statements = tree.get("statements") or []
-        if len(statements) != 1:
-            raise TransformError(f"expected one SELECT statement, got {len(statements)}")
-        node = statements[0]["node"]
-        if node.get("type") != "SELECT_NODE":
-            raise TransformError(
-                "expected one SELECT over batch (UNION, INTERSECT and EXCEPT mix batches' rows)"
-            )
-        source = node.get("from_table") or {}
-        if source.get("type") != "BASE_TABLE" or str(source.get("table_name", "")).lower() != "batch":
-            raise TransformError(
-                "the query must read FROM batch alone (no join, no sub-query in FROM): "
-                "each output row comes from one row of the batch"
-            )
-        refused = []
-        if node.get("group_expressions") or node.get("having") is not None:
-            refused.append("GROUP BY/HAVING fold rows together")
-        for modifier in node.get("modifiers") or []:
-            kind = modifier.get("type")
-            if kind == "DISTINCT_MODIFIER":
-                refused.append("DISTINCT folds rows together")
-            elif kind == "ORDER_MODIFIER":
-                refused.append("ORDER BY would reorder rows (a transform keeps source order)")
-            elif kind == "LIMIT_MODIFIER" or kind == "LIMIT_PERCENT_MODIFIER":
-                refused.append("LIMIT/OFFSET would apply to each batch, not to the data")
-        if (node.get("cte_map") or {}).get("map"):
-            refused.append("WITH (common table expressions) is not supported")
-        if refused:
-            raise TransformError("; ".join(refused))
-        node["select_list"].append(
-            {"class": "COLUMN_REF", "type": "COLUMN_REF", "alias": _POSITION, "column_names": [ROW_COLUMN]}
-        )
-        rewritten: str = self._con.execute(
-            "SELECT json_deserialize_sql(CAST(? AS JSON))", [json.dumps(tree)]
-        ).fetchall()[0][0]
-        return rewritten
-
-    def _run(self, batch: pa.RecordBatch) -> pa.Table:
-        if ROW_COLUMN in batch.schema.names:
-            raise TransformError(f"the batch already has a column named {ROW_COLUMN}", column=ROW_COLUMN)
-        numbered = batch.append_column(ROW_COLUMN, pa.array(np.arange(batch.num_rows, dtype=np.int64)))
-        if not self._reuse:
-            return self._run_registered(numbered)
-        self._current.batch = numbered
-        try:
-            if self._relation is None or numbered.schema != self._schema:
-                # parsed and bound once per schema: re-running the bound query over the next batch
-                # takes 3.1 ms for 10,000 rows, registering the batch and binding anew 10 ms
-                if self._relation is None:
-                    self._con.register("batch", self._current)
-                self._relation, self._schema = self._con.sql(self.query), numbered.schema
-            table: pa.Table = self._relation.to_arrow_table()
-        finally:
-            self._current.batch = None  # do not keep the batch alive between runs
-        return table
-
-    def _run_registered(self, numbered: pa.RecordBatch) -> pa.Table:
-        """DuckDB 1.x: a registered stream is scanned once, so register and bind for every batch."""
-        self._con.register("batch", numbered)
-        try:
-            relation = self._con.sql(self.query)
-            fetch = getattr(relation, "to_arrow_table", None) or relation.fetch_arrow_table
-            table: pa.Table = fetch()
-        finally:
-            self._con.unregister("batch")
-        return table
-
-    def output_schema(self, schema: pa.Schema) -> pa.Schema:
-        try:
-            table = self._run(_empty(schema))
-        except self._duckdb.Error as exc:
-            message = _duck_message(exc)
-            if ROW_COLUMN in message and "GROUP BY" in message:
-                message = (
-                    "aggregates (count, sum, ...) fold rows together: each output row must come from one row"
-                )
-                raise TransformError(message) from None
-            column = re.search(r'column "([^"]+)"', message) or re.search(r'"([^"]+)" not found', message)
-            raise TransformError(message, column=column.group(1) if column else None) from None
-        return _strip(table).schema
-
-    def apply(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        return self.apply_rows(batch)[0]
-
-    def apply_rows(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, Rows | None]:
-        table = self._run(batch)
-        rows = table.column(_POSITION).to_numpy().astype(np.int64, copy=False)
-        if len(rows) > 1 and bool((np.diff(rows) < 0).any()):  # e.g. a window function's partitions
-            order = np.argsort(rows, kind="stable")
-            table, rows = table.take(pa.array(order)), rows[order]
-        out = one_batch(_strip(table))
-        if len(rows) == batch.num_rows and bool((rows == np.arange(len(rows))).all()):
-            return out, None
-        return out, rows
-
-    def close(self) -> None:
-        self._con.close()
-
-
-class _CurrentBatch:
-    """What DuckDB scans as ``batch``: the batch being transformed, through the Arrow PyCapsule
-    stream interface, so that a query bound once scans each new batch in place (no copy)."""
-
-    batch: pa.RecordBatch | None = None
-
-    def __arrow_c_stream__(self, requested_schema: Any = None) -> Any:
-        assert self.batch is not None, "scanned outside a transform"
-        return pa.Table.from_batches([self.batch]).__arrow_c_stream__(requested_schema)
-
-    def __arrow_c_schema__(self) -> Any:
-        assert self.batch is not None, "scanned outside a transform"
-        return self.batch.schema.__arrow_c_schema__()
-
-
-def _strip(table: pa.Table) -> pa.Table:
-    return table.drop_columns([n for n in (_POSITION, ROW_COLUMN) if n in table.schema.names])
-
-
-def _duck_message(exc: Exception) -> str:
-    text = str(exc).split("\n\nLINE")[0]
-    return " ".join(text.replace(f", {_POSITION}", "").split())
-
-
-BUILTIN_TRANSFORMS: dict[str, type[Transform]] = {
-    "sql": SqlTransform,
-    "filter": FilterTransform,
-    "select": SelectTransform,
-    "rename": RenameTransform,
-    "cast": CastTransform,
-    "set": SetTransform,
-}
 
 
 # --------------------------------------------------------------------------- steps of a pipeline
