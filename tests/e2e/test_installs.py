@@ -114,9 +114,10 @@ def test_every_module_a_distribution_imports_is_a_declared_dependency(dist: str)
     # optional imports (inside `try: ... except ImportError`) need not be declared; list them here
     # so that a new one is a decision: uvloop is a dependency, the demo's Parquet plugin is not
     # (shardline-parquet depends on shardline-v3io, not the other way round); OpenTelemetry is the
-    # `shardline[otel]` extra, imported only by its exporter.
+    # `shardline[otel]` extra, imported only by its exporter; duckdb is the `shardline[sql]` extra of
+    # the SQL transform step.
     expected_optional = {
-        "shardline": {"uvloop", "opentelemetry"},
+        "shardline": {"uvloop", "opentelemetry", "duckdb"},
         "shardline-v3io": {"uvloop", "shardline_parquet"},
         "shardline-parquet": set(),
         "shardline-kafka": set(),

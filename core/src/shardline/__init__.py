@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from shardline.runstatus import RunStatus
     from shardline.sink import AsyncStreamSink, StreamSink
     from shardline.source import AckToken, Source, SourceCheckpoint, SourceGauge, SourceOptions
+    from shardline.transforms import Transform, TransformError
     from shardline.transport import PutRecord, PutResult, StreamInfo, Transport
 
 # public name -> the module that defines it
@@ -76,6 +77,8 @@ _EXPORTS: dict[str, str] = {
     "SourceCheckpoint": "shardline.source",
     "SourceGauge": "shardline.source",
     "SourceOptions": "shardline.source",
+    "Transform": "shardline.transforms",
+    "TransformError": "shardline.transforms",
     "PutRecord": "shardline.transport",
     "PutResult": "shardline.transport",
     "StreamInfo": "shardline.transport",
@@ -113,6 +116,8 @@ __all__ = [
     "StreamNotFoundError",
     "StreamSink",
     "StreamUnreachableError",
+    "Transform",
+    "TransformError",
     "Transport",
     "TransportError",
     "hookimpl",

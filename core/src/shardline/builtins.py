@@ -51,3 +51,13 @@ def shardline_on_run_started(run: Any) -> None:
         from shardline.metrics_otel import start_otel_exporter
 
         start_otel_exporter(run)
+
+
+@hookimpl
+def shardline_register_transforms(register: Callable[[str, Any], None]) -> None:
+    """Register the built-in ``[[transform]]`` steps (``sql``, ``filter``, ``select``, ``rename``,
+    ``cast``, ``set``)."""
+    from shardline.transform_steps import builtin_transforms
+
+    for name, cls in builtin_transforms().items():
+        register(name, cls)

@@ -90,6 +90,7 @@ def validate_command(pipeline: str, overrides: tuple[str, ...]) -> None:
     try:
         config = load_pipeline(pipeline, overrides)
         source_summary = config.source_cls.preflight(config.source_options)  # what run checks first
+        transforms_summary = _check_transforms(config)
     except ShardlineError as exc:
         raise in_pipeline(pipeline, exc) from None
     checkpoint = config.checkpoint.path if config.checkpoint else "none"
@@ -100,6 +101,21 @@ def validate_command(pipeline: str, overrides: tuple[str, ...]) -> None:
     if source_summary:
         click.echo(f"  source: {source_summary}")
     click.echo(f"{pipeline}: {config.describe_mapping()}")
+    if transforms_summary:
+        click.echo(f"{pipeline}: {transforms_summary}")
+
+
+def _check_transforms(config: Any) -> str | None:
+    """Check the ``[[transform]]`` steps against the source's schema (as ``run`` does); one line."""
+    if not config.transforms:
+        return None
+    from shardline.transforms import check_pipeline
+
+    kinds = ", ".join(step.kind for step in config.transforms)
+    out = check_pipeline(config)
+    if out is None:
+        return f"transforms: {kinds} (the source declares no schema: checked on each batch)"
+    return f"transforms: {kinds} -> columns {', '.join(out.names)}"
 
 
 @click.command(name="run")

@@ -23,6 +23,8 @@ A pipeline file has these sections::
 
     [metrics]                     # optional: Prometheus /metrics, /healthz, /readyz
     port = 9464                   # 0: any free port; host = "127.0.0.1" by default
+    [[transform]]                 # optional, repeated: steps between source and sink
+    sql = "SELECT user_id, amount * 100 AS cents FROM batch"   # see shardline.transforms
 
 Rules:
 
@@ -203,6 +205,7 @@ class _PipelineModel(StrictModel):
     mapping: MappingConfig = Field(default_factory=lambda: MappingConfig.model_validate({}))
     checkpoint: CheckpointConfig | None = None
     metrics: MetricsConfig | None = None
+    transform: Any = None  # checked step by step by shardline.transforms.parse_steps
 
 
 @dataclass(frozen=True)
@@ -220,6 +223,8 @@ class PipelineConfig:
     mapping_origin: str = "pipeline file"
     """Where :attr:`mapping` came from: ``"pipeline file"``, ``"source default (kafka)"`` (``", with
     --set"`` when overrides changed it), ``"built-in default"`` or ``"--set"``."""
+    transforms: tuple[Any, ...] = ()
+    """The ``[[transform]]`` steps (:class:`shardline.transforms.TransformStep`), in file order."""
 
     def describe_mapping(self) -> str:
         """The mapping in one line with its origin: ``mapping: source default (kafka): data=raw, ...``."""
@@ -483,6 +488,12 @@ def build_pipeline(
     except ValidationError as exc:
         errors.extend(ctx.format(exc, _PipelineModel))
 
+    steps: tuple[Any, ...] = ()
+    if model is not None and model.transform is not None:
+        from shardline.transforms import parse_steps
+
+        steps, step_errors = parse_steps(model.transform, origin)
+        errors.extend(step_errors)
     if model is not None:
         errors.extend(_check_names(model.mapping, ctx))
         stream_errors = _check_stream(model.sink.stream, ctx)
@@ -507,6 +518,7 @@ def build_pipeline(
         checkpoint=model.checkpoint,
         metrics=model.metrics,
         mapping_origin=mapping_origin,
+        transforms=steps,
     )
 
 

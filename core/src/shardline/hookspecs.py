@@ -127,6 +127,22 @@ def shardline_register_partitioners(register: Callable[[str, Any], None]) -> Non
 
 
 @hookspec
+def shardline_register_transforms(register: Callable[[str, type[Any]], None]) -> None:
+    """Register ``[[transform]]`` step kinds by name.
+
+    Call ``register(name, cls)`` where ``cls`` is a subclass of :class:`shardline.Transform` and
+    ``name`` is the key a step table uses: ``[[transform]]`` then ``<name> = <value>``. ``cls.Options``
+    (a type such as ``str`` or ``dict[str, str]``, or a pydantic model for a table) validates the
+    value; the runner calls ``cls(value)`` once per run, ``output_schema(schema)`` before anything
+    is sent (raise :class:`shardline.TransformError` naming the ``column``), then ``apply(batch)``
+    (or ``apply_rows``) on every ``pyarrow.RecordBatch`` from one thread, and ``close()``.
+    ``apply`` may drop, add and reorder columns and drop rows, never reorder rows; when it raises,
+    the batch's rows are dead-lettered with the error and the run goes on. Built-ins: ``sql``,
+    ``filter``, ``select``, ``rename``, ``cast``, ``set`` (see :mod:`shardline.transforms`).
+    """
+
+
+@hookspec
 def shardline_register_commands(cli: Any) -> None:
     """Add sub-commands to the ``shardline`` command.
 

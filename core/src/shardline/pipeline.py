@@ -13,9 +13,11 @@ How a run goes:
    (a second run of it refuses at once, :class:`~shardline.CheckpointLockedError`), then loads it;
    one written by another pipeline, or whose state the source's ``Checkpoint`` model refuses, is
    refused (:class:`~shardline.CheckpointError`).
-2. A reader thread pulls ``(batch, token)`` from the source and writes each batch to the sink with
-   an ack callback. The sink calls the callbacks in write order once every record of a batch is
-   written or dead-lettered; the callback acks the token to the source.
+2. A reader thread pulls ``(batch, token)`` from the source, runs the ``[[transform]]`` steps on it
+   (:mod:`shardline.transforms`: rows they drop count as filtered, a batch a step fails on is
+   dead-lettered) and writes the result to the sink with an ack callback for the source's batch.
+   The sink calls the callbacks in write order once every record of a batch is written or
+   dead-lettered; the callback acks the token to the source.
 3. The main thread shows progress (on a terminal) and saves the source's checkpoint at most every
    ``[checkpoint] interval_s`` seconds, and once more at the end. The checkpoint only ever covers
    acknowledged batches, so a run killed at any moment (even SIGKILL) resumes with no gap; batches
@@ -53,6 +55,7 @@ from shardline.redact import redact_url
 from shardline.requeststats import RequestStats
 from shardline.runstatus import RunStatus
 from shardline.source import AckToken, Source
+from shardline.transforms import StepFailed, TransformChain, check_pipeline, failed_rows, mapped_origin
 
 
 @dataclass
@@ -86,6 +89,8 @@ class RunSummary:
     """Records retried, by the name of the error that made them fail (``{"TransportError": 120}``)."""
     endpoints: dict[str, str] = field(default_factory=dict)
     """What observers served during the run: ``{"metrics": "http://127.0.0.1:PORT/metrics"}``."""
+    filtered: int = 0
+    """Rows the ``[[transform]]`` steps dropped (acknowledged, never sent)."""
 
     @property
     def records_per_second(self) -> float:
@@ -111,6 +116,8 @@ class RunSummary:
             stopped += f" ({self.nonfinite_floats:,} NaN/inf floats written as null)"
         if self.resumed_rows:
             stopped += f" (resumed after {self.resumed_rows:,} rows acknowledged earlier)"
+        if self.filtered:
+            stopped += f" ({self.filtered:,} rows filtered by transforms)"
         if self.skipped:
             stopped += " (skipped " + ", ".join(f"{n:,} {kind}" for kind, n in self.skipped.items()) + ")"
         return (
@@ -212,6 +219,7 @@ class Runner:
         self._stats: RequestStats | None = None
         self.status = RunStatus(self)
         """The live view of this run that observers get (``shardline_on_run_started``)."""
+        self._filtered_rows = 0
 
     def stop(self, reason: str = "stop()") -> None:
         """Ask the run to stop cleanly (as SIGTERM does)."""
@@ -271,6 +279,11 @@ class Runner:
                 raise
             raise CheckpointError(f"checkpoint {store.path}: {exc}") from None
         self._source = source
+        try:
+            chain = _transform_chain(config)
+        except BaseException:
+            source.close()
+            raise
         if handle_signals:
             self._stop.install()
         started = time.monotonic()
@@ -300,7 +313,7 @@ class Runner:
             display = make_display(self.progress, config.source_type, _safe_progress(source))
             done_rows = int(_safe_progress(source).get("done_rows", 0))
             reader = threading.Thread(
-                target=self._read, args=(source, sink), name="shardline-reader", daemon=True
+                target=self._read, args=(source, sink, chain), name="shardline-reader", daemon=True
             )
             reader.start()
             last_save = time.monotonic()
@@ -320,7 +333,12 @@ class Runner:
                             file=sys.stderr,
                         )
                 self._enforce_stop_timeout()
-                display.update(done_rows + self._acked_rows, sink.metrics.bytes, _safe_progress(source))
+                display.update(
+                    done_rows + self._acked_rows,
+                    sink.metrics.bytes,
+                    _safe_progress(source),
+                    self._filtered_rows,
+                )
                 if store is not None and time.monotonic() - last_save >= interval:
                     saved_state = self._save(store, source, saved_state)
                     last_save = time.monotonic()
@@ -337,7 +355,9 @@ class Runner:
                 tick()
             if store is not None:
                 self._save(store, source, saved_state)
-            display.update(done_rows + self._acked_rows, sink.metrics.bytes, _safe_progress(source))
+            display.update(
+                done_rows + self._acked_rows, sink.metrics.bytes, _safe_progress(source), self._filtered_rows
+            )
             if self._reader_error is not None:
                 raise self._reader_error
             if self._close_error is not None:
@@ -349,6 +369,8 @@ class Runner:
                 display.close()
             self._stop.restore()
             source.close()
+            if chain is not None:
+                chain.close()
         return self._summary(sink, started, done_rows, state, store)
 
     def _summary(
@@ -385,6 +407,7 @@ class Runner:
             latency=self._stats.quantiles() if self._stats is not None else {},
             retries_by_error=dict(self._stats.retries_by_error) if self._stats is not None else {},
             endpoints=dict(self.status.endpoints),
+            filtered=self._filtered_rows,
         )
 
     # -- threads --------------------------------------------------------------------------------
@@ -397,7 +420,7 @@ class Runner:
 
         return StreamSink(self.config.sink.stream, **kwargs)
 
-    def _read(self, source: Source, sink: Any) -> None:
+    def _read(self, source: Source, sink: Any, chain: TransformChain | None = None) -> None:
         takes_origin = _accepts_keyword(sink.write, "origin")  # a sink_factory's sink may not
         try:
             for batch, token in source.batches():
@@ -405,6 +428,8 @@ class Runner:
                 self._read_rows += batch.num_rows
                 ack = self._ack_callback(source, token, batch.num_rows)
                 origin = source.origin(token) if takes_origin else None  # for dead letters
+                if chain is not None:
+                    batch, origin = self._transform(chain, batch, origin, sink, takes_origin)
                 if origin is None:
                     sink.write(batch, ack=ack)
                 else:
@@ -416,6 +441,21 @@ class Runner:
                 self._reader_error = exc
         except BaseException as exc:
             self._reader_error = exc
+
+    def _transform(
+        self, chain: TransformChain, batch: Any, origin: Any, sink: Any, takes_origin: bool
+    ) -> tuple[Any, Any]:
+        """The batch after the steps, with the origin of its rows; a batch a step fails on is
+        dead-lettered and replaced by an empty one, so that its ack still comes in order."""
+        columns = self.config.source_cls.origin_columns
+        try:
+            out, rows = chain.apply(batch)
+        except StepFailed as failure:
+            key = self.config.mapping.partition_key
+            sink.dead_letter(failed_rows(batch, failure, columns, origin, key), "transform failed")
+            return batch.slice(0, 0), None
+        self._filtered_rows += max(batch.num_rows - out.num_rows, 0)
+        return out, mapped_origin(rows, batch, columns, origin) if takes_origin else None
 
     def _ack_callback(self, source: Source, token: AckToken, rows: int) -> Callable[[], None]:
         def ack() -> None:
@@ -450,6 +490,15 @@ class Runner:
             store.save(state, stream=redact_url(self.config.sink.stream), pid=os.getpid())
         self._checkpoint_saved_at = time.monotonic()  # the checkpoint covers every ack up to now
         return state
+
+
+def _transform_chain(config: PipelineConfig) -> TransformChain | None:
+    """The run's ``[[transform]]`` steps, checked against the source's schema when it declares one
+    (raises :class:`~shardline.transforms.TransformError` naming the step and the column)."""
+    if not config.transforms:
+        return None
+    check_pipeline(config)
+    return TransformChain(config.transforms)
 
 
 def _source_dead_letter(sink: Any) -> Callable[[list[dict[str, Any]], str], None]:

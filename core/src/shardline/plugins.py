@@ -46,7 +46,7 @@ BUILTIN_DISTRIBUTIONS = frozenset(
     {"shardline", "shardline-v3io", "shardline-kinesis", "shardline-kafka", "shardline-parquet"}
 )
 """The project's own distributions: their registrations are built-ins, loaded first and never replaced."""
-KINDS = ("sources", "transports", "codecs", "partitioners")
+KINDS = ("sources", "transports", "codecs", "partitioners", "transforms")
 """The registries a plugin can add to, each through ``shardline_register_<kind>``."""
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -299,6 +299,10 @@ def _check_value(kind: str, name: str, value: Any) -> str | None:
                 f"registered source {name!r} whose Checkpoint is {model!r}: "
                 "expected None or a subclass of shardline.SourceCheckpoint"
             )
+    elif kind == "transforms":
+        from shardline.transforms import check_registration
+
+        return check_registration(name, value)
     elif value is None:
         return f"registered {singular} {name!r} as None"
     elif kind in ("transports", "codecs") and not callable(value):

@@ -38,9 +38,12 @@ def human_bytes(n: float) -> str:
 class Display(Protocol):
     """What the pipeline runner updates while it runs."""
 
-    def update(self, rows: int, nbytes: int, facts: Mapping[str, Any] | None = None) -> None:
-        """Rows acknowledged so far (this run plus earlier ones), bytes written by this run, and the
-        source's current :meth:`~shardline.Source.progress` facts (for its lag)."""
+    def update(
+        self, rows: int, nbytes: int, facts: Mapping[str, Any] | None = None, filtered: int = 0
+    ) -> None:
+        """Rows acknowledged so far (this run plus earlier ones), bytes written by this run, the
+        source's current :meth:`~shardline.Source.progress` facts (for its lag), and rows of them that
+        ``[[transform]]`` steps dropped (acknowledged, not sent)."""
 
     def close(self) -> None:
         """Remove or finish the display."""
@@ -49,7 +52,9 @@ class Display(Protocol):
 class NullDisplay:
     """No display (stdout is not a terminal, or ``--no-progress``)."""
 
-    def update(self, rows: int, nbytes: int, facts: Mapping[str, Any] | None = None) -> None:
+    def update(
+        self, rows: int, nbytes: int, facts: Mapping[str, Any] | None = None, filtered: int = 0
+    ) -> None:
         """Do nothing."""
 
     def close(self) -> None:
@@ -59,7 +64,9 @@ class NullDisplay:
 class _RowsColumn(ProgressColumn):
     def render(self, task: Task) -> Text:
         total = f"/{int(task.total):,}" if task.total is not None else ""
-        return Text(f"{int(task.completed):,}{total} rows", style="progress.download")
+        filtered = int(task.fields.get("filtered", 0))
+        dropped = f" ({filtered:,} filtered)" if filtered else ""
+        return Text(f"{int(task.completed):,}{total} rows{dropped}", style="progress.download")
 
 
 class _BytesColumn(ProgressColumn):
@@ -131,9 +138,13 @@ class RichDisplay:
         )
         self._progress.start()
 
-    def update(self, rows: int, nbytes: int, facts: Mapping[str, Any] | None = None) -> None:
+    def update(
+        self, rows: int, nbytes: int, facts: Mapping[str, Any] | None = None, filtered: int = 0
+    ) -> None:
         """Move the bar; show the lag in ``facts`` (a source's progress) when there is one."""
-        self._progress.update(self._task, completed=rows, nbytes=nbytes, lag=lag_text(facts))
+        self._progress.update(
+            self._task, completed=rows, nbytes=nbytes, lag=lag_text(facts), filtered=filtered
+        )
 
     def close(self) -> None:
         """Draw the last state and release the terminal."""

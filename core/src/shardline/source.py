@@ -183,6 +183,17 @@ class Source(abc.ABC):
         """
         return None
 
+    @classmethod
+    def schema(cls, options: SourceOptions) -> pa.Schema | None:
+        """The Arrow schema of the batches this source will yield, when known without reading data.
+
+        ``shardline validate`` and ``run`` check the ``[[transform]]`` steps against it before
+        anything is sent (Parquet: the unified schema of the files' footers; Kafka with raw values:
+        its fixed columns). Default None: not known up front (e.g. JSON values whose fields each batch
+        infers), and the steps are checked against each batch as it comes. Must not connect anywhere.
+        """
+        return None
+
     def origin(self, token: AckToken) -> Callable[[int], dict[str, Any]] | None:
         """Where each row of the batch of ``token`` came from, for the sink's dead letters.
 

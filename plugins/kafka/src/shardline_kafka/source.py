@@ -30,7 +30,7 @@ from kafka.errors import KafkaTimeoutError, UnsupportedCodecError
 from kafka.structs import MemberState, OffsetAndMetadata
 from shardline import ConfigError, ShardlineError, Source, SourceGauge, SourceOptions
 
-from shardline_kafka.arrow import METADATA_COLUMNS, records_to_batch
+from shardline_kafka.arrow import METADATA_COLUMNS, SCHEMA, records_to_batch
 from shardline_kafka.json_values import DeadLetterFn, dead_letter_entries, dead_rows, parse_json_values
 from shardline_kafka.offsets import KafkaAckToken, OffsetTracker
 from shardline_kafka.options import KafkaCheckpoint, KafkaSourceOptions, start_timestamp_ms
@@ -102,6 +102,15 @@ class KafkaSource(Source):
         """What identifies this source's progress: the group and what it reads (not tuning options)."""
         assert isinstance(options, KafkaSourceOptions)
         return {"group_id": options.group_id, "topics": options.topics, "pattern": options.pattern}
+
+    @classmethod
+    def schema(cls, options: SourceOptions) -> pa.Schema | None:
+        """The fixed columns of ``value_format = "raw"`` (``value`` and the ``metadata_columns``);
+        None with ``"json"``, whose columns each batch infers from its values."""
+        assert isinstance(options, KafkaSourceOptions)
+        if options.value_format == "json":
+            return None
+        return pa.schema([f for f in SCHEMA if f.name == "value" or f.name in options.metadata_columns])
 
     @classmethod
     def default_mapping(cls, options: SourceOptions) -> dict[str, Any] | None:

@@ -180,6 +180,13 @@ class ParquetSource(Source):
         return build_plan(options).summary()
 
     @classmethod
+    def schema(cls, options: SourceOptions) -> pa.Schema:
+        """The columns the batches will have (``columns``, or all), typed from the files' footers."""
+        assert isinstance(options, ParquetOptions)
+        plan = build_plan(options)
+        return pa.schema([plan.schema.field(name) for name in plan.columns])
+
+    @classmethod
     def resume_identity(cls, options: SourceOptions) -> dict[str, Any]:
         """Everything but ``batch_size`` and ``buffer_size``: they do not move positions."""
         return options.model_dump(mode="json", exclude={"batch_size", "buffer_size"})
