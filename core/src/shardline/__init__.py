@@ -31,8 +31,9 @@ if TYPE_CHECKING:
     )
     from shardline.hookspecs import hookimpl
     from shardline.metrics import SinkMetrics
+    from shardline.ownership import ShardOwnership
     from shardline.partitioning import Partitioner, ShardMap
-    from shardline.pipeline import RunSummary, run_pipeline
+    from shardline.pipeline import Runner, RunSummary, run_pipeline
     from shardline.plugins import register_plugin
     from shardline.records import RecordMapping
     from shardline.redact import redact_url
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 
 # public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
+    "CheckpointLock": "shardline.checkpoint",
     "CheckpointLockedError": "shardline.checkpoint",
     "CheckpointStore": "shardline.checkpoint",
     "PipelineConfig": "shardline.config",
@@ -60,8 +62,10 @@ _EXPORTS: dict[str, str] = {
     "TransportError": "shardline.errors",
     "hookimpl": "shardline.hookspecs",
     "SinkMetrics": "shardline.metrics",
+    "ShardOwnership": "shardline.ownership",
     "Partitioner": "shardline.partitioning",
     "ShardMap": "shardline.partitioning",
+    "Runner": "shardline.pipeline",
     "RunSummary": "shardline.pipeline",
     "run_pipeline": "shardline.pipeline",
     "register_plugin": "shardline.plugins",
@@ -84,6 +88,7 @@ __all__ = [
     "AckToken",
     "AsyncStreamSink",
     "CheckpointError",
+    "CheckpointLock",
     "CheckpointLockedError",
     "CheckpointStore",
     "ConfigError",
@@ -96,8 +101,10 @@ __all__ = [
     "RecordMapping",
     "RecordTooLargeError",
     "RunSummary",
+    "Runner",
     "SchemaError",
     "ShardMap",
+    "ShardOwnership",
     "ShardlineError",
     "SinkMetrics",
     "Source",

@@ -109,14 +109,27 @@ def validate_command(pipeline: str, overrides: tuple[str, ...]) -> None:
 @click.option(
     "--progress/--no-progress", default=None, help="Show a progress bar (default: when stdout is a terminal)."
 )
+@click.option(
+    "--dask",
+    "dask_address",
+    metavar="ADDRESS|local:N",
+    default=None,
+    help="Run on Dask (needs shardline-dask): a scheduler (tcp://HOST:8786) or local:N worker processes.",
+)
 def run_command(
-    pipeline: str, overrides: tuple[str, ...], allow_dead_letters: bool, progress: bool | None
+    pipeline: str,
+    overrides: tuple[str, ...],
+    allow_dead_letters: bool,
+    progress: bool | None,
+    dask_address: str | None,
 ) -> None:
     """Run a pipeline file: source -> sink, with checkpoints; Ctrl-C stops cleanly and resumable."""
     from shardline.config import load_pipeline
     from shardline.pipeline import run_pipeline
     from shardline.redact import redact_url
 
+    if dask_address is not None:  # the same as [engine] type = "dask", address = ADDRESS
+        overrides = (*overrides, "engine.type=dask", f"engine.address={dask_address}")
     try:
         config = load_pipeline(pipeline, overrides)
         start_line = (

@@ -21,6 +21,10 @@ A pipeline file has four sections::
     [checkpoint]                  # optional: where a resumable source keeps its progress
     path = ".shardline/events.ckpt"
 
+    [engine]                      # optional: what runs it (default "local", this process)
+    type = "dask"                 # a registered runner (shardline-dask)
+    address = "tcp://scheduler:8786"   # or "local:4" (a LocalCluster of 4 worker processes)
+
 Rules:
 
 - Unknown keys are errors, everywhere. Every error message names the file, the dotted key and what
@@ -170,7 +174,30 @@ class CheckpointConfig(StrictModel):
     """``[checkpoint]``: where progress is kept so that a stopped run resumes where it stopped."""
 
     path: str = Field(min_length=1)
-    interval_s: float = Field(1.0, gt=0, description="write at most this often while running")
+    interval_s: float = Field(
+        0.0,
+        ge=0,
+        description="least time between two writes while running (default 0: after every acknowledged "
+        "batch, one write at a time, acks during a write merged into the next)",
+    )
+
+
+class EngineConfig(StrictModel):
+    """``[engine]``: what runs the pipeline. ``type = "local"`` (default): this process; another
+    type names a registered runner (``"dask"`` comes with shardline-dask) that runs it elsewhere."""
+
+    type: str = Field("local", min_length=1, description='"local" or a registered runner, e.g. "dask"')
+    address: str | None = Field(
+        None, min_length=1, description='the runner\'s cluster, e.g. "tcp://HOST:8786" or "local:4"'
+    )
+    workers: Int | None = Field(
+        None, ge=1, description="writers to split the work over (default: the cluster's workers)"
+    )
+    split: Literal["shards", "files"] = Field(
+        "shards",
+        description='"shards": each writer owns shards and reads everything (per-key order kept); '
+        '"files": files spread over writers (no order across files)',
+    )
 
 
 class _PipelineModel(StrictModel):
@@ -178,6 +205,7 @@ class _PipelineModel(StrictModel):
     sink: SinkConfig
     mapping: MappingConfig = Field(default_factory=lambda: MappingConfig.model_validate({}))
     checkpoint: CheckpointConfig | None = None
+    engine: EngineConfig = Field(default_factory=lambda: EngineConfig.model_validate({}))
 
 
 @dataclass(frozen=True)
@@ -191,6 +219,7 @@ class PipelineConfig:
     sink: SinkConfig
     mapping: MappingConfig = field(default_factory=lambda: MappingConfig.model_validate({}))
     checkpoint: CheckpointConfig | None = None
+    engine: EngineConfig = field(default_factory=lambda: EngineConfig.model_validate({}))
     mapping_origin: str = "pipeline file"
     """Where :attr:`mapping` came from: ``"pipeline file"``, ``"source default (kafka)"`` (``", with
     --set"`` when overrides changed it), ``"built-in default"`` or ``"--set"``."""
@@ -479,6 +508,7 @@ def build_pipeline(
         sink=model.sink,
         mapping=model.mapping,
         checkpoint=model.checkpoint,
+        engine=model.engine,
         mapping_origin=mapping_origin,
     )
 

@@ -17,7 +17,8 @@ class SinkMetrics:
     default ``"strict"``, which rules it out);
     ``buffered_bytes`` encoded records not yet acknowledged and ``request_bytes`` the bodies of the
     requests in flight (together under ``max_in_flight_bytes``); ``nonfinite_floats`` NaN/inf
-    values the codec wrote as ``null`` (JSON has no form for them).
+    values the codec wrote as ``null`` (JSON has no form for them); ``not_owned`` rows left to
+    another writer (``owned_shards``, see :mod:`shardline.ownership`).
     """
 
     records_in: int = 0
@@ -35,6 +36,7 @@ class SinkMetrics:
     buffered_bytes: int = 0
     request_bytes: int = 0
     nonfinite_floats: int = 0
+    not_owned: int = 0
     shard_in_flight: dict[int, int] = field(default_factory=dict)
     shard_records: dict[int, int] = field(default_factory=dict)
     shard_allowance: dict[int, int] = field(default_factory=dict)
@@ -59,6 +61,7 @@ class SinkMetrics:
             "buffered_bytes": self.buffered_bytes,
             "request_bytes": self.request_bytes,
             "nonfinite_floats": self.nonfinite_floats,
+            "not_owned": self.not_owned,
             "shard_in_flight": dict(self.shard_in_flight),
             "shard_records": dict(self.shard_records),
             "shard_allowance": dict(self.shard_allowance),
