@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from shardline.partitioning import Partitioner, ShardMap
     from shardline.pipeline import Runner, RunSummary, run_pipeline
     from shardline.plugins import register_plugin
+    from shardline.progress import make_display
     from shardline.records import RecordMapping
     from shardline.redact import redact_url
     from shardline.sink import AsyncStreamSink, StreamSink
@@ -69,6 +70,7 @@ _EXPORTS: dict[str, str] = {
     "RunSummary": "shardline.pipeline",
     "run_pipeline": "shardline.pipeline",
     "register_plugin": "shardline.plugins",
+    "make_display": "shardline.progress",
     "RecordMapping": "shardline.records",
     "redact_url": "shardline.redact",
     "AsyncStreamSink": "shardline.sink",
@@ -119,6 +121,7 @@ __all__ = [
     "TransportError",
     "hookimpl",
     "load_pipeline",
+    "make_display",
     "redact_url",
     "register_plugin",
     "run_pipeline",
