@@ -13,13 +13,14 @@ single-process pipeline (``run_pipeline``) with its default settings except what
   (``cap / 2 / bytes per encoded record``: the engine reserves a request body per queued byte)
   plus one source batch (acks are per batch) plus the acks of one checkpoint write.
 
-Every configuration runs ``--rounds`` times, interleaved, and the best round counts (a burst of
+Every configuration runs ``--rounds`` times, interleaved in a shuffled order, and the best round counts (a burst of
 load from elsewhere on a shared machine must not decide a ratio). Prints rows/s and ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import sys
 import tempfile
 import time
@@ -78,8 +79,11 @@ def main() -> None:
         best: dict[str, float] = {}
         n = 0
         with start_server(tmp / "store") as server:
+            order = list(runs)
             for round_no in range(args.rounds):
-                for name, overrides in runs.items():
+                random.Random(round_no).shuffle(order)  # no configuration always first (position bias)
+                for name in order:
+                    overrides = runs[name]
                     n += 1
                     stream = f"{server.url}/bigdata/resume-{n}"
                     checkpoint = ""
@@ -108,6 +112,28 @@ def main() -> None:
         print(f"{name:40} {best[name]:>12,.0f} {best[name] / top:>8.3f} {bound:>18,}")
     ok = [cap for cap in args.caps if best[f"cap {cap} MiB"] >= 0.95 * top]
     print(f"smallest cap keeping >= 0.95x the {max(args.caps)} MiB rate: {min(ok)} MiB")
+    wall, cpu = checkpoint_write_cost()
+    per_second = best["checkpoint every ack (coalesced)"] / BATCH  # at most one write per acked batch
+    print(
+        f"one checkpoint write: {wall * 1e3:.2f} ms wall (fsync included), {cpu * 1e3:.3f} ms CPU; "
+        f"at {per_second:.0f} acked batches/s that is {per_second * cpu:.2%} of one core"
+    )
+
+
+def checkpoint_write_cost(writes: int = 200) -> tuple[float, float]:
+    """Wall and CPU seconds of one :meth:`CheckpointStore.save` of a Parquet source's state."""
+    from shardline import CheckpointStore
+
+    state = {
+        "format": 2, "file": "/data/events/part-00003.parquet", "relative": "part-00003.parquet",
+        "partition": {}, "file_index": 3, "row_group": 17, "row_offset": 40_000, "rows": 12_345_678,
+    }  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="shardline-ckpt-") as tmp:
+        store = CheckpointStore(Path(tmp) / "p.ckpt", "f" * 32)
+        wall0, cpu0 = time.perf_counter(), time.thread_time()
+        for i in range(writes):
+            store.save({**state, "rows": i}, stream="http://127.0.0.1/bigdata/x", pid=1)
+        return (time.perf_counter() - wall0) / writes, (time.thread_time() - cpu0) / writes
 
 
 if __name__ == "__main__":

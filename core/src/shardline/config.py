@@ -11,7 +11,7 @@ A pipeline file has four sections::
     create = { shards = 8, retention_hours = 24 }       # create the stream when missing
     dead_letter = "dead-letters.jsonl"                   # optional: records that can never be written
     [sink.limits]                                        # optional tuning
-    max_in_flight_bytes = "64MiB"
+    max_in_flight_bytes = "16MiB"
 
     [mapping]                     # how a row becomes a record
     partition_key = "user_id"
@@ -126,7 +126,7 @@ class CreateOptions(StrictModel):
 class LimitsOptions(StrictModel):
     """``[sink.limits]``: how much the sink keeps in flight and how long it retries."""
 
-    max_in_flight_bytes: ByteSize = 64 * 2**20
+    max_in_flight_bytes: ByteSize = 16 * 2**20  # see EngineOptions
     max_in_flight_requests: Int = Field(16, ge=1)
     linger_ms: Float = Field(5.0, ge=0)
     retry_deadline_s: Float | None = Field(

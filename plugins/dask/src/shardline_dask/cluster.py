@@ -17,7 +17,7 @@ def local_workers(address: str) -> int | None:
     """N for ``local:N``, None for a scheduler address; :class:`~shardline.ConfigError` for ``local:0``."""
     match = _LOCAL.match(address.strip())
     if match is None:
-        if address.startswith("local"):
+        if address.strip().startswith("local:"):
             raise ConfigError(f"engine.address: {address!r}: expected local:N with N >= 1 (e.g. local:4)")
         return None
     workers = int(match.group(1))
