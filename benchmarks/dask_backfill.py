@@ -56,7 +56,9 @@ path = "{tmp}/ck/{name}.ckpt"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
@@ -107,8 +109,10 @@ def main() -> None:
             client.close()
             cluster.close()
     one = best["1 process"]
-    print(f"\n{args.rows:,} rows of ~100-byte JSON, 16 shards, {args.workers} Dask workers "
-          f"(cluster start {cluster_start:.1f} s, not timed), best of {args.rounds}")
+    print(
+        f"\n{args.rows:,} rows of ~100-byte JSON, 16 shards, {args.workers} Dask workers "
+        f"(cluster start {cluster_start:.1f} s, not timed), best of {args.rounds}"
+    )
     print(f"{'run':16} {'rows/s':>12} {'x 1 process':>12} {'read amplification':>20}")
     for name in engines:
         print(f"{name:16} {best[name]:>12,.0f} {best[name] / one:>12.2f} {amplification[name]:>20.1f}")

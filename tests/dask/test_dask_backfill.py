@@ -69,7 +69,10 @@ def test_a_two_worker_backfill_lands_every_row_once_in_key_order(
     assert result.duplicates == 0
     again = run_pipeline(pipeline_file(tmp_path, dataset, stream), address(cluster))
     assert again.records == 0 and again.rows_read == 0  # a finished backfill sends nothing
-    print(f"read amplification {summary.metrics['read_amplification']:.1f}; slots {summary.metrics['slot_records']}")
+    print(
+        f"read amplification {summary.metrics['read_amplification']:.1f}; "
+        f"records per slot {summary.metrics['slot_records']}"
+    )
 
 
 def test_b_a_worker_killed_mid_run_is_retried_and_resumes_its_slot(

@@ -62,7 +62,9 @@ def test_engine_keys_are_checked_like_every_other_key(tmp_path: Path) -> None:
         run_pipeline(pipeline(tmp_path, 'type = "dask"\nsplit = "rows"'))
 
 
-@pytest.mark.parametrize(("address", "workers"), [("local:3", 3), ("tcp://10.0.0.1:8786", None), ("localhost:8786", None)])
+@pytest.mark.parametrize(
+    ("address", "workers"), [("local:3", 3), ("tcp://10.0.0.1:8786", None), ("localhost:8786", None)]
+)
 def test_local_n_is_a_local_cluster_and_anything_else_a_scheduler(address: str, workers: int | None) -> None:
     assert local_workers(address) == workers
 

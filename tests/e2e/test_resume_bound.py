@@ -24,7 +24,7 @@ from shardline_parquet import write_sample
 from shardline_v3io.testing_server import start_server
 
 SHARDLINE = str(Path(sys.executable).with_name("shardline"))
-ROWS = 400_000
+ROWS = 200_000
 BATCH = 10_000  # the Parquet source's default batch_size
 SHARDS = 4
 
@@ -66,7 +66,9 @@ partition_key = "user_id"
 path = "{checkpoint}"
 """
         )  # every limit at its default: the bound under test is the default's
-        proc = subprocess.Popen([SHARDLINE, "run", str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [SHARDLINE, "run", str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         try:
             deadline = time.monotonic() + 180
             while checkpoint_rows(checkpoint) < ROWS // 4:
@@ -95,5 +97,8 @@ path = "{checkpoint}"
         assert firsts == sorted(firsts), f"rows of {user} out of order"
     duplicates = sum(n - 1 for n in counts.values())
     bound = in_flight_rows(tmp_path / "data")
-    print(f"killed at {killed_at:,} checkpointed rows: {duplicates:,} rows sent twice; in flight under the cap: <= {bound:,}")
+    print(
+        f"killed at {killed_at:,} checkpointed rows: {duplicates:,} rows sent twice; "
+        f"in flight under the cap: <= {bound:,}"
+    )
     assert duplicates <= bound

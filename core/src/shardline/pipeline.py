@@ -35,7 +35,6 @@ How a run goes:
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import os
 import signal
@@ -543,7 +542,9 @@ def run_pipeline(
         config = load_pipeline(config, overrides)
     if config.engine.type != "local":
         if sink_factory is not None:
-            raise ConfigError(f"sink_factory runs only with [engine] type = \"local\", not {config.engine.type!r}")
+            raise ConfigError(
+                f'sink_factory runs only with [engine] type = "local", not {config.engine.type!r}'
+            )
         from shardline.plugins import lookup
 
         run = lookup("runners", config.engine.type)  # PluginError: "pip install shardline-dask"

@@ -646,8 +646,10 @@ def place(
     shards = _shards_for(cols, shard_count, strategy, rr_start)
     others: npt.NDArray[np.bool_] | None = None
     if owned is not None:
-        owner = shards if owned.shard_count == shard_count else _shards_for(
-            cols, owned.shard_count, strategy, rr_start
+        owner = (
+            shards
+            if owned.shard_count == shard_count
+            else _shards_for(cols, owned.shard_count, strategy, rr_start)
         )
         keyless = cols.key_index < 0 if cols.key_index is not None else None
         others = ~owned.keep(owner, keyless)  # another writer's rows, its dead letters too

@@ -42,7 +42,9 @@ def connect(address: str | None, scratch: Path) -> Iterator[Any]:
         try:
             client = Client(address, timeout="30s")
         except OSError as exc:
-            raise ConfigError(f"engine.address: cannot reach the Dask scheduler at {address}: {exc}") from None
+            raise ConfigError(
+                f"engine.address: cannot reach the Dask scheduler at {address}: {exc}"
+            ) from None
         try:
             yield client
         finally:

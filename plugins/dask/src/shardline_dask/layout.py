@@ -57,7 +57,9 @@ def pin_layout(checkpoint_path: str | Path, fingerprint: str, wanted: Layout) ->
     try:
         pinned = Layout(str(state["split"]), int(state["slots"]), int(state["shard_count"]))
     except (KeyError, TypeError, ValueError):
-        raise CheckpointError(f"checkpoint {store.path} is not a Dask layout; delete it to start over") from None
+        raise CheckpointError(
+            f"checkpoint {store.path} is not a Dask layout; delete it to start over"
+        ) from None
     if pinned.split != wanted.split:
         raise CheckpointError(
             f"checkpoint {store.path}: this pipeline's run was started with split = {pinned.split!r}, "

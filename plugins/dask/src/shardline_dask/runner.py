@@ -81,18 +81,18 @@ def run_on_dask(
     base = config.checkpoint.path if config.checkpoint is not None else None
     lock = CheckpointLock(base) if base is not None else None
     here = state_dir(base) if base is not None else Path(".shardline") / "dask"
-    with lock if lock is not None else contextlib.nullcontext():
-        with connect(engine.address, here / "dask-scratch") as client:
-            slots = engine.workers or _worker_count(client)
-            wanted = Layout(engine.split, slots, _shard_count(config))
-            layout, _resumed = (
-                pin_layout(base, config.fingerprint(), wanted) if base is not None else (wanted, False)
-            )
-            if on_start is not None:
-                on_start()
-            return _Driver(client, config, layout, plan, base, stop_timeout_s).run(
-                started, progress, handle_signals, allow_dead_letters
-            )
+    locked = lock if lock is not None else contextlib.nullcontext()
+    with locked, connect(engine.address, here / "dask-scratch") as client:
+        slots = engine.workers or _worker_count(client)
+        wanted = Layout(engine.split, slots, _shard_count(config))
+        layout, _resumed = (
+            pin_layout(base, config.fingerprint(), wanted) if base is not None else (wanted, False)
+        )
+        if on_start is not None:
+            on_start()
+        return _Driver(client, config, layout, plan, base, stop_timeout_s).run(
+            started, progress, handle_signals, allow_dead_letters
+        )
 
 
 def _worker_count(client: Any) -> int:
@@ -204,7 +204,9 @@ class _Driver:
                 stop_timeout_s=self.stop_timeout_s,
             )
             futures.append(
-                self.client.submit(run_slot, job, plans[slot], key=f"shardline-{self.run_id}-{slot}", pure=False)
+                self.client.submit(
+                    run_slot, job, plans[slot], key=f"shardline-{self.run_id}-{slot}", pure=False
+                )
             )
         return futures
 
