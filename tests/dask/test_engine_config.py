@@ -73,3 +73,8 @@ def test_local_n_is_a_local_cluster_and_anything_else_a_scheduler(address: str, 
 def test_a_malformed_local_address_is_refused(address: str) -> None:
     with pytest.raises(ConfigError, match="local:N with N >= 1"):
         local_workers(address)
+
+
+def test_a_local_store_is_refused_before_any_worker_starts(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="local:// store belongs to one process"):
+        run_pipeline(pipeline(tmp_path, 'type = "dask"\naddress = "local:2"'))

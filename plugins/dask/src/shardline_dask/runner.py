@@ -76,13 +76,18 @@ def run_on_dask(
         raise ConfigError(
             f'engine.split: "files" needs a source with a plan of files (parquet), not {config.source_type!r}'
         )
-    started = time.monotonic()
+    if config.sink.stream.lower().startswith("local://"):
+        raise ConfigError(
+            "sink.stream: a local:// store belongs to one process, and a Dask run writes from many; "
+            "serve it (shardline serve --data-dir DIR) and use its http:// URL"
+        )
     plan = make_plan(config.source_options) if make_plan is not None else None  # once, on the driver
     base = config.checkpoint.path if config.checkpoint is not None else None
     lock = CheckpointLock(base) if base is not None else None
     here = state_dir(base) if base is not None else Path(".shardline") / "dask"
     locked = lock if lock is not None else contextlib.nullcontext()
     with locked, connect(engine.address, here / "dask-scratch") as client:
+        started = time.monotonic()  # the summary's rate leaves the cluster's start-up out
         slots = engine.workers or _worker_count(client)
         wanted = Layout(engine.split, slots, _shard_count(config))
         layout, _resumed = (
