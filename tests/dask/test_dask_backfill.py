@@ -75,6 +75,7 @@ def test_a_two_worker_backfill_lands_every_row_once_in_key_order(
     )
 
 
+@pytest.mark.slow
 def test_b_a_worker_killed_mid_run_is_retried_and_resumes_its_slot(
     cluster: Any, server: RunningServer, dataset: Path, tmp_path: Path
 ) -> None:
@@ -109,6 +110,7 @@ def test_b_a_worker_killed_mid_run_is_retried_and_resumes_its_slot(
     assert result.duplicates <= bound
 
 
+@pytest.mark.slow
 def test_c_the_driver_killed_mid_run_resumes_every_slot(
     cluster: Any, server: RunningServer, dataset: Path, tmp_path: Path
 ) -> None:

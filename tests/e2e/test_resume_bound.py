@@ -16,6 +16,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 from shardline.engine import EngineOptions
 from shardline.pipeline import run_pipeline
 from shardline.records import RecordMapping, map_columns, place
@@ -43,6 +44,7 @@ def in_flight_rows(data: Path) -> int:
     return int(EngineOptions().max_in_flight_bytes / 2 / (enc.nbytes / enc.num_records)) + BATCH
 
 
+@pytest.mark.slow
 def test_a_killed_default_backfill_resends_at_most_what_its_cap_holds(tmp_path: Path) -> None:
     write_sample(tmp_path / "data", ROWS, files=4, row_group_size=50_000, users=1000, payload_bytes=0)
     checkpoint = tmp_path / "backfill.ckpt"
