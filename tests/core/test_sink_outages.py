@@ -154,3 +154,28 @@ def test_dead_letters_are_on_disk_before_the_ack_that_follows_them(tmp_path: Pat
         sink.flush(timeout=30)
     assert on_disk_at_ack == [1]  # the dead letter was flushed (fsync) before the batch's ack
     assert [orjson.loads(line)["row"] for line in target.read_bytes().splitlines()] == [3]
+
+
+def test_an_abort_that_cancels_sends_before_they_start_still_lets_close_return() -> None:
+    """abort() may cancel a send task before its first step (it then never runs): its records go
+    back unacknowledged and its lanes are freed, so close() ends instead of waiting for ever."""
+    import asyncio
+
+    from shardline import AsyncStreamSink
+
+    async def main() -> tuple[int, int]:
+        transport = FakeTransport(shard_count=4)
+        sink = AsyncStreamSink(transport, partition_key="k", **FAST)
+        await sink.start()
+        engine = sink._core.engine
+        await sink.write(keyed(0, 2000, keys=50))
+        engine.stop()  # as a run's first stop signal: no retries
+        engine._dispatch(time.monotonic())  # requests built and their tasks created, not yet run
+        assert engine._sends, "no send task was created"
+        engine.abort()  # cancels them before their first step
+        with pytest.raises(DeliveryError) as caught:
+            await asyncio.wait_for(sink.close(timeout=None), timeout=10)
+        return caught.value.undelivered, len(transport.records())
+
+    undelivered, written = asyncio.run(main())
+    assert undelivered == 2000 and written == 0

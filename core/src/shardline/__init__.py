@@ -31,9 +31,11 @@ if TYPE_CHECKING:
     )
     from shardline.hookspecs import hookimpl
     from shardline.metrics import SinkMetrics
+    from shardline.ownership import ShardOwnership
     from shardline.partitioning import Partitioner, ShardMap
-    from shardline.pipeline import RunSummary, run_pipeline
+    from shardline.pipeline import Runner, RunSummary, run_pipeline
     from shardline.plugins import register_plugin
+    from shardline.progress import make_display
     from shardline.records import RecordMapping
     from shardline.redact import redact_url
     from shardline.runstatus import RunStatus
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
 
 # public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
+    "CheckpointLock": "shardline.checkpoint",
     "CheckpointLockedError": "shardline.checkpoint",
     "CheckpointStore": "shardline.checkpoint",
     "PipelineConfig": "shardline.config",
@@ -62,11 +65,14 @@ _EXPORTS: dict[str, str] = {
     "TransportError": "shardline.errors",
     "hookimpl": "shardline.hookspecs",
     "SinkMetrics": "shardline.metrics",
+    "ShardOwnership": "shardline.ownership",
     "Partitioner": "shardline.partitioning",
     "ShardMap": "shardline.partitioning",
+    "Runner": "shardline.pipeline",
     "RunSummary": "shardline.pipeline",
     "run_pipeline": "shardline.pipeline",
     "register_plugin": "shardline.plugins",
+    "make_display": "shardline.progress",
     "RecordMapping": "shardline.records",
     "redact_url": "shardline.redact",
     "RunStatus": "shardline.runstatus",
@@ -90,6 +96,7 @@ __all__ = [
     "AckToken",
     "AsyncStreamSink",
     "CheckpointError",
+    "CheckpointLock",
     "CheckpointLockedError",
     "CheckpointStore",
     "ConfigError",
@@ -103,8 +110,10 @@ __all__ = [
     "RecordTooLargeError",
     "RunStatus",
     "RunSummary",
+    "Runner",
     "SchemaError",
     "ShardMap",
+    "ShardOwnership",
     "ShardlineError",
     "SinkMetrics",
     "Source",
@@ -122,6 +131,7 @@ __all__ = [
     "TransportError",
     "hookimpl",
     "load_pipeline",
+    "make_display",
     "redact_url",
     "register_plugin",
     "run_pipeline",

@@ -24,7 +24,9 @@ import os
 import socket
 import stat
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,8 +74,23 @@ class CheckpointLock:
         """True between a successful :meth:`acquire` and :meth:`release`."""
         return self._fd is not None
 
-    def acquire(self) -> None:
-        """Take the lock now or raise :class:`CheckpointLockedError` (or CheckpointError: cannot open)."""
+    def acquire(self, wait_s: float = 0.0) -> None:
+        """Take the lock or raise :class:`CheckpointLockedError` (or CheckpointError: cannot open).
+
+        ``wait_s``: how long to keep trying while another process holds it (polled every 0.1 s;
+        e.g. a retried Dask task whose earlier attempt, on a lost worker, is still ending).
+        """
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                self._acquire_now()
+                return
+            except CheckpointLockedError:
+                if time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.1)  # polling a lock another process holds: there is nothing to wait on
+
+    def _acquire_now(self) -> None:
         if self._fd is not None or fcntl is None:
             return
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
@@ -252,6 +269,59 @@ class CheckpointStore:
         """Remove the checkpoint (a finished run that should start over next time)."""
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+
+
+class CoalescingCheckpointer:
+    """Writes a checkpoint soon after every acknowledgement, one write at a time.
+
+    :meth:`notify` (from the thread that acks, cheap) marks the state changed; a writer thread
+    calls ``save()`` once per change, but never two at once: acks that arrive while a write is
+    going (fsync included) merge into the next one. So a run killed at any moment re-sends at most
+    what was in flight plus the acks of one write, and the cost is one write per write-time, not
+    one per batch. ``min_interval_s`` spaces writes further (0: none). An error raised by
+    ``save()`` stops the writer and is kept in :attr:`error` for the run to raise.
+    """
+
+    def __init__(self, save: Callable[[], None], min_interval_s: float = 0.0) -> None:
+        self._save = save
+        self._interval = min_interval_s
+        self._changed = threading.Event()
+        self._closing = False
+        self._closed = threading.Event()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="shardline-checkpoint", daemon=True)
+
+    def start(self) -> None:
+        """Start the writer thread."""
+        self._thread.start()
+
+    def notify(self) -> None:
+        """The source acknowledged more: write a checkpoint soon."""
+        self._changed.set()
+
+    def close(self) -> None:
+        """Stop the writer after its current write (the caller then writes the final checkpoint)."""
+        self._closing = True
+        self._closed.set()
+        self._changed.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._closing:
+            self._changed.wait()
+            if self._closing:
+                return
+            self._changed.clear()
+            started = time.monotonic()
+            try:
+                self._save()
+            except BaseException as exc:
+                self.error = exc
+                return
+            rest = self._interval - (time.monotonic() - started)
+            if rest > 0:
+                self._closed.wait(rest)  # the configured spacing between writes; close() cuts it short
 
 
 def describe_state_errors(exc: ValidationError) -> str:

@@ -139,6 +139,13 @@ def _check_transforms(config: Any) -> str | None:
     show_default=True,
     help="json: one JSON object per log line on stderr, for log shippers.",
 )
+@click.option(
+    "--dask",
+    "dask_address",
+    metavar="ADDRESS|local:N",
+    default=None,
+    help="Run on Dask (needs shardline-dask): a scheduler (tcp://HOST:8786) or local:N worker processes.",
+)
 def run_command(
     pipeline: str,
     overrides: tuple[str, ...],
@@ -147,13 +154,14 @@ def run_command(
     metrics_port: int | None,
     metrics_host: str | None,
     log_format: str,
+    dask_address: str | None,
 ) -> None:
     """Run a pipeline file: source -> sink, with checkpoints; Ctrl-C stops cleanly and resumable."""
     import logging
 
     from shardline.config import load_pipeline
     from shardline.logformat import configure_logging
-    from shardline.pipeline import Runner
+    from shardline.pipeline import Runner, run_pipeline
     from shardline.redact import redact_url
 
     configure_logging(log_format)
@@ -162,6 +170,8 @@ def run_command(
         overrides += (f"metrics.port={metrics_port}",)
     if metrics_host is not None:
         overrides += (f"metrics.host={_toml_string(metrics_host)}",)
+    if dask_address is not None:  # the same as [engine] type = "dask", address = ADDRESS
+        overrides = (*overrides, "engine.type=dask", f"engine.address={dask_address}")
     try:
         config = load_pipeline(pipeline, overrides)
         start_line = (
@@ -169,14 +179,28 @@ def run_command(
             f"{config.describe_mapping()}"
         )
 
+        runner: Runner | None = None
+
         def started() -> None:  # the source is open, the stream reached, the metrics port bound
-            served = "".join(f"; {name} at {url}" for name, url in runner.status.endpoints.items())
+            endpoints = runner.status.endpoints if runner is not None else {}
+            served = "".join(f"; {name} at {url}" for name, url in endpoints.items())
             click.echo(start_line + served, err=True)
             if log_format == "json":
-                log.info("run started", extra={"pipeline": pipeline, **runner.status.endpoints})
+                log.info("run started", extra={"pipeline": pipeline, **endpoints})
 
-        runner = Runner(config, allow_dead_letters=allow_dead_letters, progress=progress, on_start=started)
-        summary = runner.run(handle_signals=True)
+        if config.engine.type != "local":  # a registered runner (shardline-dask) runs it elsewhere
+            summary = run_pipeline(
+                config,
+                allow_dead_letters=allow_dead_letters,
+                progress=progress,
+                handle_signals=True,
+                on_start=started,
+            )
+        else:
+            runner = Runner(
+                config, allow_dead_letters=allow_dead_letters, progress=progress, on_start=started
+            )
+            summary = runner.run(handle_signals=True)
     except ShardlineError as exc:  # config, source, sink start, checkpoint, delivery: name the file
         raise in_pipeline(pipeline, exc) from None
     click.echo(summary.line())

@@ -11,7 +11,7 @@ A pipeline file has these sections::
     create = { shards = 8, retention_hours = 24 }       # create the stream when missing
     dead_letter = "dead-letters.jsonl"                   # optional: records that can never be written
     [sink.limits]                                        # optional tuning
-    max_in_flight_bytes = "64MiB"
+    max_in_flight_bytes = "16MiB"
 
     [mapping]                     # how a row becomes a record
     partition_key = "user_id"
@@ -25,6 +25,9 @@ A pipeline file has these sections::
     port = 9464                   # 0: any free port; host = "127.0.0.1" by default
     [[transform]]                 # optional, repeated: steps between source and sink
     sql = "SELECT user_id, amount * 100 AS cents FROM batch"   # see shardline.transforms
+    [engine]                      # optional: what runs it (default "local", this process)
+    type = "dask"                 # a registered runner (shardline-dask)
+    address = "tcp://scheduler:8786"   # or "local:4" (a LocalCluster of 4 worker processes)
 
 Rules:
 
@@ -128,7 +131,7 @@ class CreateOptions(StrictModel):
 class LimitsOptions(StrictModel):
     """``[sink.limits]``: how much the sink keeps in flight and how long it retries."""
 
-    max_in_flight_bytes: ByteSize = 64 * 2**20
+    max_in_flight_bytes: ByteSize = 16 * 2**20  # see EngineOptions
     max_in_flight_requests: Int = Field(16, ge=1)
     linger_ms: Float = Field(5.0, ge=0)
     retry_deadline_s: Float | None = Field(
@@ -176,7 +179,30 @@ class CheckpointConfig(StrictModel):
     """``[checkpoint]``: where progress is kept so that a stopped run resumes where it stopped."""
 
     path: str = Field(min_length=1)
-    interval_s: float = Field(1.0, gt=0, description="write at most this often while running")
+    interval_s: float = Field(
+        0.0,
+        ge=0,
+        description="least time between two writes while running (default 0: after every acknowledged "
+        "batch, one write at a time, acks during a write merged into the next)",
+    )
+
+
+class EngineConfig(StrictModel):
+    """``[engine]``: what runs the pipeline. ``type = "local"`` (default): this process; another
+    type names a registered runner (``"dask"`` comes with shardline-dask) that runs it elsewhere."""
+
+    type: str = Field("local", min_length=1, description='"local" or a registered runner, e.g. "dask"')
+    address: str | None = Field(
+        None, min_length=1, description='the runner\'s cluster, e.g. "tcp://HOST:8786" or "local:4"'
+    )
+    workers: Int | None = Field(
+        None, ge=1, description="writers to split the work over (default: the cluster's workers)"
+    )
+    split: Literal["shards", "files"] = Field(
+        "shards",
+        description='"shards": each writer owns shards and reads everything (per-key order kept); '
+        '"files": files spread over writers (no order across files)',
+    )
 
 
 class MetricsConfig(StrictModel):
@@ -206,6 +232,7 @@ class _PipelineModel(StrictModel):
     checkpoint: CheckpointConfig | None = None
     metrics: MetricsConfig | None = None
     transform: Any = None  # checked step by step by shardline.transforms.parse_steps
+    engine: EngineConfig = Field(default_factory=lambda: EngineConfig.model_validate({}))
 
 
 @dataclass(frozen=True)
@@ -220,6 +247,7 @@ class PipelineConfig:
     mapping: MappingConfig = field(default_factory=lambda: MappingConfig.model_validate({}))
     checkpoint: CheckpointConfig | None = None
     metrics: MetricsConfig | None = None
+    engine: EngineConfig = field(default_factory=lambda: EngineConfig.model_validate({}))
     mapping_origin: str = "pipeline file"
     """Where :attr:`mapping` came from: ``"pipeline file"``, ``"source default (kafka)"`` (``", with
     --set"`` when overrides changed it), ``"built-in default"`` or ``"--set"``."""
@@ -517,6 +545,7 @@ def build_pipeline(
         mapping=model.mapping,
         checkpoint=model.checkpoint,
         metrics=model.metrics,
+        engine=model.engine,
         mapping_origin=mapping_origin,
         transforms=steps,
     )

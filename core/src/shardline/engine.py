@@ -51,6 +51,7 @@ import asyncio
 import collections
 import contextlib
 import enum
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -148,7 +149,9 @@ def ordering_mode(name: str) -> str:
 class EngineOptions:
     """Tuning of the engine (see :class:`shardline.StreamSink` for the meaning of each)."""
 
-    max_in_flight_bytes: int = 64 * 2**20
+    max_in_flight_bytes: int = 16 * 2**20
+    """16 MiB: the smallest cap measured to keep >= 0.95x the rate of 64 MiB on a backfill of ~100-byte
+    rows (benchmarks/resume_cost.py); it bounds what a kill -9 re-sends (~37,000 such rows)."""
     max_in_flight_requests: int = 16
     linger_ms: float = 5.0
     retry_deadline_s: float | None = None
@@ -228,6 +231,7 @@ class _Request:
     pieces: list[tuple[_Lane, _Seg]]
     count: int
     body_bytes: int
+    started: bool = False  # _send ran (a task cancelled before its first step never does)
 
     def by_lane(self) -> Iterator[tuple[_Lane, list[_Seg]]]:
         """Each lane of the request with its pieces, in body order."""
@@ -592,8 +596,21 @@ class Engine:
             self.metrics.in_flight_requests = self._in_flight
             task = asyncio.create_task(self._send(request))
             self._sends.add(task)
-            task.add_done_callback(self._sends.discard)
+            task.add_done_callback(functools.partial(self._sent, request))
         return wait
+
+    def _sent(self, request: _Request, task: asyncio.Task[None]) -> None:
+        """A send task ended. One that :meth:`abort` cancelled before it ran never reached
+        :meth:`_send`'s own settling: put its records back (unacknowledged) and free its lanes, or
+        the request would count as in flight for ever and a stopped sink's close would never end."""
+        self._sends.discard(task)
+        if request.started:
+            return
+        self._in_flight -= 1
+        self.metrics.in_flight_requests = self._in_flight
+        self._settle_failed_request(request, _WholeFailure("cancelled", False))
+        self._progress()
+        self._notify()
 
     def _build(self, lanes: list[_Lane]) -> _Request | None:
         """Pack one request from ready lanes (oldest first), each lane's records adjacent."""
@@ -777,6 +794,7 @@ class Engine:
         return failures
 
     async def _send(self, request: _Request) -> None:
+        request.started = True
         failures: list[PutFailure] | None = None
         whole: _WholeFailure | None = None
         self._request_bytes += request.body_bytes

@@ -143,6 +143,21 @@ def shardline_register_transforms(register: Callable[[str, type[Any]], None]) ->
 
 
 @hookspec
+def shardline_register_runners(register: Callable[[str, Any], None]) -> None:
+    """Register pipeline runners by name: what ``[engine] type = "<name>"`` runs a pipeline with.
+
+    Call ``register(name, run)`` where ``run(config, *, allow_dead_letters, progress,
+    handle_signals, stop_timeout_s, on_start)`` runs the validated
+    :class:`shardline.PipelineConfig` (its ``engine.address``, ``engine.workers`` and
+    ``engine.split`` are the runner's to read) and returns a :class:`shardline.RunSummary`, with the
+    meaning :func:`shardline.run_pipeline` gives those arguments. ``"local"`` (this process) is the
+    core's and cannot be registered. A runner reuses :class:`shardline.Runner` for each piece of
+    the work, so checkpoints, acks and stops behave as in one process. Import heavy libraries
+    (a cluster client) inside ``run``.
+    """
+
+
+@hookspec
 def shardline_register_commands(cli: Any) -> None:
     """Add sub-commands to the ``shardline`` command.
 

@@ -21,7 +21,8 @@ class SinkMetrics:
     values the codec wrote as ``null`` (JSON has no form for them); ``throttled_requests`` requests
     the stream throttled (as a whole or some of their records); ``stream`` the (redacted) stream URL
     observer hooks name; ``last_contact`` the ``time.monotonic()`` at which the stream last answered
-    (a put or a describe; None before it ever did).
+    (a put or a describe; None before it ever did); ``not_owned`` rows left to another writer
+    (``owned_shards``, see :mod:`shardline.ownership`).
     """
 
     records_in: int = 0
@@ -42,6 +43,7 @@ class SinkMetrics:
     throttled_requests: int = 0
     stream: str = ""
     last_contact: float | None = None
+    not_owned: int = 0
     shard_in_flight: dict[int, int] = field(default_factory=dict)
     shard_records: dict[int, int] = field(default_factory=dict)
     shard_allowance: dict[int, int] = field(default_factory=dict)
@@ -67,6 +69,7 @@ class SinkMetrics:
             "request_bytes": self.request_bytes,
             "nonfinite_floats": self.nonfinite_floats,
             "throttled_requests": self.throttled_requests,
+            "not_owned": self.not_owned,
             "shard_in_flight": dict(self.shard_in_flight),
             "shard_records": dict(self.shard_records),
             "shard_allowance": dict(self.shard_allowance),

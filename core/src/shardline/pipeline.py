@@ -18,10 +18,13 @@ How a run goes:
    dead-lettered) and writes the result to the sink with an ack callback for the source's batch.
    The sink calls the callbacks in write order once every record of a batch is written or
    dead-lettered; the callback acks the token to the source.
-3. The main thread shows progress (on a terminal) and saves the source's checkpoint at most every
-   ``[checkpoint] interval_s`` seconds, and once more at the end. The checkpoint only ever covers
-   acknowledged batches, so a run killed at any moment (even SIGKILL) resumes with no gap; batches
-   in flight at the time are sent again (at-least-once).
+3. The main thread shows progress (on a terminal). A checkpoint writer saves the source's
+   checkpoint after every acknowledged batch, one write at a time: acks that arrive during a write
+   merge into the next one (:class:`~shardline.checkpoint.CoalescingCheckpointer`; ``[checkpoint]
+   interval_s`` spaces writes further, default 0), and once more at the end. The checkpoint only
+   ever covers acknowledged batches, so a run killed at any moment (even SIGKILL) resumes with no
+   gap; what was in flight at the time (at most the sink's ``max_in_flight_bytes``) is sent again
+   (at-least-once).
 4. SIGINT or SIGTERM: stop reading and stop retrying at once; requests in flight finish and what
    was never sent may still go out, for at most ``stop_timeout_s`` (then what is in flight is
    cancelled); acknowledged batches are checkpointed, the rest stays unacknowledged for the next
@@ -34,7 +37,6 @@ How a run goes:
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import os
 import signal
@@ -46,9 +48,9 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from shardline.checkpoint import CheckpointLock, CheckpointStore
+from shardline.checkpoint import CheckpointLock, CheckpointStore, CoalescingCheckpointer
 from shardline.config import PipelineConfig, load_pipeline
-from shardline.errors import CheckpointError, DeliveryError, ShardlineError
+from shardline.errors import CheckpointError, ConfigError, DeliveryError, ShardlineError
 from shardline.plugins import call_observers, register_plugin, unregister_plugin
 from shardline.progress import Display, human_bytes, make_display, summary_extras
 from shardline.redact import redact_url
@@ -195,9 +197,11 @@ class Runner:
         sink_factory: Callable[..., Any] | None = None,
         stop_timeout_s: float = 5.0,
         on_start: Callable[[], None] | None = None,
+        source_factory: Callable[[Any, dict[str, Any] | None], Source] | None = None,
     ) -> None:
         self.config = config
         self._on_start = on_start
+        self._source_factory = source_factory
         self.stop_timeout_s = stop_timeout_s
         self._sink: Any = None
         self._aborted = False
@@ -220,6 +224,20 @@ class Runner:
         self.status = RunStatus(self)
         """The live view of this run that observers get (``shardline_on_run_started``)."""
         self._filtered_rows = 0
+        self._done_rows = 0
+        self._checkpointer: CoalescingCheckpointer | None = None
+
+    def facts(self) -> dict[str, int]:
+        """Progress so far, readable from any thread: ``rows_read``, ``rows_acked``, ``done_rows``
+        (acknowledged by earlier runs), ``records`` and ``bytes`` written (0 before the sink is open)."""
+        metrics = getattr(self._sink, "metrics", None)
+        return {
+            "rows_read": self._read_rows,
+            "rows_acked": self._acked_rows,
+            "done_rows": self._done_rows,
+            "records": int(getattr(metrics, "records", 0)),
+            "bytes": int(getattr(metrics, "bytes", 0)),
+        }
 
     def stop(self, reason: str = "stop()") -> None:
         """Ask the run to stop cleanly (as SIGTERM does)."""
@@ -242,15 +260,22 @@ class Runner:
         if abort is not None:
             abort()
 
-    def run(self, *, handle_signals: bool = False) -> RunSummary:
+    def run(self, *, handle_signals: bool = False, lock_wait_s: float = 0.0) -> RunSummary:
         """Run until the source is exhausted or a stop is requested; return the summary.
 
         A pipeline with a checkpoint holds its lock for the whole run: while another run of it
-        is going, this raises :class:`~shardline.CheckpointLockedError` at once, naming that run.
+        is going, this raises :class:`~shardline.CheckpointLockedError` (after ``lock_wait_s``
+        seconds of trying; default: at once), naming that run.
         """
         checkpoint = self.config.checkpoint
-        with CheckpointLock(checkpoint.path) if checkpoint is not None else contextlib.nullcontext():
+        if checkpoint is None:
             return self._observed(handle_signals=handle_signals)
+        lock = CheckpointLock(checkpoint.path)
+        lock.acquire(lock_wait_s)
+        try:
+            return self._observed(handle_signals=handle_signals)
+        finally:
+            lock.release()
 
     def _observed(self, *, handle_signals: bool) -> RunSummary:
         """:meth:`_run` between ``shardline_on_run_started`` and ``shardline_on_run_finished``."""
@@ -273,7 +298,10 @@ class Runner:
             store = CheckpointStore(config.checkpoint.path, config.fingerprint())
             state = store.load(config.source_cls)
         try:
-            source = config.source_cls(config.source_options, checkpoint=state)
+            if self._source_factory is not None:
+                source = self._source_factory(config.source_options, state)
+            else:
+                source = config.source_cls(config.source_options, checkpoint=state)
         except CheckpointError as exc:  # the source's own checks of the state: name the file
             if store is None or str(store.path) in str(exc):
                 raise
@@ -311,19 +339,27 @@ class Runner:
             source.set_flush(sink.flush)
             source.set_dead_letter(_source_dead_letter(sink))
             display = make_display(self.progress, config.source_type, _safe_progress(source))
-            done_rows = int(_safe_progress(source).get("done_rows", 0))
+            done_rows = self._done_rows = int(_safe_progress(source).get("done_rows", 0))
+            saved_state: dict[str, Any] | None = state
+            checkpointer: CoalescingCheckpointer | None = None
+            if store is not None:
+
+                def save() -> None:
+                    nonlocal saved_state
+                    saved_state = self._save(store, source, saved_state)
+
+                interval = config.checkpoint.interval_s if config.checkpoint else 0.0
+                checkpointer = self._checkpointer = CoalescingCheckpointer(save, interval)
+                checkpointer.start()
             reader = threading.Thread(
                 target=self._read, args=(source, sink, chain), name="shardline-reader", daemon=True
             )
             reader.start()
-            last_save = time.monotonic()
-            saved_state: dict[str, Any] | None = state
-            interval = config.checkpoint.interval_s if config.checkpoint else 1.0
 
             announced = False
 
             def tick() -> None:
-                nonlocal last_save, saved_state, announced
+                nonlocal announced
                 if self._stop.signal_name is not None and not announced:
                     announced = True
                     if handle_signals:
@@ -339,9 +375,8 @@ class Runner:
                     _safe_progress(source),
                     self._filtered_rows,
                 )
-                if store is not None and time.monotonic() - last_save >= interval:
-                    saved_state = self._save(store, source, saved_state)
-                    last_save = time.monotonic()
+                if checkpointer is not None and checkpointer.error is not None:
+                    raise checkpointer.error
 
             while reader.is_alive():
                 reader.join(timeout=0.2)
@@ -353,6 +388,10 @@ class Runner:
             while closer.is_alive():
                 closer.join(timeout=0.2)
                 tick()
+            if checkpointer is not None:
+                checkpointer.close()  # the last write in flight ends first: one writer at a time
+                if checkpointer.error is not None:
+                    raise checkpointer.error
             if store is not None:
                 self._save(store, source, saved_state)
             display.update(
@@ -365,6 +404,8 @@ class Runner:
             if self._ack_error is not None:
                 raise self._ack_error
         finally:
+            if self._checkpointer is not None:
+                self._checkpointer.close()
             if display is not None:
                 display.close()
             self._stop.restore()
@@ -468,6 +509,8 @@ class Runner:
             with self._lock:
                 self._acked_batches += 1
                 self._acked_rows += rows
+            if self._checkpointer is not None:
+                self._checkpointer.notify()
 
         return ack
 
@@ -578,6 +621,23 @@ def run_pipeline(
     """
     if not isinstance(config, PipelineConfig):
         config = load_pipeline(config, overrides)
+    if config.engine.type != "local":
+        if sink_factory is not None:
+            raise ConfigError(
+                f'sink_factory runs only with [engine] type = "local", not {config.engine.type!r}'
+            )
+        from shardline.plugins import lookup
+
+        run = lookup("runners", config.engine.type)  # PluginError: "pip install shardline-dask"
+        summary: RunSummary = run(
+            config,
+            allow_dead_letters=allow_dead_letters,
+            progress=progress,
+            handle_signals=handle_signals,
+            stop_timeout_s=stop_timeout_s,
+            on_start=on_start,
+        )
+        return summary
     runner = Runner(
         config,
         allow_dead_letters=allow_dead_letters,

@@ -43,10 +43,17 @@ from shardline.errors import PluginError
 ENTRY_POINT_GROUP = "shardline"
 _BUILTIN_MODULES = ("shardline.builtins",)
 BUILTIN_DISTRIBUTIONS = frozenset(
-    {"shardline", "shardline-v3io", "shardline-kinesis", "shardline-kafka", "shardline-parquet"}
+    {
+        "shardline",
+        "shardline-v3io",
+        "shardline-kinesis",
+        "shardline-kafka",
+        "shardline-parquet",
+        "shardline-dask",
+    }
 )
 """The project's own distributions: their registrations are built-ins, loaded first and never replaced."""
-KINDS = ("sources", "transports", "codecs", "partitioners", "transforms")
+KINDS = ("sources", "transports", "codecs", "partitioners", "transforms", "runners")
 """The registries a plugin can add to, each through ``shardline_register_<kind>``."""
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -305,7 +312,9 @@ def _check_value(kind: str, name: str, value: Any) -> str | None:
         return check_registration(name, value)
     elif value is None:
         return f"registered {singular} {name!r} as None"
-    elif kind in ("transports", "codecs") and not callable(value):
+    elif kind == "runners" and name == "local":
+        return "registered runner 'local', which is the core's own (this process)"
+    elif kind in ("transports", "codecs", "runners") and not callable(value):
         return f"registered {singular} {name!r} as {value!r}: expected a callable"
     elif kind == "transports" and getattr(value, "Options", None) is not None:
         from pydantic import BaseModel
@@ -427,6 +436,7 @@ _PROVIDED_BY: dict[tuple[str, str], str] = {
     ("transports", "local"): "shardline-v3io",
     ("sources", "parquet"): "shardline-parquet",
     ("sources", "kafka"): "shardline-kafka",
+    ("runners", "dask"): "shardline-dask",
 }
 
 

@@ -42,6 +42,7 @@ from shardline.arrowbin import (
 from shardline.errors import ConfigError, SchemaError
 from shardline.ipcrows import one_row_streams
 from shardline.jsontext import counting, escape_strings, json_is_string, json_values, text_values
+from shardline.ownership import ShardOwnership
 from shardline.partitioning import Partitioner, resolve_partitioner, xxh64_many
 
 Codec = Callable[[pa.RecordBatch, "RecordMapping"], "pa.Array | Sequence[bytes]"]
@@ -566,6 +567,7 @@ class EncodedBatch:
     row_base: int = 0
     origin: Origin | None = None
     origin_columns: dict[str, pa.Array] | None = None  # origin columns in batch row order
+    not_owned: int = 0  # rows left out because another writer owns them (shardline.ownership)
     _frag_array: Any = None
     _key_list: list[str] | None = None
 
@@ -628,17 +630,36 @@ def _shards_for(
 
 
 def place(
-    cols: MappedColumns, shard_count: int, strategy: str | Partitioner = "hash", rr_start: int = 0
+    cols: MappedColumns,
+    shard_count: int,
+    strategy: str | Partitioner = "hash",
+    rr_start: int = 0,
+    owned: ShardOwnership | None = None,
 ) -> EncodedBatch:
-    """Stage 2: assign shards for ``shard_count`` and build the records' JSON fragments, shard-sorted."""
+    """Stage 2: assign shards for ``shard_count`` and build the records' JSON fragments, shard-sorted.
+
+    With ``owned``, rows another writer owns (see :mod:`shardline.ownership`) are left out: they
+    are neither records nor dead letters; ``EncodedBatch.not_owned`` counts them.
+    """
     if isinstance(strategy, str):
         strategy = resolve_partitioner(strategy)
     shards = _shards_for(cols, shard_count, strategy, rr_start)
-    invalid = cols.invalid.copy()
+    others: npt.NDArray[np.bool_] | None = None
+    if owned is not None:
+        owner = (
+            shards
+            if owned.shard_count == shard_count
+            else _shards_for(cols, owned.shard_count, strategy, rr_start)
+        )
+        keyless = cols.key_index < 0 if cols.key_index is not None else None
+        others = ~owned.keep(owner, keyless)  # another writer's rows, its dead letters too
+    invalid = cols.invalid.copy() if others is None else cols.invalid & ~others
     dead: list[tuple[int, str]] = [
         (int(i), cols.reasons[int(i)] or "invalid") for i in np.flatnonzero(invalid)
     ]
     out_of_range = ((shards >= shard_count) | (shards < 0)) & ~invalid
+    if others is not None:
+        out_of_range &= ~others
     if out_of_range.any():
         for i in np.flatnonzero(out_of_range):
             dead.append(
@@ -646,7 +667,8 @@ def place(
             )
         invalid |= out_of_range
         dead.sort()
-    valid_rows = np.flatnonzero(~invalid)
+    not_owned = int(others.sum()) if others is not None else 0
+    valid_rows = np.flatnonzero(~(invalid | others) if others is not None and not_owned else ~invalid)
     order = valid_rows[np.argsort(shards[valid_rows], kind="stable")]
     m = len(order)
     take = pa.array(order, pa.int64())
@@ -715,6 +737,7 @@ def place(
         origin=cols.origin,
         origin_columns=cols.origin_columns,
         _frag_array=frags,
+        not_owned=not_owned,
     )
 
 

@@ -28,6 +28,7 @@ from shardline.deadletter import DeadLetterWriter
 from shardline.engine import Engine, EngineOptions
 from shardline.errors import ConfigError, ShardlineError
 from shardline.metrics import SinkMetrics
+from shardline.ownership import ShardOwnership
 from shardline.partitioning import resolve_partitioner
 from shardline.records import (
     EncodedBatch,
@@ -101,6 +102,7 @@ class _Core:
         start_timeout_s: float,
         origin: str = "StreamSink",
         origin_columns: Sequence[str] | None = None,
+        owned_shards: ShardOwnership | None = None,
     ) -> None:
         checked = check_sink_options(  # the config's models and messages, for the Python API too
             create=create,
@@ -144,6 +146,9 @@ class _Core:
             origin_columns=tuple(origin_columns) if origin_columns else None,
         )
         self.strategy = resolve_partitioner(self.mapping.effective_partitioner)
+        self.owned = owned_shards
+        if owned_shards is not None:
+            ShardOwnership.check_strategy(self.strategy.name, self.strategy.per_key is not None)
         self.owns_transport = isinstance(stream, str)
         self.transport = open_transport(stream, transport_options, origin=origin)
         self.metrics = SinkMetrics()
@@ -200,10 +205,14 @@ class _Core:
 
     def encode(self, cols: MappedColumns) -> tuple[EncodedBatch, list[tuple[dict[str, Any], str]]]:
         """Place mapped columns for the engine's current shard count."""
-        enc = place(cols, self.engine.shard_count, self.strategy, self._rr)
+        enc = place(cols, self.engine.shard_count, self.strategy, self._rr, self.owned)
         self._rr = (self._rr + cols.num_rows) % max(self.engine.shard_count, 1)
         dead = [(dead_record(cols, row), reason) for row, reason in enc.dead]
         return enc, dead
+
+    def queued(self, enc: EncodedBatch) -> None:
+        """Count what the engine took of a placed batch (the rows another writer owns)."""
+        self.metrics.not_owned += enc.not_owned
 
 
 class AsyncStreamSink:
@@ -254,6 +263,11 @@ class AsyncStreamSink:
     origin_columns
         Columns that say where a row came from (e.g. ``["topic", "partition", "offset", "key"]``):
         those a batch has are copied into each dead letter of its rows (``origin``).
+    owned_shards
+        A :class:`~shardline.ShardOwnership` when this sink is one of several writers of one
+        source (a Dask backfill): only rows whose key it owns are written; the others are dropped
+        and acknowledged with their batch (not written, not dead letters; ``metrics.not_owned``).
+        :class:`~shardline.ConfigError` for a partitioner that places rows without a key.
     start_timeout_s
         How long connecting (Describe, Create) retries an unreachable stream before raising
         :class:`~shardline.StreamUnreachableError`.
@@ -279,7 +293,7 @@ class AsyncStreamSink:
         partitioner: str = "hash",
         create: dict[str, int] | None = None,
         dead_letter: str | os.PathLike[str] | None = None,
-        max_in_flight_bytes: int = 64 * 2**20,
+        max_in_flight_bytes: int = 16 * 2**20,
         max_in_flight_requests: int = 16,
         linger_ms: float = 5.0,
         retry_deadline_s: float | None = None,
@@ -292,6 +306,7 @@ class AsyncStreamSink:
         backoff_max_s: float = 5.0,
         start_timeout_s: float = 5.0,
         origin_columns: Sequence[str] | None = None,
+        owned_shards: ShardOwnership | None = None,
     ) -> None:
         self._core = _Core(
             stream,
@@ -317,6 +332,7 @@ class AsyncStreamSink:
             backoff_max_s=backoff_max_s,
             start_timeout_s=start_timeout_s,
             origin_columns=origin_columns,
+            owned_shards=owned_shards,
         )
         self._started = False
         self._closed = False
@@ -391,6 +407,7 @@ class AsyncStreamSink:
                 else:
                     enc, dead = self._core.encode(cols)
                 if await self._core.engine.submit(enc, dead, ack if last else None):
+                    self._core.queued(enc)
                     break
 
     async def _submit_empty(self, ack: Callable[[], None]) -> None:
@@ -476,7 +493,7 @@ class StreamSink:
         partitioner: str = "hash",
         create: dict[str, int] | None = None,
         dead_letter: str | os.PathLike[str] | None = None,
-        max_in_flight_bytes: int = 64 * 2**20,
+        max_in_flight_bytes: int = 16 * 2**20,
         max_in_flight_requests: int = 16,
         linger_ms: float = 5.0,
         retry_deadline_s: float | None = None,
@@ -489,6 +506,7 @@ class StreamSink:
         backoff_max_s: float = 5.0,
         start_timeout_s: float = 5.0,
         origin_columns: Sequence[str] | None = None,
+        owned_shards: ShardOwnership | None = None,
     ) -> None:
         options = {
             "partition_key": partition_key, "data": data, "data_column": data_column,
@@ -499,6 +517,7 @@ class StreamSink:
             "transport_options": transport_options, "data_template": data_template, "columns": columns,
             "backoff_base_s": backoff_base_s, "backoff_max_s": backoff_max_s,
             "start_timeout_s": start_timeout_s, "origin_columns": origin_columns,
+            "owned_shards": owned_shards,
         }  # fmt: skip
         self._loop = _new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="shardline-sink", daemon=True)
@@ -585,6 +604,7 @@ class StreamSink:
                 while True:
                     enc, dead = core.encode(cols)
                     if self._call(engine.submit(enc, dead, ack if last else None)):
+                        core.queued(enc)
                         break
 
     def dead_letter(self, records: Sequence[dict[str, Any]], reason: str) -> None:

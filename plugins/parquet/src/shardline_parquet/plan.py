@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pyarrow as pa
@@ -143,6 +143,20 @@ class Plan:
             return {fragment.path for fragment in dataset.get_fragments(filter=self.filter)}
         except (pa.ArrowException, ValueError, TypeError):
             return paths  # pruning is an optimisation; reading applies the filter anyway
+
+    def spread(self, parts: int) -> list[Plan]:
+        """This plan cut into ``parts`` plans of whole files, balanced by rows (largest first onto
+        the lightest part), each keeping the files' sorted order; some may be empty."""
+        loads = [0] * parts
+        owner: dict[int, int] = {}
+        for index in sorted(range(len(self.files)), key=lambda i: -self.files[i].num_rows):
+            part = loads.index(min(loads))
+            owner[index] = part
+            loads[part] += self.files[index].num_rows
+        return [
+            replace(self, files=[f for i, f in enumerate(self.files) if owner[i] == part])
+            for part in range(parts)
+        ]
 
     def summary(self) -> str:
         """One line for ``shardline validate``: files, rows, columns, partition columns."""

@@ -10,7 +10,9 @@ Plan
     When the source is made (and in ``shardline validate``, through :meth:`ParquetSource.preflight`)
     every file's footer is read and one schema is built; columns, filter and types are checked
     against it before anything is sent (see :mod:`shardline_parquet.plan`). A column a file lacks
-    reads as null there.
+    reads as null there. A runner that builds many sources (shardline-dask) computes the plan once
+    (:meth:`ParquetSource.make_plan`) and gives it to each (``plan=``; :meth:`Plan.spread` splits
+    it over files).
 
 Reading
     Each row group is streamed with ``ParquetFile.iter_batches``: memory is bounded by
@@ -161,9 +163,11 @@ class ParquetSource(Source):
     Checkpoint = ParquetCheckpoint
     options: ParquetOptions
 
-    def __init__(self, options: ParquetOptions, checkpoint: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, options: ParquetOptions, checkpoint: dict[str, Any] | None = None, *, plan: Plan | None = None
+    ) -> None:
         super().__init__(options, checkpoint)
-        self._plan = build_plan(options)
+        self._plan = plan if plan is not None else build_plan(options)
         self._files = [f.path for f in self._plan.files]
         self._lock = threading.Lock()
         self._start = self._resume_position(checkpoint)
@@ -185,6 +189,13 @@ class ParquetSource(Source):
         assert isinstance(options, ParquetOptions)
         plan = build_plan(options)
         return pa.schema([plan.schema.field(name) for name in plan.columns])
+
+    @classmethod
+    def make_plan(cls, options: SourceOptions) -> Plan:
+        """The plan of ``options`` (every footer read once), to build many sources with ``plan=``:
+        a runner computes it on its driver and ships it (it pickles) to its workers."""
+        assert isinstance(options, ParquetOptions)
+        return build_plan(options)
 
     @classmethod
     def resume_identity(cls, options: SourceOptions) -> dict[str, Any]:
