@@ -108,7 +108,9 @@ def _shard(i: int, closed: bool = False) -> dict[str, Any]:
 def test_list_shards_follows_next_token_without_the_stream_name() -> None:
     def handler(request: web.Request, body: bytes) -> web.Response:
         if "NextToken" in orjson.loads(body):
-            return web.json_response({"Shards": [_shard(2)]})
+            open_with_null = _shard(2)
+            open_with_null["SequenceNumberRange"]["EndingSequenceNumber"] = None  # as kinesis-mock says
+            return web.json_response({"Shards": [open_with_null]})
         return web.json_response({"Shards": [_shard(0, closed=True), _shard(1)], "NextToken": "page-2"})
 
     async def main() -> tuple[App, list[Any]]:

@@ -321,7 +321,8 @@ class KinesisClient:
                         end=int(rng["EndingHashKey"]),
                         parent=s.get("ParentShardId"),
                         adjacent_parent=s.get("AdjacentParentShardId"),
-                        open="EndingSequenceNumber" not in s.get("SequenceNumberRange", {}),
+                        # kinesis-mock writes "EndingSequenceNumber": null for an open shard
+                        open=(s.get("SequenceNumberRange") or {}).get("EndingSequenceNumber") is None,
                     )
                 )
             token = doc.get("NextToken")

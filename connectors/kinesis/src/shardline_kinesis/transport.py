@@ -9,6 +9,7 @@ ShardMap routes as Kinesis does (MD5 of the key over the ranges).
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
@@ -148,15 +149,39 @@ class KinesisTransport:
         )
 
     async def describe(self) -> StreamInfo:
-        """Open shards (sorted by starting hash key) and retention; StreamNotFoundError when missing."""
-        summary = await self.client.describe_stream_summary(self.stream_name)
-        shards = await self.client.list_shards(self.stream_name)
-        ranges = tuple(
-            sorted((HashRange(s.shard_id, s.start, s.end) for s in shards if s.open), key=lambda r: r.start)
-        )
-        return StreamInfo(
-            shard_count=len(ranges), retention_hours=int(summary.get("RetentionPeriodHours", 24)), shards=ranges
-        )
+        """Open shards (sorted by starting hash key) and retention; StreamNotFoundError when missing.
+
+        A stream caught between closing a parent and opening its children (kinesis-mock shows that
+        state) is read again until its open shards cover the hash-key space (a deadline:
+        ``create_timeout_s``; then a retryable :class:`KinesisError`).
+        """
+        from shardline_kinesis.client import KinesisError
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.create_timeout_s
+        delay = 0.05
+        while True:
+            summary = await self.client.describe_stream_summary(self.stream_name)
+            shards = await self.client.list_shards(self.stream_name)
+            ranges = tuple(
+                sorted((HashRange(s.shard_id, s.start, s.end) for s in shards if s.open), key=lambda r: r.start)
+            )
+            if _covers(ranges):
+                return StreamInfo(
+                    shard_count=len(ranges),
+                    retention_hours=int(summary.get("RetentionPeriodHours", 24)),
+                    shards=ranges,
+                )
+            if loop.time() > deadline:
+                raise KinesisError(
+                    f"kinesis://{self.stream_name}: the open shards do not cover the hash-key space "
+                    f"after {self.options.create_timeout_s} s (a reshard that does not finish?)",
+                    name="ResourceInUseException",
+                    status=None,
+                    retryable=True,
+                )
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 1.0)
 
     async def create(self, shard_count: int, retention_hours: int) -> bool:
         """CreateStream and wait until it is ACTIVE; raise retention above 24 h when asked;
@@ -173,8 +198,26 @@ class KinesisTransport:
 
     async def update(self, shard_count: int) -> None:
         """UpdateShardCount (UNIFORM_SCALING) to ``shard_count`` and wait until ACTIVE again."""
+        from shardline_kinesis.client import KinesisError
+
         await self.client.update_shard_count(self.stream_name, shard_count)
-        await self.client.wait_active(self.stream_name, self.options.create_timeout_s)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.create_timeout_s
+        delay = 0.05
+        while True:  # ACTIVE may still be the state before the update (kinesis-mock): count too
+            summary = await self.client.wait_active(self.stream_name, self.options.create_timeout_s)
+            if summary.get("OpenShardCount") == shard_count and (await self.describe()).shard_count == shard_count:
+                return
+            if loop.time() > deadline:
+                raise KinesisError(
+                    f"kinesis://{self.stream_name} has not reached {shard_count} open shards after "
+                    f"{self.options.create_timeout_s} s",
+                    name="Timeout",
+                    status=None,
+                    retryable=True,
+                )
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 1.0)
 
     async def delete(self) -> bool:
         """DeleteStream; False when it did not exist."""
@@ -244,6 +287,13 @@ class KinesisTransport:
     async def close(self) -> None:
         """Close the connection pool."""
         await self.client.close()
+
+
+def _covers(ranges: tuple[HashRange, ...]) -> bool:
+    """True when the ranges (sorted) cover 0..2**128-1 without a gap."""
+    if not ranges or ranges[0].start != 0 or ranges[-1].end != 2**128 - 1:
+        return False
+    return all(a.end + 1 == b.start for a, b in zip(ranges, ranges[1:], strict=False))
 
 
 def _body_result(count: int, failures: list[PutFailure], shard_ids: frozenset[str]) -> PutBodyResult:
