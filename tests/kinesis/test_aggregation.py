@@ -70,7 +70,9 @@ def test_aggregates_stay_within_the_record_limit() -> None:
     values = [rng.randbytes(rng.randint(50_000, 300_000)) for _ in range(20)]
     key = "hot-key"
     data = pa.array(values, pa.large_binary())
-    packed, absorbed = aggregate(data, [key.encode()], np.zeros(len(values), np.int64), np.ones(len(values), np.bool_))
+    packed, absorbed = aggregate(
+        data, [key.encode()], np.zeros(len(values), np.int64), np.ones(len(values), np.bool_)
+    )
     kept = [packed[int(i)].as_py() for i in np.flatnonzero(~absorbed)]
     assert len(kept) > 1 and all(len(b) + len(key) <= MAX_RECORD_BYTES for b in kept)
     assert [v for b in kept for _, v in _deaggregate(b, key)] == values

@@ -34,8 +34,14 @@ def _expected(batches: list[pa.RecordBatch]) -> dict[str, list[bytes]]:
 def _write(url: str, batches: list[pa.RecordBatch], **options: Any) -> Any:
     acks: list[int] = []
     with StreamSink(
-        url, partition_key="key", data="raw", data_column="value", create={"shards": 2, "retention_hours": 24},
-        backoff_base_s=0.01, backoff_max_s=0.2, **options,
+        url,
+        partition_key="key",
+        data="raw",
+        data_column="value",
+        create={"shards": 2, "retention_hours": 24},
+        backoff_base_s=0.01,
+        backoff_max_s=0.2,
+        **options,
     ) as sink:
         for i, batch in enumerate(batches):
             sink.write(batch, ack=lambda i=i: acks.append(i))
@@ -97,7 +103,10 @@ def test_records_kinesis_cannot_take_are_dead_lettered(kinesalite: Any) -> None:
         {"key": ["ok", None, "", "k" * 257, "big"], "value": [b"a", b"b", b"c", b"d", b"x" * (2**20 - 2)]}
     )
     with StreamSink(
-        kinesalite.stream_url(name), partition_key="key", data="raw", data_column="value",
+        kinesalite.stream_url(name),
+        partition_key="key",
+        data="raw",
+        data_column="value",
         create={"shards": 1, "retention_hours": 24},
     ) as sink:
         sink.write(batch)

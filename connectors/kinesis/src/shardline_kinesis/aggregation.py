@@ -74,7 +74,9 @@ def varints(values: npt.NDArray[np.int64]) -> pa.Array:
     matrix = (groups | (more.astype(np.uint64) << np.uint64(7))).astype(np.uint8)
     data = matrix[np.arange(width)[None, :] < nbytes[:, None]]
     offsets = np.concatenate([np.zeros(1, np.int64), np.cumsum(nbytes)])
-    return pa.Array.from_buffers(_LB, len(values), [None, pa.py_buffer(offsets), pa.py_buffer(data.tobytes())])
+    return pa.Array.from_buffers(
+        _LB, len(values), [None, pa.py_buffer(offsets), pa.py_buffer(data.tobytes())]
+    )
 
 
 def _offsets(arr: pa.Array) -> npt.NDArray[np.int64]:
@@ -88,7 +90,12 @@ def record_pieces(data: pa.Array) -> pa.Array:
     inner = varints(lengths)
     inner_len = np.diff(_offsets(inner))
     return pc.binary_join_element_wise(
-        _lb(b"\x1a"), varints(len(_RECORD_HEAD) + inner_len + lengths), _lb(_RECORD_HEAD), inner, data, _lb(b"")
+        _lb(b"\x1a"),
+        varints(len(_RECORD_HEAD) + inner_len + lengths),
+        _lb(_RECORD_HEAD),
+        inner,
+        data,
+        _lb(b""),
     )
 
 
@@ -98,8 +105,9 @@ def encode_aggregate(key: bytes, pieces: bytes | memoryview) -> bytes:
     return MAGIC + proto + hashlib.md5(proto).digest()
 
 
-def aggregate(data: pa.Array, keys: list[bytes], key_index: npt.NDArray[np.int64],
-              eligible: npt.NDArray[np.bool_]) -> tuple[pa.Array, npt.NDArray[np.bool_]]:
+def aggregate(
+    data: pa.Array, keys: list[bytes], key_index: npt.NDArray[np.int64], eligible: npt.NDArray[np.bool_]
+) -> tuple[pa.Array, npt.NDArray[np.bool_]]:
     """Pack the eligible rows of each key into aggregated records.
 
     ``data`` (``large_binary``) holds each row's Data, ``keys[key_index[i]]`` row ``i``'s key (UTF-8).
