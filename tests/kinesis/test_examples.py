@@ -20,7 +20,7 @@ def test_the_kafka_example_validates_and_refuses_client_info(shardline_kinesis_e
     config = load_pipeline(EXAMPLES / "kafka-to-kinesis.toml")
     assert config.sink.stream == "kinesis://orders"
     assert config.sink.transport["endpoint_url"] == "http://127.0.0.1:4567"
-    with pytest.raises(ConfigError, match="mapping.client_info: a kinesis:// stream has no client info"):
+    with pytest.raises(ConfigError, match=r"mapping\.client_info: a kinesis:// stream has no client info"):
         load_pipeline(EXAMPLES / "kafka-to-kinesis.toml", ["mapping.client_info=topic"])
     with pytest.raises(ConfigError, match="regoin"):
         load_pipeline(EXAMPLES / "kafka-to-kinesis.toml", ["sink.transport.regoin=eu-west-1"])
