@@ -343,8 +343,8 @@ class Engine:
             hours = int(self.create.get("retention_hours", 24))
             await self._at_start("create", lambda: self.transport.create(shards, hours), deadline)
             info = await self._at_start("describe", self.transport.describe, deadline)
-        self.shard_map = ShardMap(info.shard_count)
-        self.metrics.shard_count = info.shard_count
+        self.shard_map = ShardMap.for_stream(info)
+        self.metrics.shard_count = self.shard_map.shard_count
         self._tasks = [asyncio.create_task(self._dispatch_loop()), asyncio.create_task(self._refresh_loop())]
 
     async def _at_start(self, what: str, call: Callable[[], Awaitable[T]], deadline: float) -> T:
@@ -427,8 +427,8 @@ class Engine:
     ) -> bool:
         """Queue a placed batch. Blocks while the byte cap is reached or the stream is growing.
 
-        Returns False (queuing nothing) when ``enc`` was placed for another shard count than the
-        current one: the caller must place the batch again for :attr:`shard_count`.
+        Returns False (queuing nothing) when ``enc`` was placed for another shard map than the
+        current one (its generation): the caller must place the batch again on :attr:`shard_map`.
         """
         assert self._wake is not None
         nbytes = enc.nbytes
@@ -447,7 +447,10 @@ class Engine:
                 f"the sink is stopping: a batch of {enc.num_records:,} records was not queued",
                 undelivered=enc.num_records,
             )
-        if enc.shard_count != self.shard_count and enc.num_records:
+        assert self.shard_map is not None
+        if enc.num_records and (
+            enc.shard_map is not self.shard_map or enc.generation != self.shard_map.generation
+        ):
             return False
         self._bytes += nbytes
         self.metrics.buffered_bytes = self._bytes
@@ -738,14 +741,22 @@ class Engine:
 
     def _records(self, request: _Request) -> list[PutRecord]:
         """The request's records as :class:`PutRecord`s, for transports without the body path."""
+        assert self.shard_map is not None
+        address = self.shard_map.address
         out: list[PutRecord] = []
         for _lane, seg in request.pieces:
             enc = seg.batch.enc
             n = seg.end - seg.start
             datas = enc.data.slice(seg.start, n).to_pylist()
-            shards: list[int | None] = enc.shards[seg.start : seg.end].tolist()
-            if not enc.send_shard_id:
-                shards = [None] * n
+            shards: list[int | None] = [None] * n
+            hash_keys: list[str | None] = [None] * n
+            if enc.send_shard_id:
+                for j, lane in enumerate(enc.shards[seg.start : seg.end].tolist()):
+                    where = address(lane)
+                    if isinstance(where, str):
+                        hash_keys[j] = where
+                    else:
+                        shards[j] = where
             keys: list[str | None] = [None] * n
             if enc.key_index is not None:
                 values = enc.key_list()
@@ -753,11 +764,14 @@ class Engine:
             infos: list[bytes | None] = [None] * n
             if enc.client_info is not None:
                 infos = enc.client_info.slice(seg.start, n).to_pylist()
-            out.extend(map(PutRecord, datas, keys, shards, infos))
+            out.extend(map(PutRecord, datas, keys, shards, infos, hash_keys))
         return out
 
     async def _put(self, request: _Request) -> list[PutFailure]:
-        """Send one request; its failed records, in request order. Raises as the transport does."""
+        """Send one request; its failed records, in request order. Raises as the transport does.
+
+        A body answer that names a shard the map does not know (the stream was resharded) asks
+        for a refresh of the map at once."""
         if self._body_path:
             body = self.wire.body(
                 [
@@ -767,6 +781,9 @@ class Engine:
             )
             result: PutBodyResult = await self.transport.put_records_body(body, request.count)  # type: ignore[attr-defined]
             failures = result.failures
+            ids = result.shard_ids
+            if ids and self.shard_map is not None and not self.shard_map.knows(ids):
+                self._refresh_soon()
         else:
             results = await self.transport.put_records(self._records(request))
             if len(results) != request.count:
@@ -963,8 +980,8 @@ class Engine:
         elif retry:
             lane.throttle.refused(now)
         self.metrics.shard_allowance[lane.shard] = lane.throttle.allowance
-        if _REFRESH in codes and self._refresh_now is not None:
-            self._refresh_now.set()
+        if _REFRESH in codes:
+            self._refresh_soon()
         if retry:
             self._requeue(lane, retry, now)
             self._note_retry(lane, sum(s.end - s.start for s in retry), error, retry)
@@ -1040,13 +1057,28 @@ class Engine:
                 log.warning("could not refresh the shard count of %s: %s", self.stream, exc)
 
     async def refresh(self) -> None:
-        """Describe the stream now; if it grew, drain what is queued and in flight, then swap the count."""
+        """Describe the stream now; if its shards changed, drain what is queued and in flight, then
+        swap the shard map (see :meth:`_refresh`)."""
         async with self._refresh_lock:
             await self._refresh()
 
+    def _refresh_soon(self) -> None:
+        """Have the refresh loop re-read the shard map now (not waiting for its interval)."""
+        if self._refresh_now is not None:
+            self._refresh_now.set()
+
     async def _refresh(self) -> None:
+        """If the stream's shards changed (grown, split, merged): drain, swap the map, go on.
+
+        Draining stops intake and sends everything queued under the old map until nothing is
+        queued or in flight, so no record placed for the old map is sent after the swap, and each
+        key's records before the swap are confirmed before any after it is sent: a key's order holds
+        across the reshard (a stream that routes by key puts records for a closed parent on the
+        child that owns the key; readers read the parent to its end, then its children).
+        """
         info = await self.transport.describe()
-        if info.shard_count <= self.shard_count or self._error is not None:
+        assert self.shard_map is not None
+        if self._error is not None or not self.shard_map.differs(info):
             return
         old = self.shard_count
         self._growing = True
@@ -1054,17 +1086,20 @@ class Engine:
         try:
             while self._error is None and (self._in_flight or any(ln.pending for ln in self._lanes.values())):
                 await self._changes()
-            assert self.shard_map is not None
-            self.shard_map.grow(info.shard_count)
-            self.metrics.shard_count = info.shard_count
+            if self._error is not None:
+                return
+            hash_range = self.shard_map.hash_range
+            self.shard_map.adopt(info)
+            if hash_range or self.shard_map.hash_range:  # lane numbers now name other shards
+                self._lanes = {}
+            self.metrics.shard_count = self.shard_map.shard_count
             self.metrics.shard_growths += 1
         finally:
             self._growing = False
             self._notify()
-        log.info("stream %s grew from %d to %d shards", self.stream, old, info.shard_count)
-        call_observers(
-            "shardline_on_shard_growth", stream=self.stream, old_count=old, new_count=info.shard_count
-        )
+        new = self.shard_map.shard_count
+        log.info("stream %s changed its shards: %d open before, %d now", self.stream, old, new)
+        call_observers("shardline_on_shard_growth", stream=self.stream, old_count=old, new_count=new)
 
     # ------------------------------------------------------------------ flush and close
 
