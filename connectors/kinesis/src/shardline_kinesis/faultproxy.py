@@ -24,8 +24,9 @@ Shapes of the choice (``rate`` = expected fraction of records failed):
     ``m ~ Binomial(n, rate)`` and the LAST ``m`` records of the request fail (how a throttled
     shard answers: once one of its records fails, its later records in the request fail too).
 
-To reshard "while writing" at a known moment, :meth:`FaultProxy.hold` holds the next PutRecords
-before it is forwarded (the writer has a request in flight) until :meth:`FaultProxy.release`.
+To reshard "while writing" at a known moment, :meth:`FaultProxy.hold` holds the PutRecords that
+come once N records went through, before they are forwarded (so the writer has a request in
+flight), until :meth:`FaultProxy.release`.
 """
 
 from __future__ import annotations
@@ -97,19 +98,24 @@ class ThrottleFaults:
 class Gate:
     """Holds PutRecords requests before forwarding while closed (thread-safe; every wait bounded)."""
 
-    def __init__(self, max_hold_s: float) -> None:
+    def __init__(self, stats: ProxyStats, max_hold_s: float) -> None:
+        self.stats = stats
         self.max_hold_s = max_hold_s
+        self._after: int | None = None  # hold once this many records were forwarded
         self._open = threading.Event()
         self._open.set()
         self._holding = threading.Event()
 
-    def close(self) -> None:
-        """Hold the next PutRecords (and any after it) until :meth:`open`."""
+    def close(self, after_records: int = 0) -> None:
+        """Hold every PutRecords that arrives once ``after_records`` records were forwarded in all,
+        until :meth:`open`."""
         self._holding.clear()
+        self._after = after_records
         self._open.clear()
 
     def open(self) -> None:
         """Let held and later requests through."""
+        self._after = None
         self._open.set()
 
     def wait_holding(self, timeout_s: float) -> bool:
@@ -118,7 +124,8 @@ class Gate:
 
     async def pass_through(self) -> None:
         """Called before forwarding: wait while closed (at most ``max_hold_s`` seconds)."""
-        if self._open.is_set():
+        after = self._after
+        if after is None or self.stats.forwarded < after:
             return
         self._holding.set()
         await asyncio.get_running_loop().run_in_executor(None, self._open.wait, self.max_hold_s)
@@ -225,14 +232,15 @@ class FaultProxy:
     ) -> None:
         self.faults = ThrottleFaults(rate=rate, shape=shape, seed=seed, error_code=error_code)
         self.stats = ProxyStats()
-        self.gate = Gate(max_hold_s=max_hold_s)
+        self.gate = Gate(self.stats, max_hold_s=max_hold_s)
         handler = _ProxyHandler(upstream, self.faults, self.stats, self.gate, timeout_s)
         self._server = ThreadedServer(handler, name="shardline-kinesis-fault-proxy")
         self.url = self._server.url
 
-    def hold(self) -> None:
-        """Hold the next PutRecords before forwarding it (and any after it) until :meth:`release`."""
-        self.gate.close()
+    def hold(self, after_records: int = 0) -> None:
+        """Hold PutRecords before forwarding them, once ``after_records`` records were forwarded in
+        all (0: from the next one), until :meth:`release`."""
+        self.gate.close(after_records)
 
     def wait_holding(self, timeout_s: float = 30.0) -> bool:
         """Block until a PutRecords is held (True), or ``timeout_s`` seconds pass (False)."""
