@@ -93,3 +93,24 @@ def _listening_addresses(port: int) -> set[str]:
 def test_emulators_listen_on_loopback_only(fixture: str, request: pytest.FixtureRequest) -> None:
     emulator = request.getfixturevalue(fixture)
     assert _listening_addresses(emulator.port) == {"0100007F"}  # 127.0.0.1, little-endian hex
+
+
+def test_the_pytest_plugin_imports_no_heavy_module_and_offers_only_prefixed_fixtures() -> None:
+    import ast
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, warnings\n"
+        "warnings.simplefilter('error')\n"
+        "import shardline_kinesis.testing as t\n"
+        "print(sorted(m for m in ('aiohttp', 'botocore', 'boto3', 'orjson') if m in sys.modules))\n"
+        "print(sorted(n for n, v in vars(t).items() if hasattr(v, '_fixture_function_marker')\n"
+        "             or hasattr(v, '_pytestfixturefunction')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    heavy, fixtures = out.stdout.splitlines()
+    assert heavy == "[]"
+    assert "shardline_kinesalite" in fixtures and "shardline_kinesis_local" in fixtures
+    assert all(name.startswith("shardline_") for name in ast.literal_eval(fixtures))
