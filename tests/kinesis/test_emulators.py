@@ -7,7 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from shardline_kinesis.streamtools import create_stream, open_shards, read_stream, wait_active
+from shardline_kinesis.streamtools import (
+    create_stream,
+    open_shards,
+    read_stream,
+    wait_active,
+    wait_open_shards,
+)
 
 from .conftest import boto3_client
 
@@ -66,8 +72,7 @@ def test_kinesalite_split_shard_closes_the_parent_and_new_records_go_to_children
 def test_kinesis_local_update_shard_count_2_to_4(kinesis_local: Any) -> None:
     client, name, entries = _put_and_read(kinesis_local, shards=2)
     client.update_shard_count(StreamName=name, TargetShardCount=4, ScalingType="UNIFORM_SCALING")
-    wait_active(client, name)
-    assert len(open_shards(client, name)) == 4
+    wait_open_shards(client, name, 4)
     client.put_records(StreamName=name, Records=entries)
     landed = _landed(client, name)
     assert sorted(d for _, _, d in landed) == sorted(e["Data"] for e in entries * 2)
