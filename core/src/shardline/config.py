@@ -130,6 +130,12 @@ class LimitsOptions(StrictModel):
     )
     shard_refresh_s: Float = Field(30.0, gt=0)
     start_timeout_s: Float = Field(5.0, gt=0, description="how long connecting retries an unreachable stream")
+    max_records_per_request: Int | None = Field(
+        None, ge=1, description="records per request (default and maximum: the stream's own limit)"
+    )
+    max_request_bytes: ByteSize | None = Field(
+        None, description="bytes per request body (default and maximum: the stream's own limit)"
+    )
 
 
 class SinkConfig(StrictModel):

@@ -1,8 +1,9 @@
 """The delivery engine behind :class:`shardline.StreamSink` (runs on one asyncio loop).
 
 Records arrive as :class:`~shardline.records.EncodedBatch`es (already placed on shards and encoded
-as PutRecords JSON fragments) and are queued per shard in a **lane**. The dispatcher packs requests
-from ready lanes up to every protocol limit and keeps up to ``max_in_flight_requests`` in flight.
+as request fragments by the transport's wire) and are queued per shard in a **lane**. The
+dispatcher packs requests from ready lanes up to every protocol limit and keeps up to
+``max_in_flight_requests`` in flight.
 In every mode a lane is in at most one request at a time, and a lane's failed records go back to
 the front of its queue, ahead of everything later: a shard's records are sent in write order.
 
@@ -25,16 +26,18 @@ Ordering (``ordering``):
     key in the same response (per-record failures that are not a tail); each such key is counted in
     ``metrics.order_violations``. Faster with few hot keys under faults; never the default.
 
-Failures are classified into named outcomes: **written**; **retry** (a plain retryable per-record
+The engine is protocol-neutral: limits, the encoding of a request body and the meaning of every
+error are the transport's :class:`~shardline.wire.Wire` (``transport.wire``). Failures are
+classified by the wire into named outcomes: **written**; **retry** (a plain retryable per-record
 error: sent again at once, at the head of the shard's next request); **throttled** (a throttling
-error, or 429/503 for the whole request: the shard's allowance is halved and it backs off, see
-:mod:`shardline.throttle`); **unreachable** (connection errors, timeouts, other 5xx: every record of
-the request is kept and retried with capped backoff, for as long as it takes: an outage is not a
-bad record); **refresh** (ShardIDOutOfRange: retried after re-reading the shard count);
-**permanent** for the record (too large, invalid: dead-lettered with the reason); **fatal** for the
-stream (not found, access denied, a whole request refused as invalid: the sink stops, nothing more
-is acknowledged). With ``retry_deadline_s`` set, a record still refused per record that long after
-its first failure is dead-lettered too (off by default).
+error, or a whole request refused for the rate: the shard's allowance is halved and it backs off,
+see :mod:`shardline.throttle`); **unreachable** (connection errors, timeouts, other 5xx: every
+record of the request is kept and retried with capped backoff, for as long as it takes: an outage
+is not a bad record); **refresh** (a shard the stream does not have: retried after re-reading the
+shard map); **permanent** for the record (too large, invalid: dead-lettered with the reason);
+**fatal** for the stream (not found, access denied, a whole request refused as invalid: the sink
+stops, nothing more is acknowledged). With ``retry_deadline_s`` set, a record still refused per
+record that long after its first failure is dead-lettered too (off by default).
 
 Dead letters are made durable (:meth:`DeadLetterWriter.flush`) before any acknowledgement that
 follows them, so a source never commits past a dead letter that is not on disk.
@@ -50,7 +53,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -60,12 +62,12 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from shardline import limits
 from shardline.deadletter import DeadLetterWriter, dead_letter_entry
 from shardline.errors import (
     AccessDeniedError,
     ConfigError,
     DeliveryError,
+    PluginError,
     StreamNotFoundError,
     StreamUnreachableError,
     TransportError,
@@ -73,26 +75,17 @@ from shardline.errors import (
 from shardline.metrics import SinkMetrics
 from shardline.partitioning import ShardMap
 from shardline.plugins import call_observers
-from shardline.records import EncodedBatch, encode_body
+from shardline.records import EncodedBatch
 from shardline.redact import redact_url
 from shardline.throttle import ShardThrottle
 from shardline.transport import PutBodyResult, PutFailure, PutRecord, Transport, failures_of
+from shardline.wire import Outcome, RequestOutcome, Wire
 
 log = logging.getLogger("shardline.sink")
 
 ORDERING_MODES = ("strict", "none")
 ORDERING_ALIASES = {"paranoid": "strict"}
 
-_PERMANENT_ERRORS = (
-    "InvalidArgument",
-    "TooLarge",
-    "ResourceIsnotStream",
-    "Permission",
-    "ValidationException",
-)
-_THROTTLE_ERRORS = ("Throttl", "ProvisionedThroughputExceeded", "TooManyRequests", "SlowDown")
-_SHARD_RANGE_ERROR = "ShardIDOutOfRange"
-_THROTTLE_STATUSES = (429, 503)
 _MIN_ALLOWANCE = 10
 """AIMD floor: a throttled shard still gets requests of up to this many records."""
 _SCAN_FACTOR = 4
@@ -106,16 +99,6 @@ _SCAN_SEGMENTS = 256  # and at most this many queue segments (a queue under faul
 T = TypeVar("T")
 
 
-class Outcome(enum.IntEnum):
-    """What became of one record of a response (see the module docstring)."""
-
-    WRITTEN = 0
-    RETRY = 1
-    THROTTLED = 2
-    REFRESH = 3
-    PERMANENT = 4
-
-
 _WRITTEN, _THROTTLED, _REFRESH, _PERMANENT = (
     int(Outcome.WRITTEN),
     int(Outcome.THROTTLED),
@@ -124,16 +107,41 @@ _WRITTEN, _THROTTLED, _REFRESH, _PERMANENT = (
 )  # plain ints for the settling loop (an enum attribute look-up per record shows in profiles)
 
 
-def classify(message: str) -> Outcome:
-    """The outcome a per-record error name means (never ``WRITTEN``)."""
-    lowered = message.lower()
-    if _SHARD_RANGE_ERROR.lower() in lowered:
-        return Outcome.REFRESH
-    if any(name.lower() in lowered for name in _PERMANENT_ERRORS):
-        return Outcome.PERMANENT
-    if any(name.lower() in lowered for name in _THROTTLE_ERRORS):
-        return Outcome.THROTTLED
-    return Outcome.RETRY
+def wire_of(transport: Transport) -> Wire:
+    """The :class:`~shardline.wire.Wire` a transport supplies (its ``wire`` attribute).
+
+    Raises :class:`PluginError` naming the transport when it has none: the engine has no default
+    protocol (limits, encoding and error names are the transport's).
+    """
+    wire = getattr(transport, "wire", None)
+    if not isinstance(wire, Wire):
+        name, url = type(transport).__name__, redact_url(str(getattr(transport, "url", "?")))
+        raise PluginError(
+            f"transport {name} ({url}) has no `wire`: a transport "
+            f"must expose its protocol's limits, encoding and error outcomes as a shardline.wire.Wire "
+            f"(`transport.wire`)"
+        )
+    return wire
+
+
+def resolve_request_limits(options: EngineOptions, wire: Wire) -> None:
+    """Fill ``max_records_per_request``/``max_request_bytes`` from the wire's limits when unset;
+    :class:`ConfigError` when one is set above them (a stream would refuse such a request)."""
+    limits = wire.limits
+    for name, most in (
+        ("max_records_per_request", limits.max_records_per_request),
+        ("max_request_bytes", limits.max_request_bytes),
+    ):
+        value = getattr(options, name)
+        if value is None:
+            setattr(options, name, most)
+        elif not 1 <= value <= most:
+            raise ConfigError(
+                f"{name}={value:,} is above what the stream accepts per request ({most:,}); "
+                f"choose a value from 1 to {most:,} (or leave it unset)"
+            )
+    if options.max_request_bytes is not None and options.max_request_bytes <= wire.body_overhead + 1:
+        raise ConfigError(f"max_request_bytes={options.max_request_bytes:,} leaves no room for a record")
 
 
 def ordering_mode(name: str) -> str:
@@ -157,8 +165,10 @@ class EngineOptions:
     backoff_base_s: float = 0.05
     backoff_max_s: float = 5.0
     start_timeout_s: float = 5.0
-    max_records_per_request: int = limits.MAX_RECORDS_PER_REQUEST
-    max_request_bytes: int = limits.MAX_REQUEST_BODY_BYTES
+    max_records_per_request: int | None = None
+    """Records per request; None: the wire's limit (a value above it is a ConfigError)."""
+    max_request_bytes: int | None = None
+    """Bytes per request body; None: the wire's limit (a value above it is a ConfigError)."""
 
 
 @dataclass
@@ -262,6 +272,10 @@ class Engine:
         create: dict[str, int] | None = None,
     ) -> None:
         options.ordering = ordering_mode(options.ordering)
+        self.wire = wire_of(transport)
+        resolve_request_limits(options, self.wire)
+        self.max_records = int(options.max_records_per_request or 0)
+        self.max_request_bytes = int(options.max_request_bytes or 0)
         self.transport = transport
         self.options = options
         self.dead_letters = dead_letters
@@ -450,7 +464,7 @@ class Engine:
                 lane = self._lanes[shard] = _Lane(
                     shard,
                     ShardThrottle(
-                        self.options.max_records_per_request,
+                        self.max_records,
                         self.options.backoff_base_s,
                         self.options.backoff_max_s,
                         floor=_MIN_ALLOWANCE,
@@ -471,7 +485,7 @@ class Engine:
         while this fits ``max_in_flight_bytes`` keeps records and bodies together under the cap.
         """
         queued = self._bytes + nbytes
-        bodies = min(queued, self.options.max_in_flight_requests * self.options.max_request_bytes)
+        bodies = min(queued, self.options.max_in_flight_requests * self.max_request_bytes)
         return queued + bodies
 
     # ------------------------------------------------------------------ acks
@@ -587,11 +601,12 @@ class Engine:
     def _build(self, lanes: list[_Lane]) -> _Request | None:
         """Pack one request from ready lanes (oldest first), each lane's records adjacent."""
         opts = self.options
-        room_records = opts.max_records_per_request
-        room_bytes = opts.max_request_bytes - limits.BODY_OVERHEAD + 1  # the last comma is dropped
+        room_records = self.max_records
+        overhead = self.wire.body_overhead  # around the records, the last separator dropped
+        room_bytes = self.max_request_bytes - overhead
         pieces: list[tuple[_Lane, _Seg]] = []
         count = 0
-        body = limits.BODY_OVERHEAD - 1
+        body = overhead
         distinct = opts.ordering == "strict"
         for lane in lanes:
             if room_records <= 0 or room_bytes <= 0:
@@ -744,7 +759,7 @@ class Engine:
     async def _put(self, request: _Request) -> list[PutFailure]:
         """Send one request; its failed records, in request order. Raises as the transport does."""
         if self._body_path:
-            body = encode_body(
+            body = self.wire.body(
                 [
                     seg.batch.enc.fragments[seg.batch.enc.offsets[seg.start] : seg.batch.enc.offsets[seg.end]]
                     for _lane, seg in request.pieces
@@ -773,13 +788,13 @@ class Engine:
         try:
             self.metrics.requests += 1
             failures = await self._put(request)
-        except (StreamNotFoundError, AccessDeniedError) as exc:
-            self._fail(exc)
         except TransportError as exc:
-            if exc.retryable:
-                whole = _WholeFailure(f"{type(exc).__name__}: {exc}", exc.status in _THROTTLE_STATUSES)
-            else:  # the stream refused the request itself as invalid: nothing will make it pass
-                self._fail(DeliveryError(f"the stream refused a whole PutRecords request: {exc}"))
+            outcome = self.wire.classify_request(exc)
+            if outcome is RequestOutcome.FATAL:
+                fatal = isinstance(exc, StreamNotFoundError | AccessDeniedError)
+                self._fail(exc if fatal else DeliveryError(f"the stream refused a whole request: {exc}"))
+            else:
+                whole = _WholeFailure(f"{type(exc).__name__}: {exc}", outcome is RequestOutcome.THROTTLED)
         except asyncio.CancelledError:
             whole = _WholeFailure("cancelled", False)
             raise
@@ -861,7 +876,7 @@ class Engine:
         status = np.zeros(request.count, np.int8)  # Outcome per record of the request
         messages: dict[int, str] = {}
         for f in failures:
-            status[f.index] = classify(f.error_message or f"error {f.error_code}")  # by name only
+            status[f.index] = self.wire.classify(f)
             messages[f.index] = f.describe()  # with the server's detail, for dead letters and errors
         pos = 0
         for lane, segs in request.by_lane():

@@ -161,6 +161,10 @@ class ShardMap:
         self.generation += 1
         return True
 
+    def address(self, lane: int) -> int | str:
+        """What a record addressed to ``lane`` names: the shard's number."""
+        return lane
+
     def shards_of(self, hashes: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
         """Shards of 64-bit key hashes under the current count."""
         return jump_hash_array(hashes, self.shard_count)

@@ -26,7 +26,7 @@ import pyarrow as pa
 from shardline.config import check_sink_options
 from shardline.deadletter import DeadLetterWriter
 from shardline.engine import Engine, EngineOptions
-from shardline.errors import ConfigError, ShardlineError
+from shardline.errors import ConfigError, SchemaError, ShardlineError
 from shardline.metrics import SinkMetrics
 from shardline.partitioning import resolve_partitioner
 from shardline.records import (
@@ -35,6 +35,7 @@ from shardline.records import (
     Origin,
     RecordMapping,
     batch_nbytes,
+    check_mapping,
     dead_record,
     map_columns,
     place,
@@ -99,6 +100,8 @@ class _Core:
         backoff_base_s: float,
         backoff_max_s: float,
         start_timeout_s: float,
+        max_records_per_request: int | None = None,
+        max_request_bytes: int | None = None,
         origin: str = "StreamSink",
         origin_columns: Sequence[str] | None = None,
     ) -> None:
@@ -114,6 +117,8 @@ class _Core:
                 "retry_deadline_s": retry_deadline_s,
                 "shard_refresh_s": shard_refresh_s,
                 "start_timeout_s": start_timeout_s,
+                "max_records_per_request": max_records_per_request,
+                "max_request_bytes": max_request_bytes,
             },
             backoff={"backoff_base_s": backoff_base_s, "backoff_max_s": backoff_max_s},
             mapping={
@@ -160,11 +165,19 @@ class _Core:
                 backoff_base_s=backoff_base_s,
                 backoff_max_s=backoff_max_s,
                 start_timeout_s=start_timeout_s,
+                max_records_per_request=limits.max_records_per_request,
+                max_request_bytes=limits.max_request_bytes,
             ),
             self.dead_letter_writer,
             self.metrics,
             create=create,
         )
+        self.wire = self.engine.wire
+        self.limits = self.wire.limits
+        try:
+            check_mapping(self.mapping, self.limits)
+        except SchemaError as exc:
+            raise ConfigError(f"{origin}: {exc}") from None
         self.max_in_flight_bytes = max_in_flight_bytes
         self._rr = 0
 
@@ -200,7 +213,8 @@ class _Core:
 
     def encode(self, cols: MappedColumns) -> tuple[EncodedBatch, list[tuple[dict[str, Any], str]]]:
         """Place mapped columns for the engine's current shard count."""
-        enc = place(cols, self.engine.shard_count, self.strategy, self._rr)
+        assert self.engine.shard_map is not None
+        enc = place(cols, self.engine.shard_map, self.strategy, self._rr, wire=self.wire)
         self._rr = (self._rr + cols.num_rows) % max(self.engine.shard_count, 1)
         dead = [(dead_record(cols, row), reason) for row, reason in enc.dead]
         return enc, dead
@@ -292,6 +306,8 @@ class AsyncStreamSink:
         backoff_max_s: float = 5.0,
         start_timeout_s: float = 5.0,
         origin_columns: Sequence[str] | None = None,
+        max_records_per_request: int | None = None,
+        max_request_bytes: int | None = None,
     ) -> None:
         self._core = _Core(
             stream,
@@ -317,6 +333,8 @@ class AsyncStreamSink:
             backoff_max_s=backoff_max_s,
             start_timeout_s=start_timeout_s,
             origin_columns=origin_columns,
+            max_records_per_request=max_records_per_request,
+            max_request_bytes=max_request_bytes,
         )
         self._started = False
         self._closed = False
@@ -378,9 +396,9 @@ class AsyncStreamSink:
             # big chunks are encoded in a worker thread, so requests keep flowing meanwhile
             offload = chunk.num_rows >= _OFFLOAD_ROWS
             if offload:
-                cols = await asyncio.to_thread(map_columns, chunk, self._core.mapping)
+                cols = await asyncio.to_thread(map_columns, chunk, self._core.mapping, self._core.limits)
             else:
-                cols = map_columns(chunk, self._core.mapping)
+                cols = map_columns(chunk, self._core.mapping, self._core.limits)
             row_base = self._core.annotate(cols, row_base, origin)
             if self._core.needs_refresh(cols):
                 await self._core.engine.refresh()
@@ -489,6 +507,8 @@ class StreamSink:
         backoff_max_s: float = 5.0,
         start_timeout_s: float = 5.0,
         origin_columns: Sequence[str] | None = None,
+        max_records_per_request: int | None = None,
+        max_request_bytes: int | None = None,
     ) -> None:
         options = {
             "partition_key": partition_key, "data": data, "data_column": data_column,
@@ -499,6 +519,7 @@ class StreamSink:
             "transport_options": transport_options, "data_template": data_template, "columns": columns,
             "backoff_base_s": backoff_base_s, "backoff_max_s": backoff_max_s,
             "start_timeout_s": start_timeout_s, "origin_columns": origin_columns,
+            "max_records_per_request": max_records_per_request, "max_request_bytes": max_request_bytes,
         }  # fmt: skip
         self._loop = _new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="shardline-sink", daemon=True)
@@ -577,7 +598,7 @@ class StreamSink:
                 return
             row_base = 0
             for i, chunk in enumerate(chunks):
-                cols = map_columns(chunk, core.mapping)  # encoded in the caller's thread
+                cols = map_columns(chunk, core.mapping, core.limits)  # encoded in the caller's thread
                 row_base = core.annotate(cols, row_base, origin)
                 if core.needs_refresh(cols):
                     self._call(engine.refresh())

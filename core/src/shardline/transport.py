@@ -123,11 +123,12 @@ def failures_of(results: Sequence[PutResult]) -> list[PutFailure]:
 
 @runtime_checkable
 class BodyTransport(Protocol):
-    """Optional fast path a transport may add: send a PutRecords body the engine already encoded.
+    """Optional fast path a transport may add: send a request body the engine already encoded.
 
-    The body is the PutRecords JSON ``{"Records":[{"Data": <base64>, "PartitionKey"?, "ShardId"?,
-    "ClientInfo"?}, ...]}``. The engine uses this path when the transport has the method and falls
-    back to :meth:`Transport.put_records` otherwise.
+    The body is what the transport's own :meth:`shardline.wire.Wire.body` assembled from the
+    fragments its :meth:`~shardline.wire.Wire.fragments` encoded, so only the transport knows its
+    format. The engine uses this path when the transport has the method and falls back to
+    :meth:`Transport.put_records` otherwise.
     """
 
     async def put_records_body(self, body: bytes, record_count: int) -> PutBodyResult:
