@@ -21,7 +21,10 @@ import socket
 import time
 from typing import Any
 
-_OK_ENTRY = b'{"SequenceNumber":"49590338271490256608559692538361571095921575989136588898","ShardId":"shardId-000000000000"}'
+_OK_ENTRY = (
+    b'{"SequenceNumber":"49590338271490256608559692538361571095921575989136588898",'
+    b'"ShardId":"shardId-000000000000"}'
+)
 
 
 def _serve(port: int, ready: Any) -> None:
@@ -83,7 +86,6 @@ async def main(args: argparse.Namespace) -> None:
     import numpy as np
     import pyarrow as pa
     from shardline.wire import Placement
-
     from shardline_kinesis.client import KinesisClient
     from shardline_kinesis.transport import KinesisTransport
     from shardline_kinesis.wire import KinesisWire
@@ -137,8 +139,10 @@ async def main(args: argparse.Namespace) -> None:
 
     records = [{"Data": d, "PartitionKey": k} for d, k in recs]
     session = get_session()
-    print(f"{n}-record PutRecords, {args.record_bytes}-byte Data, {args.concurrency} in flight, "
-          f"{args.requests} requests per client, null endpoint in a child process")
+    print(
+        f"{n}-record PutRecords, {args.record_bytes}-byte Data, {args.concurrency} in flight, "
+        f"{args.requests} requests per client, null endpoint in a child process"
+    )
     async with session.create_client("kinesis", region_name="us-east-1", endpoint_url=endpoint) as boto:
 
         async def aiobotocore_send() -> None:
@@ -166,7 +170,9 @@ async def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--record-bytes", type=int, default=100)

@@ -70,7 +70,9 @@ def _error(status: int, type_: str, message: str = "it failed") -> web.Response:
 def _expected_signature(headers: dict[str, str], body: bytes, url: str) -> str:
     """The signature botocore computes for these bytes at the request's own X-Amz-Date."""
     signed = headers["Authorization"].split("SignedHeaders=")[1].split(",")[0].split(";")
-    request = AWSRequest(method="POST", url=url, data=body, headers={k: v for k, v in headers.items() if k.lower() in signed})
+    request = AWSRequest(
+        method="POST", url=url, data=body, headers={k: v for k, v in headers.items() if k.lower() in signed}
+    )
     request.context["timestamp"] = headers["X-Amz-Date"]
     signer = SigV4Auth(Credentials("AKIDTEST", SECRET), "kinesis", "eu-west-1")
     return signer.signature(signer.string_to_sign(request, signer.canonical_request(request)), request)
@@ -80,7 +82,10 @@ def test_calls_are_sigv4_signed_over_the_exact_body() -> None:
     body = b'{"StreamName":"s","Records":[]}'
 
     async def main() -> tuple[App, str]:
-        async with serve(lambda r, b: web.Response(body=b'{"FailedRecordCount":0,"Records":[]}')) as (app, url):
+        async with serve(lambda r, b: web.Response(body=b'{"FailedRecordCount":0,"Records":[]}')) as (
+            app,
+            url,
+        ):
             client = _client(url)
             await client.put_records_body(body, "s")
             await client.close()
@@ -175,7 +180,9 @@ def test_error_answers_become_shardline_errors(
 
 
 def test_access_denied_says_where_credentials_come_from() -> None:
-    exc = run(_describe_error(lambda r, b: _error(400, "UnrecognizedClientException", "The token is invalid")))
+    exc = run(
+        _describe_error(lambda r, b: _error(400, "UnrecognizedClientException", "The token is invalid"))
+    )
     assert isinstance(exc, AccessDeniedError)
     assert "AWS_PROFILE" in str(exc) and "region" in str(exc)
 

@@ -27,7 +27,10 @@ def test_stream_commands_round_trip_on_kinesalite(kinesalite: Any) -> None:
 
     (described,) = _lines(_cli("stream", "describe", url))
     assert described["shards"] == 2
-    assert [s["shard_id"] for s in described["open_shards"]] == ["shardId-000000000000", "shardId-000000000001"]
+    assert [s["shard_id"] for s in described["open_shards"]] == [
+        "shardId-000000000000",
+        "shardId-000000000001",
+    ]
     assert described["open_shards"][1]["ending_hash_key"] == str(2**128 - 1)
 
     put = _cli("stream", "put", url, "--key", "user-7", "-v", stdin="a\nb\nc\n")

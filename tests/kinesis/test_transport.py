@@ -18,7 +18,9 @@ from shardline_kinesis.wire import KinesisWire
 
 
 def _body(wire: KinesisWire, records: list[tuple[bytes, str]]) -> bytes:
-    frags = [orjson.dumps({"Data": base64.b64encode(d).decode(), "PartitionKey": k}) + b"," for d, k in records]
+    frags = [
+        orjson.dumps({"Data": base64.b64encode(d).decode(), "PartitionKey": k}) + b"," for d, k in records
+    ]
     return wire.body(frags)
 
 
@@ -139,7 +141,11 @@ def test_url_query_parameters_are_the_transport_options() -> None:
         "kinesis://orders.v1?region=eu-west-1&endpoint_url=http%3A%2F%2F127.0.0.1%3A4567&aggregate=true"
     )
     assert name == "orders.v1"
-    assert (options.region, options.endpoint_url, options.aggregate) == ("eu-west-1", "http://127.0.0.1:4567", True)
+    assert (options.region, options.endpoint_url, options.aggregate) == (
+        "eu-west-1",
+        "http://127.0.0.1:4567",
+        True,
+    )
 
 
 @pytest.mark.parametrize(

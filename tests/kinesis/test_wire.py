@@ -47,7 +47,11 @@ def test_wire_satisfies_the_contract_with_kinesis_limits() -> None:
     wire = KinesisWire("orders")
     assert isinstance(wire, Wire)
     lim = wire.limits
-    assert (lim.max_records_per_request, lim.max_request_bytes, lim.max_record_bytes) == (500, 5 * 2**20, 2**20)
+    assert (lim.max_records_per_request, lim.max_request_bytes, lim.max_record_bytes) == (
+        500,
+        5 * 2**20,
+        2**20,
+    )
     assert lim.record_counts_key and lim.key_required and not lim.client_info
     assert (lim.max_key_length, lim.key_length_unit, lim.min_key_length) == (256, "chars", 1)
     assert lim.addressing == "hash-range"
@@ -66,7 +70,9 @@ def test_body_is_a_putrecords_document_with_every_record_in_order() -> None:
 
 def test_addressed_records_name_their_shard_by_explicit_hash_key() -> None:
     wire = KinesisWire("s")
-    doc = orjson.loads(_body(wire, _placement([b"a", b"b", b"c"], ["x", "y", "z"], [0, 1, 2], addressed=True)))
+    doc = orjson.loads(
+        _body(wire, _placement([b"a", b"b", b"c"], ["x", "y", "z"], [0, 1, 2], addressed=True))
+    )
     assert [r["ExplicitHashKey"] for r in doc["Records"]] == ["0", str(2**127), str(2**127 + 5)]
 
 
@@ -98,13 +104,22 @@ def test_record_failures_are_throttled_or_retried(name: str, outcome: Outcome) -
 @pytest.mark.parametrize(
     ("error", "outcome"),
     [
-        (KinesisThrottledError("x", name="LimitExceededException", status=400, retryable=True), RequestOutcome.THROTTLED),
+        (
+            KinesisThrottledError("x", name="LimitExceededException", status=400, retryable=True),
+            RequestOutcome.THROTTLED,
+        ),
         (KinesisError("x", name="HTTP 503", status=503, retryable=True), RequestOutcome.THROTTLED),
         (KinesisError("x", name="InternalFailure", status=500, retryable=True), RequestOutcome.UNREACHABLE),
         (KinesisError("x", name="ConnectionError", status=None, retryable=True), RequestOutcome.UNREACHABLE),
-        (KinesisError("x", name="ResourceInUseException", status=400, retryable=True), RequestOutcome.UNREACHABLE),
+        (
+            KinesisError("x", name="ResourceInUseException", status=400, retryable=True),
+            RequestOutcome.UNREACHABLE,
+        ),
         (StreamNotFoundError("x"), RequestOutcome.FATAL),
-        (KinesisKMSError("x", name="KMSDisabledException", status=400, retryable=False), RequestOutcome.FATAL),
+        (
+            KinesisKMSError("x", name="KMSDisabledException", status=400, retryable=False),
+            RequestOutcome.FATAL,
+        ),
         (KinesisError("x", name="ValidationException", status=400, retryable=False), RequestOutcome.FATAL),
     ],
 )

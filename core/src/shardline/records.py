@@ -339,6 +339,7 @@ class MappedColumns:
     origin: Origin | None = None  # where a row of the written batch came from (dead letters)
     origin_columns: dict[str, pa.Array] | None = None  # the source's origin columns, per row
     nonfinite_floats: int = 0  # NaN/inf values the codec wrote as null (json: at any depth)
+    absorbed: npt.NDArray[np.bool_] | None = None  # rows a wire's pack() put into an earlier row's record
 
     @property
     def data_lengths(self) -> npt.NDArray[np.int64]:
@@ -711,7 +712,8 @@ def place(
             )
         invalid |= out_of_range
         dead.sort()
-    valid_rows = np.flatnonzero(~invalid)
+    placed = ~invalid if cols.absorbed is None else ~(invalid | cols.absorbed)
+    valid_rows = np.flatnonzero(placed)
     order = valid_rows[np.argsort(shards[valid_rows], kind="stable")]
     m = len(order)
     take = pa.array(order, pa.int64())

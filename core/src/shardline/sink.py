@@ -214,6 +214,9 @@ class _Core:
     def encode(self, cols: MappedColumns) -> tuple[EncodedBatch, list[tuple[dict[str, Any], str]]]:
         """Place mapped columns for the engine's current shard count."""
         assert self.engine.shard_map is not None
+        pack = getattr(self.wire, "pack", None)  # optional: e.g. KPL aggregation of a key's records
+        if pack is not None:
+            cols = pack(cols)
         enc = place(cols, self.engine.shard_map, self.strategy, self._rr, wire=self.wire)
         self._rr = (self._rr + cols.num_rows) % max(self.engine.shard_count, 1)
         dead = [(dead_record(cols, row), reason) for row, reason in enc.dead]

@@ -94,7 +94,9 @@ class KinesisAccess(KinesisTransport):
             shard_name(shard_id),
             kind,
             sequence_number=str(sequence_number) if kind == "AT_SEQUENCE_NUMBER" else None,
-            timestamp=timestamp_sec + timestamp_nsec / 1e9 if kind == "AT_TIMESTAMP" and timestamp_sec is not None else None,
+            timestamp=timestamp_sec + timestamp_nsec / 1e9
+            if kind == "AT_TIMESTAMP" and timestamp_sec is not None
+            else None,
         )
 
     async def get_records(self, shard_id: int, location: str | None, limit: int = 1000) -> KinesisRead:

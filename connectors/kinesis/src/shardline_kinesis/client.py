@@ -121,7 +121,9 @@ def region_from_endpoint(endpoint_url: str) -> str | None:
     return m.group(1) if m else None
 
 
-def map_error(stream: str, op: str, status: int, body: bytes, header_type: str | None = None) -> ShardlineError:
+def map_error(
+    stream: str, op: str, status: int, body: bytes, header_type: str | None = None
+) -> ShardlineError:
     """The exception for an error answer of ``op`` on ``stream`` (never echoing credentials).
 
     ResourceNotFound -> :class:`KinesisStreamNotFoundError`; refused credentials ->
@@ -149,7 +151,7 @@ def map_error(stream: str, op: str, status: int, body: bytes, header_type: str |
         )
     if name == "ResourceInUseException" and op == "CreateStream":
         return StreamExistsError(f"{where}: the stream already exists{said}")
-    if name in _ACCESS or status == 403 and name not in _KMS:
+    if name in _ACCESS or (status == 403 and name not in _KMS):
         return KinesisAccessDeniedError(
             f"{where} was refused ({name}){said}; check the credentials the AWS chain finds "
             "(AWS_PROFILE, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws), their permissions and "
@@ -165,7 +167,9 @@ def map_error(stream: str, op: str, status: int, body: bytes, header_type: str |
             retryable=False,
         )
     if name in _THROTTLING or status == 429:
-        return KinesisThrottledError(f"{where} was throttled ({name}){said}", name=name, status=status, retryable=True)
+        return KinesisThrottledError(
+            f"{where} was throttled ({name}){said}", name=name, status=status, retryable=True
+        )
     if name == "ResourceInUseException" or status >= 500:
         return KinesisError(f"{where} failed ({name}){said}", name=name, status=status, retryable=True)
     return KinesisError(f"{where} was refused ({name}){said}", name=name, status=status, retryable=False)
@@ -390,7 +394,11 @@ class KinesisClient:
         timestamp: float | None = None,
     ) -> str:
         """GetShardIterator (TRIM_HORIZON, LATEST, AT/AFTER_SEQUENCE_NUMBER, AT_TIMESTAMP)."""
-        params: dict[str, Any] = {"StreamName": stream, "ShardId": shard_id, "ShardIteratorType": iterator_type}
+        params: dict[str, Any] = {
+            "StreamName": stream,
+            "ShardId": shard_id,
+            "ShardIteratorType": iterator_type,
+        }
         if sequence_number is not None:
             params["StartingSequenceNumber"] = sequence_number
         if timestamp is not None:

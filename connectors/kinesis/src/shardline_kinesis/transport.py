@@ -10,6 +10,7 @@ ShardMap routes as Kinesis does (MD5 of the key over the ranges).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
@@ -42,10 +43,12 @@ class KinesisOptions(TransportOptions):
     """``[sink.transport]`` (and URL query parameters) of ``kinesis://`` streams."""
 
     region: str | None = Field(
-        None, description="AWS region; default: from endpoint_url's host, else the AWS chain (AWS_REGION, profile)"
+        None,
+        description="AWS region; default: from endpoint_url's host, else the AWS chain (AWS_REGION, profile)",
     )
     endpoint_url: str | None = Field(
-        None, description="endpoint, e.g. http://127.0.0.1:4567 for kinesalite; default: the region's AWS endpoint"
+        None,
+        description="endpoint, e.g. http://127.0.0.1:4567 for kinesalite; default: the region's AWS endpoint",
     )
     profile: str | None = Field(None, description="named profile of the AWS credential chain")
     timeout_s: float = Field(30.0, gt=0, description="seconds per call, connect included")
@@ -164,7 +167,9 @@ class KinesisTransport:
             summary = await self.client.describe_stream_summary(self.stream_name)
             shards = await self.client.list_shards(self.stream_name)
             ranges = tuple(
-                sorted((HashRange(s.shard_id, s.start, s.end) for s in shards if s.open), key=lambda r: r.start)
+                sorted(
+                    (HashRange(s.shard_id, s.start, s.end) for s in shards if s.open), key=lambda r: r.start
+                )
             )
             if _covers(ranges):
                 return StreamInfo(
@@ -206,7 +211,10 @@ class KinesisTransport:
         delay = 0.05
         while True:  # ACTIVE may still be the state before the update (kinesis-mock): count too
             summary = await self.client.wait_active(self.stream_name, self.options.create_timeout_s)
-            if summary.get("OpenShardCount") == shard_count and (await self.describe()).shard_count == shard_count:
+            if (
+                summary.get("OpenShardCount") == shard_count
+                and (await self.describe()).shard_count == shard_count
+            ):
                 return
             if loop.time() > deadline:
                 raise KinesisError(
@@ -257,7 +265,10 @@ class KinesisTransport:
                 raise ConfigError("Kinesis records have no ClientInfo")
             if not rec.partition_key:
                 raise ConfigError("a Kinesis record needs a partition key (1-256 characters)")
-            item: dict[str, Any] = {"Data": pybase64.b64encode(rec.data).decode(), "PartitionKey": rec.partition_key}
+            item: dict[str, Any] = {
+                "Data": pybase64.b64encode(rec.data).decode(),
+                "PartitionKey": rec.partition_key,
+            }
             if rec.shard_id is not None:
                 if starts is None:
                     starts = {
@@ -277,10 +288,16 @@ class KinesisTransport:
         results: list[PutResult] = []
         for r in doc.get("Records", []):
             if r.get("ErrorCode") is None:
-                results.append(PutResult(shard_id=shard_index(r["ShardId"]), sequence_number=int(r["SequenceNumber"])))
+                results.append(
+                    PutResult(shard_id=shard_index(r["ShardId"]), sequence_number=int(r["SequenceNumber"]))
+                )
             else:
                 results.append(
-                    PutResult(error_code=ERROR_CODE, error_message=str(r["ErrorCode"]), error_detail=r.get("ErrorMessage"))
+                    PutResult(
+                        error_code=ERROR_CODE,
+                        error_message=str(r["ErrorCode"]),
+                        error_detail=r.get("ErrorMessage"),
+                    )
                 )
         return results
 
@@ -293,7 +310,7 @@ def _covers(ranges: tuple[HashRange, ...]) -> bool:
     """True when the ranges (sorted) cover 0..2**128-1 without a gap."""
     if not ranges or ranges[0].start != 0 or ranges[-1].end != 2**128 - 1:
         return False
-    return all(a.end + 1 == b.start for a, b in zip(ranges, ranges[1:], strict=False))
+    return all(a.end + 1 == b.start for a, b in itertools.pairwise(ranges))
 
 
 def _body_result(count: int, failures: list[PutFailure], shard_ids: frozenset[str]) -> PutBodyResult:

@@ -102,17 +102,22 @@ class KinesisWire:
             return pa.array([], _LB)
         pieces: list[pa.Array | pa.Scalar] = [_lb(b'{"Data":"'), b64encode_array(placement.data), _lb(b'"')]
         if placement.key_json is not None and placement.key_index is not None:
-            keys = pc.binary_join_element_wise(_lb(b',"PartitionKey":'), placement.key_json.cast(_LB), _lb(b""))
+            keys = pc.binary_join_element_wise(
+                _lb(b',"PartitionKey":'), placement.key_json.cast(_LB), _lb(b"")
+            )
             keys = pa.concat_arrays([keys, pa.array([b""], _LB)])
             index = np.where(placement.key_index < 0, len(keys) - 1, placement.key_index)
             pieces.append(keys.take(pa.array(index, pa.int64())))
         if placement.addressed:
             lanes, inverse = np.unique(placement.shards, return_inverse=True)
-            hash_keys = pa.array(
-                [b',"ExplicitHashKey":"' + placement.shard_map.address(int(s)).encode() + b'"' for s in lanes],
-                _LB,
-            )
-            pieces.append(hash_keys.take(pa.array(inverse.astype(np.int64))))
+            addresses = [placement.shard_map.address(int(s)) for s in lanes]
+            # a hash-range map names a shard by its starting hash key (text); a numbered map's lanes
+            # (ints) are no Kinesis address: the key's MD5 routes those records
+            if all(isinstance(a, str) for a in addresses):
+                hash_keys = pa.array(
+                    [b',"ExplicitHashKey":"' + str(a).encode() + b'"' for a in addresses], _LB
+                )
+                pieces.append(hash_keys.take(pa.array(inverse.astype(np.int64))))
         pieces.append(_lb(b"},"))
         return pc.binary_join_element_wise(*pieces, _lb(b""))
 

@@ -15,7 +15,6 @@ from shardline_v3io.local import LocalTransport, map_store_error
 from shardline_v3io.store import StoreError
 from shardline_v3io.urls import StreamURL, parse_stream_url
 
-
 _V3IO_SCHEMES = frozenset({"http", "https", "v3io", "local"})
 
 

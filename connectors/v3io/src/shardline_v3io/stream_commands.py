@@ -175,7 +175,11 @@ def put_command(
                     if verbose:
                         click.echo(
                             orjson.dumps(
-                                {"record": index, "shard": res.shard_id, "sequence": _json_int(res.sequence_number)}
+                                {
+                                    "record": index,
+                                    "shard": res.shard_id,
+                                    "sequence": _json_int(res.sequence_number),
+                                }
                             )
                         )
                 else:
