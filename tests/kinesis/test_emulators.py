@@ -7,7 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from shardline_kinesis.streamtools import create_stream, open_shards, read_stream, wait_active
+from shardline_kinesis.streamtools import (
+    create_stream,
+    open_shards,
+    read_stream,
+    wait_active,
+    wait_open_shards,
+)
 
 from .conftest import boto3_client
 
@@ -66,8 +72,7 @@ def test_kinesalite_split_shard_closes_the_parent_and_new_records_go_to_children
 def test_kinesis_local_update_shard_count_2_to_4(kinesis_local: Any) -> None:
     client, name, entries = _put_and_read(kinesis_local, shards=2)
     client.update_shard_count(StreamName=name, TargetShardCount=4, ScalingType="UNIFORM_SCALING")
-    wait_active(client, name)
-    assert len(open_shards(client, name)) == 4
+    wait_open_shards(client, name, 4)
     client.put_records(StreamName=name, Records=entries)
     landed = _landed(client, name)
     assert sorted(d for _, _, d in landed) == sorted(e["Data"] for e in entries * 2)
@@ -93,3 +98,24 @@ def _listening_addresses(port: int) -> set[str]:
 def test_emulators_listen_on_loopback_only(fixture: str, request: pytest.FixtureRequest) -> None:
     emulator = request.getfixturevalue(fixture)
     assert _listening_addresses(emulator.port) == {"0100007F"}  # 127.0.0.1, little-endian hex
+
+
+def test_the_pytest_plugin_imports_no_heavy_module_and_offers_only_prefixed_fixtures() -> None:
+    import ast
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, warnings\n"
+        "warnings.simplefilter('error')\n"
+        "import shardline_kinesis.testing as t\n"
+        "print(sorted(m for m in ('aiohttp', 'botocore', 'boto3', 'orjson') if m in sys.modules))\n"
+        "print(sorted(n for n, v in vars(t).items() if hasattr(v, '_fixture_function_marker')\n"
+        "             or hasattr(v, '_pytestfixturefunction')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    heavy, fixtures = out.stdout.splitlines()
+    assert heavy == "[]"
+    assert "shardline_kinesalite" in fixtures and "shardline_kinesis_local" in fixtures
+    assert all(name.startswith("shardline_") for name in ast.literal_eval(fixtures))

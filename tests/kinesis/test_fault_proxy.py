@@ -87,3 +87,24 @@ def test_null_endpoint_fixture(shardline_kinesis_env: None, shardline_kinesis_nu
         StreamName="n", Records=_entries(7)
     )
     assert [r["ShardId"] for r in answer["Records"]] == ["shardId-000000000000"] * 7
+
+
+def test_hold_keeps_a_put_in_flight_until_released(kinesalite: Any, fault_proxy: Callable[..., Any]) -> None:
+    import threading
+
+    proxy = fault_proxy(kinesalite.endpoint_url)
+    client = boto3_client(proxy.url)
+    name = kinesalite.unique_name("hold")
+    create_stream(client, name, 1)
+    proxy.hold()
+    answers: list[Any] = []
+    writer = threading.Thread(
+        target=lambda: answers.append(client.put_records(StreamName=name, Records=_entries(4)))
+    )
+    writer.start()
+    assert proxy.wait_holding(30)
+    assert not answers and list(read_stream(client, name)) == []  # held: not forwarded yet
+    proxy.release()
+    writer.join(30)
+    assert answers and answers[0]["FailedRecordCount"] == 0
+    assert len(list(read_stream(client, name))) == 4

@@ -23,10 +23,15 @@ Shapes of the choice (``rate`` = expected fraction of records failed):
 ``tail``
     ``m ~ Binomial(n, rate)`` and the LAST ``m`` records of the request fail (how a throttled
     shard answers: once one of its records fails, its later records in the request fail too).
+
+To reshard "while writing" at a known moment, :meth:`FaultProxy.hold` holds the PutRecords that
+come once N records went through, before they are forwarded (so the writer has a request in
+flight), until :meth:`FaultProxy.release`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 from dataclasses import dataclass, field
@@ -51,6 +56,7 @@ class ProxyStats:
     requests: int = 0
     put_requests: int = 0
     records: int = 0
+    forwarded: int = 0
     injected: int = 0
     passed_unparsed: int = 0
 
@@ -89,11 +95,50 @@ class ThrottleFaults:
             return list(range(n - m, n))
 
 
+class Gate:
+    """Holds PutRecords requests before forwarding while closed (thread-safe; every wait bounded)."""
+
+    def __init__(self, stats: ProxyStats, max_hold_s: float) -> None:
+        self.stats = stats
+        self.max_hold_s = max_hold_s
+        self._after: int | None = None  # hold once this many records were forwarded
+        self._open = threading.Event()
+        self._open.set()
+        self._holding = threading.Event()
+
+    def close(self, after_records: int = 0) -> None:
+        """Hold every PutRecords that arrives once ``after_records`` records were forwarded in all,
+        until :meth:`open`."""
+        self._holding.clear()
+        self._after = after_records
+        self._open.clear()
+
+    def open(self) -> None:
+        """Let held and later requests through."""
+        self._after = None
+        self._open.set()
+
+    def wait_holding(self, timeout_s: float) -> bool:
+        """Block until a request is held (True) or ``timeout_s`` seconds pass (False)."""
+        return self._holding.wait(timeout_s)
+
+    async def pass_through(self) -> None:
+        """Called before forwarding: wait while closed (at most ``max_hold_s`` seconds)."""
+        after = self._after
+        if after is None or self.stats.forwarded < after:
+            return
+        self._holding.set()
+        await asyncio.get_running_loop().run_in_executor(None, self._open.wait, self.max_hold_s)
+
+
 class _ProxyHandler:
-    def __init__(self, upstream: str, faults: ThrottleFaults, stats: ProxyStats, timeout_s: float) -> None:
+    def __init__(
+        self, upstream: str, faults: ThrottleFaults, stats: ProxyStats, gate: Gate, timeout_s: float
+    ) -> None:
         self.upstream = upstream.rstrip("/")
         self.faults = faults
         self.stats = stats
+        self.gate = gate
         self.timeout_s = timeout_s
         self.session: ClientSession | None = None
 
@@ -131,7 +176,9 @@ class _ProxyHandler:
             self.stats.passed_unparsed += 1  # e.g. CBOR: passed through, no faults
             return self._answer(*await self._forward(request, body))
         self.stats.records += len(records)
+        await self.gate.pass_through()
         failing = self.faults.failing(len(records))
+        self.stats.forwarded += len(records) - len(failing)
         if not failing:
             return self._answer(*await self._forward(request, body))
         dropped = set(failing)
@@ -167,8 +214,9 @@ class FaultProxy:
 
     ``rate``/``shape``/``seed``/``error_code`` make its :class:`ThrottleFaults` (``.faults``, whose
     ``rate`` may be changed while it runs); ``.stats`` counts requests and injected failures.
-    ``timeout_s`` bounds each forwarded request. Serves from a daemon thread with its own event
-    loop, so sync tests and ``shardline run`` subprocesses can use it; ``stop()`` ends it.
+    ``timeout_s`` bounds each forwarded request, ``max_hold_s`` each hold (:meth:`hold`). Serves
+    from a daemon thread with its own event loop, so sync tests and ``shardline run`` subprocesses
+    can use it; ``stop()`` ends it.
     """
 
     def __init__(
@@ -180,13 +228,27 @@ class FaultProxy:
         seed: int | None = None,
         error_code: str = THROTTLED,
         timeout_s: float = 30.0,
+        max_hold_s: float = 60.0,
     ) -> None:
         self.faults = ThrottleFaults(rate=rate, shape=shape, seed=seed, error_code=error_code)
         self.stats = ProxyStats()
-        self._server = ThreadedServer(
-            _ProxyHandler(upstream, self.faults, self.stats, timeout_s), name="shardline-kinesis-fault-proxy"
-        )
+        self.gate = Gate(self.stats, max_hold_s=max_hold_s)
+        handler = _ProxyHandler(upstream, self.faults, self.stats, self.gate, timeout_s)
+        self._server = ThreadedServer(handler, name="shardline-kinesis-fault-proxy")
         self.url = self._server.url
+
+    def hold(self, after_records: int = 0) -> None:
+        """Hold PutRecords before forwarding them, once ``after_records`` records were forwarded in
+        all (0: from the next one), until :meth:`release`."""
+        self.gate.close(after_records)
+
+    def wait_holding(self, timeout_s: float = 30.0) -> bool:
+        """Block until a PutRecords is held (True), or ``timeout_s`` seconds pass (False)."""
+        return self.gate.wait_holding(timeout_s)
+
+    def release(self) -> None:
+        """Forward the held requests and stop holding."""
+        self.gate.open()
 
     def stop(self) -> None:
         """Close the proxy (in-flight requests are cut)."""
@@ -199,4 +261,4 @@ class FaultProxy:
         self.stop()
 
 
-__all__ = ["SHAPES", "THROTTLED", "FaultProxy", "ProxyStats", "ThrottleFaults"]
+__all__ = ["SHAPES", "THROTTLED", "FaultProxy", "Gate", "ProxyStats", "ThrottleFaults"]

@@ -12,6 +12,7 @@ before its records in the children.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -61,9 +62,40 @@ def list_shards(client: Any, stream: str) -> list[dict[str, Any]]:
     return shards
 
 
+def is_open(shard: dict[str, Any]) -> bool:
+    """Whether a ListShards shard takes writes: no ``EndingSequenceNumber`` (kinesis-mock writes
+    ``null`` for an open shard)."""
+    return (shard.get("SequenceNumberRange") or {}).get("EndingSequenceNumber") is None
+
+
 def open_shards(client: Any, stream: str) -> list[dict[str, Any]]:
-    """The shards of ``stream`` that take writes (no ``EndingSequenceNumber``)."""
-    return [s for s in list_shards(client, stream) if "EndingSequenceNumber" not in s["SequenceNumberRange"]]
+    """The shards of ``stream`` that take writes."""
+    return [s for s in list_shards(client, stream) if is_open(s)]
+
+
+def wait_open_shards(client: Any, stream: str, count: int, timeout_s: float = ACTIVE_TIMEOUT_S) -> None:
+    """Poll until ``stream`` is ACTIVE with ``count`` open shards covering the hash-key space.
+
+    After UpdateShardCount, kinesis-mock may still say ACTIVE with the old shards, or show closed
+    parents before their children: ACTIVE alone does not mean done. Raises :class:`StreamTimeout`.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        wait_active(client, stream, max(0.1, deadline - time.monotonic()))
+        shards = sorted(open_shards(client, stream), key=lambda s: int(s["HashKeyRange"]["StartingHashKey"]))
+        bounds = [
+            (int(s["HashKeyRange"]["StartingHashKey"]), int(s["HashKeyRange"]["EndingHashKey"]))
+            for s in shards
+        ]
+        covers = bool(bounds) and bounds[0][0] == 0 and bounds[-1][1] == 2**128 - 1
+        covers = covers and all(a[1] + 1 == b[0] for a, b in itertools.pairwise(bounds))
+        if len(shards) == count and covers:
+            return
+        if time.monotonic() >= deadline:
+            raise StreamTimeout(
+                f"stream {stream!r} has {len(shards)} open shards, not {count}, after {timeout_s:.0f} s"
+            )
+        time.sleep(0.02)  # poll interval of a wait that has a deadline
 
 
 def split_every_shard(client: Any, stream: str, timeout_s: float = ACTIVE_TIMEOUT_S) -> int:
@@ -116,7 +148,7 @@ def read_shard(
     takes longer than ``timeout_s`` seconds.
     """
     deadline = time.monotonic() + timeout_s
-    closed = "EndingSequenceNumber" in shard["SequenceNumberRange"]
+    closed = not is_open(shard)
     iterator = client.get_shard_iterator(
         StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
     )["ShardIterator"]
