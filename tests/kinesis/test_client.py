@@ -291,3 +291,27 @@ def test_an_answer_that_does_not_account_for_every_record_is_retried_whole(
 
     exc = run(main())
     assert isinstance(exc, KinesisError) and exc.retryable and exc.name == "InvalidResponse"
+
+
+def test_shard_ids_of_an_answer_include_a_shard_the_last_describe_did_not_list(
+    shardline_kinesis_env: None,
+) -> None:
+    from shardline_kinesis.transport import KinesisTransport
+
+    entry = b'{"SequenceNumber":"1","ShardId":"shardId-00000000000%d"}'
+    answer = b'{"FailedRecordCount":0,"Records":[' + b",".join([entry % 0, entry % 0, entry % 3]) + b"]}"
+
+    async def main() -> tuple[frozenset[str] | None, frozenset[str] | None]:
+        async with serve(lambda r, b: web.Response(body=answer)) as (_, url):
+            t = KinesisTransport(f"kinesis://s?region=eu-west-1&endpoint_url={url}")
+            body = t.wire.body([b'{"Data":"","PartitionKey":"a"},'] * 3)
+            try:
+                unknown = (await t.put_records_body(body, 3)).shard_ids
+                t._needles = (("shardId-000000000000", b'"ShardId":"shardId-000000000000"'),)
+                known = (await t.put_records_body(body, 3)).shard_ids
+                return unknown, known
+            finally:
+                await t.close()
+
+    unknown, known = run(main())
+    assert unknown == known == {"shardId-000000000000", "shardId-000000000003"}
