@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from shardline.pipeline import run_pipeline
-from shardline.testing import read_stream
+from shardline_v3io.testing import read_stream
 from shardline_parquet import write_sample
 from shardline_v3io.testing_server import start_server
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from shardline.checkpoint import CheckpointLockedError, CheckpointStore
     from shardline.config import PipelineConfig, load_pipeline
+    from shardline.deadletter import DeadLetterWriter, dead_letter_entry
     from shardline.errors import (
         AccessDeniedError,
         CheckpointError,
@@ -45,6 +46,8 @@ _EXPORTS: dict[str, str] = {
     "CheckpointLockedError": "shardline.checkpoint",
     "CheckpointStore": "shardline.checkpoint",
     "PipelineConfig": "shardline.config",
+    "DeadLetterWriter": "shardline.deadletter",
+    "dead_letter_entry": "shardline.deadletter",
     "load_pipeline": "shardline.config",
     "AccessDeniedError": "shardline.errors",
     "CheckpointError": "shardline.errors",
@@ -87,6 +90,7 @@ __all__ = [
     "CheckpointLockedError",
     "CheckpointStore",
     "ConfigError",
+    "DeadLetterWriter",
     "DeliveryError",
     "Partitioner",
     "PipelineConfig",
@@ -110,6 +114,7 @@ __all__ = [
     "StreamUnreachableError",
     "Transport",
     "TransportError",
+    "dead_letter_entry",
     "hookimpl",
     "load_pipeline",
     "redact_url",

@@ -251,9 +251,15 @@ class PipelineConfig:
 
 
 def _stream_identity(url: str) -> str:
-    scheme, _, rest = redact_url(url).partition("://")  # a key in the URL is no part of the identity
-    if scheme in ("http", "https"):
-        rest = rest.partition("/")[2]  # drop host:port, keep container/path
+    """What names the stream in a checkpoint's fingerprint: the transport factory's optional
+    ``identity(url)`` (e.g. without a host:port that may change), else ``scheme:rest``."""
+    from shardline.plugins import registered
+
+    redacted = redact_url(url)  # a key in the URL is no part of the identity
+    scheme, _, rest = redacted.partition("://")
+    identity = getattr(registered("transports").get(scheme.lower()), "identity", None)
+    if callable(identity):
+        return str(identity(redacted))
     return f"{scheme}:{rest.strip('/')}"
 
 
