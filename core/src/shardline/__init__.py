@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from shardline.records import RecordMapping
     from shardline.redact import redact_url
     from shardline.sink import AsyncStreamSink, StreamSink
+    from shardline.sink_options import SinkOptions
     from shardline.source import AckToken, Source, SourceCheckpoint, SourceOptions
     from shardline.transport import PutRecord, PutResult, StreamInfo, Transport
 
@@ -72,6 +73,7 @@ _EXPORTS: dict[str, str] = {
     "redact_url": "shardline.redact",
     "AsyncStreamSink": "shardline.sink",
     "StreamSink": "shardline.sink",
+    "SinkOptions": "shardline.sink_options",
     "AckToken": "shardline.source",
     "Source": "shardline.source",
     "SourceCheckpoint": "shardline.source",
@@ -104,6 +106,7 @@ __all__ = [
     "ShardMap",
     "ShardlineError",
     "SinkMetrics",
+    "SinkOptions",
     "Source",
     "SourceCheckpoint",
     "SourceOptions",
