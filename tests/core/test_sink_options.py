@@ -206,5 +206,5 @@ def test_options_as_one_object_and_keywords_on_top() -> None:
     with StreamSink(FakeTransport(), options, ordering="strict") as sink:
         assert sink._sink._core.mapping.partition_key == "k"
         assert sink._sink._core.engine.options.ordering == "strict"
-    with pytest.raises(TypeError, match="unknown sink option.*partiton_key"):
+    with pytest.raises(TypeError, match=r"unknown sink option.*partiton_key"):
         StreamSink(FakeTransport(), partiton_key="k")  # type: ignore[call-arg]
