@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from shardline.checkpoint import CheckpointLockedError, CheckpointStore
     from shardline.config import PipelineConfig, load_pipeline
+    from shardline.deadletter import DeadLetterWriter, dead_letter_entry
     from shardline.errors import (
         AccessDeniedError,
         CheckpointError,
@@ -37,14 +38,27 @@ if TYPE_CHECKING:
     from shardline.records import RecordMapping
     from shardline.redact import redact_url
     from shardline.sink import AsyncStreamSink, StreamSink
+    from shardline.sink_options import SinkOptions
     from shardline.source import AckToken, Source, SourceCheckpoint, SourceOptions
-    from shardline.transport import PutRecord, PutResult, StreamInfo, Transport
+    from shardline.transport import (
+        HashRange,
+        PutBodyResult,
+        PutFailure,
+        PutRecord,
+        PutResult,
+        StreamInfo,
+        Transport,
+        TransportOptions,
+    )
+    from shardline.wire import Outcome, Placement, RequestOutcome, Wire, WireLimits
 
 # public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
     "CheckpointLockedError": "shardline.checkpoint",
     "CheckpointStore": "shardline.checkpoint",
     "PipelineConfig": "shardline.config",
+    "DeadLetterWriter": "shardline.deadletter",
+    "dead_letter_entry": "shardline.deadletter",
     "load_pipeline": "shardline.config",
     "AccessDeniedError": "shardline.errors",
     "CheckpointError": "shardline.errors",
@@ -69,14 +83,24 @@ _EXPORTS: dict[str, str] = {
     "redact_url": "shardline.redact",
     "AsyncStreamSink": "shardline.sink",
     "StreamSink": "shardline.sink",
+    "SinkOptions": "shardline.sink_options",
     "AckToken": "shardline.source",
     "Source": "shardline.source",
     "SourceCheckpoint": "shardline.source",
     "SourceOptions": "shardline.source",
     "PutRecord": "shardline.transport",
     "PutResult": "shardline.transport",
+    "PutBodyResult": "shardline.transport",
+    "PutFailure": "shardline.transport",
+    "HashRange": "shardline.transport",
     "StreamInfo": "shardline.transport",
     "Transport": "shardline.transport",
+    "TransportOptions": "shardline.transport",
+    "Outcome": "shardline.wire",
+    "Placement": "shardline.wire",
+    "RequestOutcome": "shardline.wire",
+    "Wire": "shardline.wire",
+    "WireLimits": "shardline.wire",
 }
 
 __all__ = [
@@ -87,19 +111,27 @@ __all__ = [
     "CheckpointLockedError",
     "CheckpointStore",
     "ConfigError",
+    "DeadLetterWriter",
     "DeliveryError",
+    "HashRange",
+    "Outcome",
     "Partitioner",
     "PipelineConfig",
+    "Placement",
     "PluginError",
+    "PutBodyResult",
+    "PutFailure",
     "PutRecord",
     "PutResult",
     "RecordMapping",
     "RecordTooLargeError",
+    "RequestOutcome",
     "RunSummary",
     "SchemaError",
     "ShardMap",
     "ShardlineError",
     "SinkMetrics",
+    "SinkOptions",
     "Source",
     "SourceCheckpoint",
     "SourceOptions",
@@ -110,6 +142,10 @@ __all__ = [
     "StreamUnreachableError",
     "Transport",
     "TransportError",
+    "TransportOptions",
+    "Wire",
+    "WireLimits",
+    "dead_letter_entry",
     "hookimpl",
     "load_pipeline",
     "redact_url",
