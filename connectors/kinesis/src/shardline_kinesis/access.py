@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import pybase64
-from shardline.transport import PutRecord, PutResult, StreamInfo
+from shardline import PutRecord, PutResult, StreamInfo
 
 from shardline_kinesis.transport import KinesisTransport, shard_index
 

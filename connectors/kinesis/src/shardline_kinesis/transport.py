@@ -19,8 +19,7 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 import pybase64
 from pydantic import Field
-from shardline.errors import ConfigError, StreamExistsError, StreamNotFoundError
-from shardline.transport import (
+from shardline import (
     HashRange,
     PutBodyResult,
     PutFailure,
@@ -29,6 +28,7 @@ from shardline.transport import (
     StreamInfo,
     TransportOptions,
 )
+from shardline.errors import ConfigError, StreamExistsError, StreamNotFoundError
 
 _STREAM_NAME = re.compile(r"^[a-zA-Z0-9_.-]{1,128}$")
 _SHARD_ID = re.compile(rb'"ShardId"\s*:\s*"([^"]+)"')

@@ -26,10 +26,8 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from shardline import Outcome, Placement, PutFailure, RequestOutcome, TransportError, WireLimits
 from shardline.arrowbin import b64encode_array
-from shardline.errors import TransportError
-from shardline.transport import PutFailure
-from shardline.wire import Outcome, Placement, RequestOutcome, WireLimits
 
 _LB = pa.large_binary()
 
