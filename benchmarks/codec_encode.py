@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
 import subprocess
 import sys
 import time
@@ -92,6 +93,13 @@ def main() -> None:
 
     def encode(mod: ModuleType) -> Callable[[], None]:
         mapping = mod.RecordMapping(partition_key="customer")
+        if "limits" in inspect.signature(mod.map_columns).parameters:  # since the wire seam
+            from shardline_v3io.wire import LIMITS, V3IO_WIRE
+
+            return lambda: (
+                [mod.place(mod.map_columns(b, mapping, LIMITS), 16, "hash", wire=V3IO_WIRE) for b in batches]
+                and None
+            )
         return lambda: [mod.place(mod.map_columns(b, mapping), 16, "hash") for b in batches] and None
 
     rows = args.rows

@@ -41,9 +41,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 from shardline import StreamSink
-from shardline.engine import EngineOptions
-from shardline.records import RecordMapping, encode_body, map_columns, place
+from shardline.records import RecordMapping, map_columns, place
 from shardline_v3io.testing_server import start_server
+from shardline_v3io.wire import LIMITS, V3IO_WIRE
 
 SHARDS = 16
 CHUNK = 65_536
@@ -106,18 +106,17 @@ def run_shardline(url: str, table: pa.Table, server_pid: int | None) -> dict[str
 
 def run_encode_only(table: pa.Table) -> dict[str, Any]:
     mapping = RecordMapping(partition_key="customer")
-    opts = EngineOptions()
     bodies = 0
     nbytes = 0
     clock = Clock()
     clock.__enter__()
     for batch in table.to_batches(max_chunksize=CHUNK):
-        enc = place(map_columns(batch, mapping), SHARDS, "hash")
+        enc = place(map_columns(batch, mapping, LIMITS), SHARDS, "hash", wire=V3IO_WIRE)
         for start, end in enc.shard_bounds.values():
             i = start
             while i < end:
-                j = min(end, i + opts.max_records_per_request)
-                body = encode_body([enc.fragments[enc.offsets[i] : enc.offsets[j]]])
+                j = min(end, i + LIMITS.max_records_per_request)
+                body = V3IO_WIRE.body([enc.fragments[enc.offsets[i] : enc.offsets[j]]])
                 bodies += 1
                 nbytes += len(body)
                 i = j
@@ -126,12 +125,12 @@ def run_encode_only(table: pa.Table) -> dict[str, Any]:
 
 
 def _bodies(batch: pa.RecordBatch, mapping: RecordMapping) -> list[bytes]:
-    enc = place(map_columns(batch, mapping), SHARDS, "hash")
+    enc = place(map_columns(batch, mapping, LIMITS), SHARDS, "hash", wire=V3IO_WIRE)
     out = []
     for start, end in enc.shard_bounds.values():
         for i in range(start, end, 1000):
             j = min(end, i + 1000)
-            out.append(encode_body([enc.fragments[enc.offsets[i] : enc.offsets[j]]]))
+            out.append(V3IO_WIRE.body([enc.fragments[enc.offsets[i] : enc.offsets[j]]]))
     return out
 
 

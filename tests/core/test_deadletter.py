@@ -14,9 +14,10 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
-from shardline import StreamSink, limits
+from shardline import StreamSink
 from shardline.deadletter import DeadLetterWriter, dead_letter_entry
 from shardline.errors import ConfigError
+from shardline.faketransport import FAKE_LIMITS as LIMITS
 from shardline.faketransport import FakeTransport
 
 
@@ -181,7 +182,7 @@ def test_the_sink_acks_a_batch_only_after_its_dead_letters_are_on_disk(tmp_path:
         else:
             seen_at_ack.append(pq.read_table(target).num_rows)
 
-    too_big = b"\xff" * (limits.MAX_DATA_BYTES + 1)
+    too_big = b"\xff" * (LIMITS.max_record_bytes + 1)
     batch = pa.record_batch({"payload": [b"ok", too_big, b"ok", too_big], "k": ["a", "b", "c", "d"]})
     acked = threading.Event()
     with StreamSink(

@@ -14,6 +14,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from shardline.faketransport import FAKE_LIMITS
 from shardline.jsontext import json_values
 from shardline.records import RecordMapping, json_codec, map_columns
 
@@ -195,14 +196,14 @@ def test_nonfinite_floats_become_null_and_are_counted_at_any_depth() -> None:
             "d": pa.array([float("nan"), float("nan"), 1.0]).dictionary_encode(),
         }
     )
-    cols = map_columns(batch, RecordMapping())
+    cols = map_columns(batch, RecordMapping(), FAKE_LIMITS)
     assert orjson.loads(cols.data[0].as_py()) == {"f": None, "l": [None, 2.0], "m": {"a": None}, "d": None}
     assert cols.nonfinite_floats == 6
 
 
 def test_null_rows_of_a_struct_hide_their_fields_nan() -> None:
     st = pa.StructArray.from_arrays([pa.array([float("nan")])], ["x"], mask=pa.array([True]))
-    cols = map_columns(pa.record_batch({"s": st}), RecordMapping())
+    cols = map_columns(pa.record_batch({"s": st}), RecordMapping(), FAKE_LIMITS)
     assert cols.data.to_pylist() == [b'{"s":null}']
     assert cols.nonfinite_floats == 0
 
@@ -250,6 +251,7 @@ def test_nested_nanosecond_timestamps_encode_without_pandas(tmp_path: object) ->
         sys.meta_path.insert(0, NoPandas())
         sys.modules.pop("pandas", None)
         import pyarrow as pa
+        from shardline.faketransport import FAKE_LIMITS
         from shardline.records import RecordMapping, map_columns
         at = pa.array([1704067200 * 10**9 + 1], pa.int64()).cast(pa.timestamp("ns", tz="UTC"))
         event = pa.StructArray.from_arrays([at, pa.array(["click"])], ["at", "kind"])
@@ -266,7 +268,7 @@ def test_nested_nanosecond_timestamps_encode_without_pandas(tmp_path: object) ->
             raise SystemExit("pyarrow converted nanoseconds without pandas: this test proves nothing")
         except (ValueError, ImportError):
             pass
-        cols = map_columns(batch, RecordMapping())
+        cols = map_columns(batch, RecordMapping(), FAKE_LIMITS)
         print(cols.data[0].as_py().decode())
         """
     )

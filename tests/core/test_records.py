@@ -12,17 +12,24 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from shardline import limits
+from shardline.arrowbin import b64encode_array
 from shardline.errors import ConfigError, SchemaError
+from shardline.faketransport import FAKE_LIMITS, FakeWire
 from shardline.partitioning import modulo_shard, shard_for_key
 from shardline.records import (
+    MappedColumns,
     RecordMapping,
-    b64encode_array,
-    encode_body,
     json_codec,
     map_columns,
     place,
 )
+
+LIMITS = FAKE_LIMITS
+WIRE = FakeWire()
+
+
+def _map(batch: pa.RecordBatch | pa.Table, mapping: RecordMapping) -> MappedColumns:
+    return map_columns(batch, mapping, LIMITS)
 
 
 def _json_rows(batch: pa.RecordBatch, **mapping: object) -> list[dict[str, object]]:
@@ -83,15 +90,15 @@ def test_json_codec_can_select_columns() -> None:
 
 def test_raw_codec_passes_bytes_through_and_refuses_numbers() -> None:
     batch = pa.record_batch({"payload": [b"\x00raw", b"two"], "n": [1, 2]})
-    cols = map_columns(batch, RecordMapping(data="raw", data_column="payload"))
+    cols = _map(batch, RecordMapping(data="raw", data_column="payload"))
     assert cols.data.to_pylist() == [b"\x00raw", b"two"]
     with pytest.raises(SchemaError, match=r"'n'.*binary or string"):
-        map_columns(batch, RecordMapping(data="raw", data_column="n"))
+        _map(batch, RecordMapping(data="raw", data_column="n"))
 
 
 def test_arrow_codec_rows_read_back_with_their_schema() -> None:
     batch = pa.record_batch({"a": [1, 2], "s": ["x", "y"]})
-    cols = map_columns(batch, RecordMapping(data="arrow"))
+    cols = _map(batch, RecordMapping(data="arrow"))
     second = pa.ipc.open_stream(cols.data[1].as_py()).read_all()
     assert second.schema == batch.schema
     assert second.to_pylist() == [{"a": 2, "s": "y"}]
@@ -99,20 +106,20 @@ def test_arrow_codec_rows_read_back_with_their_schema() -> None:
 
 def test_template_codec_formats_columns() -> None:
     batch = pa.record_batch({"id": [7, 8], "name": ["a", None]})
-    cols = map_columns(batch, RecordMapping(data="template", template="{id}:{name}!"))
+    cols = _map(batch, RecordMapping(data="template", template="{id}:{name}!"))
     assert cols.data.to_pylist() == [b"7:a!", b"8:!"]
 
 
 def test_missing_column_is_a_schema_error_naming_the_columns() -> None:
     batch = pa.record_batch({"a": [1]})
     with pytest.raises(SchemaError, match=r"partition_key column 'customer'.*columns: a"):
-        map_columns(batch, RecordMapping(partition_key="customer"))
+        _map(batch, RecordMapping(partition_key="customer"))
 
 
 def test_nested_key_column_is_a_schema_error() -> None:
     batch = pa.record_batch({"k": [[1, 2]]})
     with pytest.raises(SchemaError, match="scalar"):
-        map_columns(batch, RecordMapping(partition_key="k"))
+        _map(batch, RecordMapping(partition_key="k"))
 
 
 def test_unknown_partitioner_is_a_config_error() -> None:
@@ -124,7 +131,7 @@ def test_unknown_partitioner_is_a_config_error() -> None:
 
 def test_keys_of_any_scalar_type_become_text() -> None:
     batch = pa.record_batch({"k": pa.array([10, 20, 10], pa.int32())})
-    cols = map_columns(batch, RecordMapping(partition_key="k"))
+    cols = _map(batch, RecordMapping(partition_key="k"))
     assert list(cols.key_values) == ["10", "20"]
     assert cols.key_index is not None and cols.key_index.tolist() == [0, 1, 0]
 
@@ -136,7 +143,7 @@ def test_binary_keys_that_are_not_utf8_fail_only_their_rows() -> None:
         pa.array([b"ann", b"\xff\xfe", b"bob", None], pa.binary()).dictionary_encode(),
     ):
         batch = pa.record_batch({"k": keys, "v": [b"1", b"2", b"3", b"4"]})
-        cols = map_columns(batch, RecordMapping(partition_key="k", data="raw", data_column="v"))
+        cols = _map(batch, RecordMapping(partition_key="k", data="raw", data_column="v"))
         assert cols.invalid.tolist() == [False, True, False, False]
         assert cols.reasons[1] == "partition key is not UTF-8 text"
 
@@ -144,14 +151,18 @@ def test_binary_keys_that_are_not_utf8_fail_only_their_rows() -> None:
 def test_rows_over_the_limits_are_marked_with_reasons() -> None:
     batch = pa.record_batch(
         {
-            "payload": [b"x" * limits.MAX_DATA_BYTES, b"x" * (limits.MAX_DATA_BYTES + 1), b"ok", b"ok", None],
+            "payload": [
+                b"x" * LIMITS.max_record_bytes,
+                b"x" * (LIMITS.max_record_bytes + 1),
+                b"ok",
+                b"ok",
+                None,
+            ],
             "k": ["a", "b", "k" * 256, "k" * 257, "c"],
             "ci": [b"1" * 16, b"", b"", b"", b"2" * 17],
         }
     )
-    cols = map_columns(
-        batch, RecordMapping(data="raw", data_column="payload", partition_key="k", client_info="ci")
-    )
+    cols = _map(batch, RecordMapping(data="raw", data_column="payload", partition_key="k", client_info="ci"))
     assert cols.invalid.tolist() == [False, True, False, True, True]
     assert "1048577 bytes" in (cols.reasons[1] or "")
     assert "PartitionKey is 257 bytes" in (cols.reasons[3] or "")
@@ -162,43 +173,14 @@ def test_placement_hash_and_modulo_agree_with_the_primitives() -> None:
     keys = [f"key-{i}" for i in range(200)]
     batch = pa.record_batch({"k": keys})
     for name, fn in (("hash", shard_for_key), ("modulo", modulo_shard)):
-        enc = place(map_columns(batch, RecordMapping(partition_key="k", partitioner=name)), 16, name)
+        enc = place(_map(batch, RecordMapping(partition_key="k", partitioner=name)), 16, name, wire=WIRE)
         placed = {enc.key_values[int(enc.key_index[i])]: int(enc.shards[i]) for i in range(enc.num_records)}  # type: ignore[index]
         assert placed == {k: fn(k, 16) for k in keys}
 
 
-def test_fragments_form_a_valid_body_sorted_by_shard() -> None:
-    batch = pa.record_batch(
-        {"k": ["a", "b", "c", "a", None], "v": [1, 2, 3, 4, 5], "ci": [b"x", None, b"", b"y", b"z"]}
-    )
-    mapping = RecordMapping(partition_key="k", client_info="ci", columns=("k", "v"))
-    enc = place(map_columns(batch, mapping), 4, "hash")
-    assert list(enc.shards) == sorted(enc.shards)
-    doc = orjson.loads(encode_body([enc.fragments]))
-    records = doc["Records"]
-    assert len(records) == 5
-    for i, rec in enumerate(records):
-        row = int(enc.rows[i])
-        assert (
-            orjson.loads(base64.b64decode(rec["Data"]))
-            == batch.select(["k", "v"]).slice(row, 1).to_pylist()[0]
-        )
-        assert rec["ShardId"] == int(enc.shards[i])
-        assert rec.get("PartitionKey") == batch.column("k")[row].as_py()
-        ci = batch.column("ci")[row].as_py()
-        assert ("ClientInfo" in rec) == (ci is not None)
-    assert np.all(enc.offsets[1:] > enc.offsets[:-1])
-
-
-def test_server_partitioner_sends_no_shard_id() -> None:
-    batch = pa.record_batch({"k": ["a", "b"]})
-    enc = place(map_columns(batch, RecordMapping(partition_key="k", partitioner="server")), 4, "server")
-    assert all("ShardId" not in r for r in orjson.loads(encode_body([enc.fragments]))["Records"])
-
-
 def test_explicit_shard_ids_out_of_range_are_dead() -> None:
     batch = pa.record_batch({"sid": [0, 3, 9, -1]})
-    enc = place(map_columns(batch, RecordMapping(shard_id="sid", partitioner="column")), 4, "column")
+    enc = place(_map(batch, RecordMapping(shard_id="sid", partitioner="column")), 4, "column", wire=WIRE)
     assert sorted(enc.shards.tolist()) == [0, 3]
     assert [row for row, _ in enc.dead] == [2, 3]
     assert "out of range" in enc.dead[0][1]
@@ -253,14 +235,14 @@ def test_arrow_codec_records_of_flat_batches_read_back_as_their_rows() -> None:
     flat["fsb"] = pa.array([b"abc", None, b"xyz"], pa.binary(3))
     batch = pa.record_batch(list(flat.values()), names=list(flat))
     for sliced in (batch, batch.slice(1)):
-        cols = map_columns(sliced, RecordMapping(data="arrow"))
+        cols = _map(sliced, RecordMapping(data="arrow"))
         for i in range(sliced.num_rows):
             assert _reads_back_as_its_row(cols.data[i].as_py(), sliced, i)
 
 
 def test_arrow_codec_records_of_nested_batches_are_the_streams_pyarrow_writes() -> None:
     batch = pa.record_batch(list(ARROW_TYPES.values()), names=list(ARROW_TYPES))
-    cols = map_columns(batch, RecordMapping(data="arrow"))
+    cols = _map(batch, RecordMapping(data="arrow"))
     for i in range(batch.num_rows):
         assert cols.data[i].as_py() == _one_row_stream(batch, i)
         assert _reads_back_as_its_row(cols.data[i].as_py(), batch, i)
@@ -268,7 +250,7 @@ def test_arrow_codec_records_of_nested_batches_are_the_streams_pyarrow_writes() 
 
 def test_arrow_codec_keeps_dictionary_columns_readable() -> None:
     batch = pa.record_batch({"d": pa.array(["x", "y", "x"]).dictionary_encode(), "n": [1, 2, 3]})
-    cols = map_columns(batch, RecordMapping(data="arrow"))
+    cols = _map(batch, RecordMapping(data="arrow"))
     third = pa.ipc.open_stream(cols.data[2].as_py()).read_all()
     assert third.schema == batch.schema
     assert third.to_pylist() == [{"d": "x", "n": 3}]
@@ -283,7 +265,7 @@ def test_template_codec_writes_values_as_the_json_codec_does_without_quotes() ->
             "s": ["plain"],
         }
     )
-    cols = map_columns(batch, RecordMapping(data="template", template="{f}|{at}|{m}|{s}"))
+    cols = _map(batch, RecordMapping(data="template", template="{f}|{at}|{m}|{s}"))
     assert cols.data.to_pylist() == [b'3.0|2024-01-02T03:04:05Z|{"x":1}|plain']
 
 
@@ -315,15 +297,15 @@ def test_a_partition_key_of_any_scalar_type_becomes_text(name: str) -> None:
         arr = make()
     except AttributeError:
         pytest.skip(f"this pyarrow has no {name} type")
-    cols = map_columns(pa.record_batch({"k": arr}), RecordMapping(partition_key="k"))
+    cols = _map(pa.record_batch({"k": arr}), RecordMapping(partition_key="k"))
     assert list(cols.key_values) == [text]
     assert not cols.invalid.any()
 
 
 def test_an_all_null_key_column_writes_rows_without_keys() -> None:
-    cols = map_columns(pa.record_batch({"k": pa.nulls(2), "v": [1, 2]}), RecordMapping(partition_key="k"))
+    cols = _map(pa.record_batch({"k": pa.nulls(2), "v": [1, 2]}), RecordMapping(partition_key="k"))
     assert cols.key_index is not None and cols.key_index.tolist() == [-1, -1]
-    enc = place(cols, 4, "hash")
+    enc = place(cols, 4, "hash", wire=WIRE)
     assert enc.num_records == 2
 
 
@@ -342,7 +324,7 @@ def test_raw_data_and_client_info_accept_every_binary_and_string_type(t: pa.Data
     text = pa.types.is_string(t) or pa.types.is_large_string(t) or str(t) == "string_view"
     values = pa.array(["abc", ""] if text else [b"abc", None if pa.types.is_fixed_size_binary(t) else b""], t)
     batch = pa.record_batch({"v": values, "ci": values})
-    cols = map_columns(batch, RecordMapping(data="raw", data_column="v", client_info="ci"))
+    cols = _map(batch, RecordMapping(data="raw", data_column="v", client_info="ci"))
     assert cols.data.to_pylist()[0] == b"abc"
     assert cols.client_info is not None and cols.client_info.to_pylist()[0] == b"abc"
 
@@ -350,6 +332,6 @@ def test_raw_data_and_client_info_accept_every_binary_and_string_type(t: pa.Data
 def test_nonfinite_floats_are_counted_for_the_sink_metrics() -> None:
     from shardline.metrics import SinkMetrics
 
-    cols = map_columns(pa.record_batch({"f": [float("nan"), 2.0, float("-inf")]}), RecordMapping())
+    cols = _map(pa.record_batch({"f": [float("nan"), 2.0, float("-inf")]}), RecordMapping())
     assert cols.nonfinite_floats == 2
     assert "nonfinite_floats" in SinkMetrics().snapshot()

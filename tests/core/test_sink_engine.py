@@ -12,8 +12,9 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from shardline import AsyncStreamSink, StreamSink, limits
+from shardline import AsyncStreamSink, StreamSink
 from shardline.errors import DeliveryError, SchemaError, StreamNotFoundError
+from shardline.faketransport import FAKE_LIMITS as LIMITS
 from shardline.faketransport import FakeTransport
 from shardline.transport import PutBodyResult
 
@@ -148,8 +149,8 @@ def test_every_request_respects_the_protocol_limits() -> None:
     with StreamSink(transport, data="raw", data_column="payload", partition_key="k", **FAST) as sink:
         sink.write(batch)
     assert transport.violations == []
-    assert max(transport.request_sizes) <= limits.MAX_RECORDS_PER_REQUEST
-    assert limits.MAX_REQUEST_BODY_BYTES * 0.8 < transport.max_body_bytes <= limits.MAX_REQUEST_BODY_BYTES
+    assert max(transport.request_sizes) <= LIMITS.max_records_per_request
+    assert LIMITS.max_request_bytes * 0.8 < transport.max_body_bytes <= LIMITS.max_request_bytes
     assert len(transport.records()) == 3040
 
 
@@ -163,13 +164,13 @@ def test_permanent_failures_go_to_a_jsonl_dead_letter_file(tmp_path: Path) -> No
     lines = [orjson.loads(line) for line in target.read_bytes().splitlines()]
     assert sorted(orjson.loads(d["data"])["i"] for d in lines) == [13, 14]
     assert {d["reason"] for d in lines} == {"rejected by the stream"}
-    assert all("InvalidArgument" in d["error"] and d["time"] and d["partition_key"] for d in lines)
+    assert all("InvalidRecord" in d["error"] and d["time"] and d["partition_key"] for d in lines)
     assert len(transport.records()) == 48
 
 
 def test_invalid_records_go_to_a_parquet_dead_letter_file_and_the_batch_is_acked(tmp_path: Path) -> None:
     target = tmp_path / "dead.parquet"
-    batch = pa.record_batch({"payload": [b"ok", b"\xff" * (limits.MAX_DATA_BYTES + 1)], "k": ["a", "b"]})
+    batch = pa.record_batch({"payload": [b"ok", b"\xff" * (LIMITS.max_record_bytes + 1)], "k": ["a", "b"]})
     acked = threading.Event()
     transport = FakeTransport(shard_count=2)
     with StreamSink(
@@ -304,7 +305,8 @@ def test_round_robin_without_key_and_explicit_shard_ids() -> None:
 
 def test_observer_hooks_see_acks_retries_and_dead_letters(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[str, dict[str, Any]]] = []
-    monkeypatch.setattr("shardline.engine.call_observers", lambda name, **kw: calls.append((name, kw)))
+    for module in ("shardline.engine", "shardline.settling"):  # the engine and its settler report
+        monkeypatch.setattr(f"{module}.call_observers", lambda name, **kw: calls.append((name, kw)))
     transport = FakeTransport(shard_count=1, fault_rate=0.5, seed=1, permanent=lambda d: d == b"bad")
     with StreamSink(transport, data="raw", data_column="p", **FAST) as sink:
         sink.write(pa.record_batch({"p": [b"a", b"bad", b"c", b"d"]}))
@@ -349,7 +351,7 @@ def test_many_keys_under_random_record_faults_need_few_requests() -> None:
         sink.flush()
         assert sink.metrics.retries > n // 5
         assert sink.metrics.order_violations == 0
-        assert min(sink.metrics.shard_allowance.values()) >= limits.MAX_RECORDS_PER_REQUEST // 2
+        assert min(sink.metrics.shard_allowance.values()) >= LIMITS.max_records_per_request // 2
     assert transport.requests < 400, f"{transport.requests} requests for {n} records"
     assert_all_in_order(transport, n)
     assert transport.violations == []

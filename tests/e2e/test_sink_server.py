@@ -19,7 +19,8 @@ from typing import Any
 import orjson
 import pyarrow as pa
 import pytest
-from shardline import StreamSink, limits
+from shardline import StreamSink
+from shardline_v3io import wire as limits
 from shardline_v3io.client import V3ioClient
 from shardline_v3io.testing_server import start_server
 from shardline_v3io.transport import V3ioTransport

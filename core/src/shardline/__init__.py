@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from shardline.checkpoint import CheckpointLockedError, CheckpointStore
     from shardline.config import PipelineConfig, load_pipeline
+    from shardline.deadletter import DeadLetterWriter, dead_letter_entry
     from shardline.errors import (
         AccessDeniedError,
         CheckpointError,
@@ -40,9 +41,20 @@ if TYPE_CHECKING:
     from shardline.redact import redact_url
     from shardline.runstatus import RunStatus
     from shardline.sink import AsyncStreamSink, StreamSink
+    from shardline.sink_options import SinkOptions
     from shardline.source import AckToken, Source, SourceCheckpoint, SourceGauge, SourceOptions
     from shardline.transforms import Transform, TransformError
-    from shardline.transport import PutRecord, PutResult, StreamInfo, Transport
+    from shardline.transport import (
+        HashRange,
+        PutBodyResult,
+        PutFailure,
+        PutRecord,
+        PutResult,
+        StreamInfo,
+        Transport,
+        TransportOptions,
+    )
+    from shardline.wire import Outcome, Placement, RequestOutcome, Wire, WireLimits
 
 # public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
@@ -50,6 +62,8 @@ _EXPORTS: dict[str, str] = {
     "CheckpointLockedError": "shardline.checkpoint",
     "CheckpointStore": "shardline.checkpoint",
     "PipelineConfig": "shardline.config",
+    "DeadLetterWriter": "shardline.deadletter",
+    "dead_letter_entry": "shardline.deadletter",
     "load_pipeline": "shardline.config",
     "AccessDeniedError": "shardline.errors",
     "CheckpointError": "shardline.errors",
@@ -78,6 +92,7 @@ _EXPORTS: dict[str, str] = {
     "RunStatus": "shardline.runstatus",
     "AsyncStreamSink": "shardline.sink",
     "StreamSink": "shardline.sink",
+    "SinkOptions": "shardline.sink_options",
     "AckToken": "shardline.source",
     "Source": "shardline.source",
     "SourceCheckpoint": "shardline.source",
@@ -87,8 +102,17 @@ _EXPORTS: dict[str, str] = {
     "TransformError": "shardline.transforms",
     "PutRecord": "shardline.transport",
     "PutResult": "shardline.transport",
+    "PutBodyResult": "shardline.transport",
+    "PutFailure": "shardline.transport",
+    "HashRange": "shardline.transport",
     "StreamInfo": "shardline.transport",
     "Transport": "shardline.transport",
+    "TransportOptions": "shardline.transport",
+    "Outcome": "shardline.wire",
+    "Placement": "shardline.wire",
+    "RequestOutcome": "shardline.wire",
+    "Wire": "shardline.wire",
+    "WireLimits": "shardline.wire",
 }
 
 __all__ = [
@@ -100,14 +124,21 @@ __all__ = [
     "CheckpointLockedError",
     "CheckpointStore",
     "ConfigError",
+    "DeadLetterWriter",
     "DeliveryError",
+    "HashRange",
+    "Outcome",
     "Partitioner",
     "PipelineConfig",
+    "Placement",
     "PluginError",
+    "PutBodyResult",
+    "PutFailure",
     "PutRecord",
     "PutResult",
     "RecordMapping",
     "RecordTooLargeError",
+    "RequestOutcome",
     "RunStatus",
     "RunSummary",
     "Runner",
@@ -116,6 +147,7 @@ __all__ = [
     "ShardOwnership",
     "ShardlineError",
     "SinkMetrics",
+    "SinkOptions",
     "Source",
     "SourceCheckpoint",
     "SourceGauge",
@@ -129,6 +161,10 @@ __all__ = [
     "TransformError",
     "Transport",
     "TransportError",
+    "TransportOptions",
+    "Wire",
+    "WireLimits",
+    "dead_letter_entry",
     "hookimpl",
     "load_pipeline",
     "make_display",

@@ -139,6 +139,12 @@ class LimitsOptions(StrictModel):
     )
     shard_refresh_s: Float = Field(30.0, gt=0)
     start_timeout_s: Float = Field(5.0, gt=0, description="how long connecting retries an unreachable stream")
+    max_records_per_request: Int | None = Field(
+        None, ge=1, description="records per request (default and maximum: the stream's own limit)"
+    )
+    max_request_bytes: ByteSize | None = Field(
+        None, description="bytes per request body (default and maximum: the stream's own limit)"
+    )
 
 
 class SinkConfig(StrictModel):
@@ -304,9 +310,15 @@ class PipelineConfig:
 
 
 def _stream_identity(url: str) -> str:
-    scheme, _, rest = redact_url(url).partition("://")  # a key in the URL is no part of the identity
-    if scheme in ("http", "https"):
-        rest = rest.partition("/")[2]  # drop host:port, keep container/path
+    """What names the stream in a checkpoint's fingerprint: the transport factory's optional
+    ``identity(url)`` (e.g. without a host:port that may change), else ``scheme:rest``."""
+    from shardline.plugins import registered
+
+    redacted = redact_url(url)  # a key in the URL is no part of the identity
+    scheme, _, rest = redacted.partition("://")
+    identity = getattr(registered("transports").get(scheme.lower()), "identity", None)
+    if callable(identity):
+        return str(identity(redacted))
     return f"{scheme}:{rest.strip('/')}"
 
 
@@ -530,7 +542,7 @@ def build_pipeline(
             option_errors = _check_transport_options(model.sink.stream, model.sink.transport, ctx)
             errors.extend(option_errors)
             if not option_errors:
-                errors.extend(_check_with_transport(model.sink, ctx))
+                errors.extend(_check_with_transport(model.sink, ctx, model.mapping))
 
     if errors:
         raise ConfigError("; ".join(errors))
@@ -596,10 +608,15 @@ def _check_stream(stream: str, ctx: _ErrorContext) -> list[str]:
     return []
 
 
-def _check_with_transport(sink: SinkConfig, ctx: _ErrorContext) -> list[str]:
+def _check_with_transport(
+    sink: SinkConfig, ctx: _ErrorContext, mapping: MappingConfig | None = None
+) -> list[str]:
     """What the stream's transport checks before it connects: its URL form (the factory's optional
-    ``validate(url, options)``, raising :class:`ConfigError`) and ``create.shards`` against its
-    optional ``max_shards``. Nothing is connected to."""
+    ``validate(url, options)``, raising :class:`ConfigError`), ``create.shards`` against its
+    optional ``max_shards``, and the mapping against its optional ``wire_limits`` (a
+    :class:`~shardline.wire.WireLimits`, or a function returning one, so that a plugin need not
+    import its wire at start): a ``client_info`` column for a protocol without one. Nothing is
+    connected to."""
     from shardline.plugins import registered
 
     scheme = sink.stream.partition("://")[0].lower()
@@ -618,6 +635,14 @@ def _check_with_transport(sink: SinkConfig, ctx: _ErrorContext) -> list[str]:
     if sink.create is not None and isinstance(max_shards, int) and sink.create.shards > max_shards:
         expected = f"expected an integer <= {max_shards} (the most shards a {scheme}:// stream can have)"
         errors.append(ctx.line(("sink", "create", "shards"), expected, sink.create.shards))
+    limits = getattr(factory, "wire_limits", None)
+    limits = limits() if callable(limits) else limits
+    if mapping is not None and mapping.client_info and limits is not None and not limits.client_info:
+        expected = (
+            f"a {scheme}:// stream has no client info field; remove client_info from the mapping "
+            "(or put the value into Data)"
+        )
+        errors.append(ctx.line(("mapping", "client_info"), expected, mapping.client_info))
     return errors
 
 
@@ -647,7 +672,7 @@ def transport_options_model(factory: Any) -> type[BaseModel] | None:
 
 
 @dataclass(frozen=True)
-class SinkOptions:
+class CheckedSinkOptions:
     """The sink options :func:`check_sink_options` validated (``create`` as a dict, limits in units)."""
 
     create: dict[str, int] | None
@@ -666,7 +691,7 @@ def check_sink_options(
     backoff: Mapping[str, Any] | None = None,
     mapping: Mapping[str, Any] | None = None,
     origin: str = "StreamSink",
-) -> SinkOptions:
+) -> CheckedSinkOptions:
     """Validate the dict-shaped and enumerated options of StreamSink/AsyncStreamSink as the config does.
 
     ``create`` with :class:`CreateOptions`, ``ordering`` with :data:`Ordering`, ``limits``
@@ -715,7 +740,7 @@ def check_sink_options(
         errors.append(f'{origin}: data "template" needs data_template="<text with {{column}} fields>"')
     if errors:
         raise ConfigError("; ".join(errors))
-    return SinkOptions(created, checked_limits, api.backoff_base_s, api.backoff_max_s)
+    return CheckedSinkOptions(created, checked_limits, api.backoff_base_s, api.backoff_max_s)
 
 
 def check_transport_options(

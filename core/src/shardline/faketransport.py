@@ -1,10 +1,12 @@
 """An in-memory :class:`~shardline.Transport` with fault injection, for unit tests of engines and plugins.
 
-It behaves like a PutRecords stream (per-shard sequence numbers from 1, ShardId wins over
-PartitionKey, keys placed with :func:`shardline.partitioning.shard_for_key`, round robin otherwise)
-and *checks every protocol limit*, raising :class:`AssertionError` when a client sends something a
-real stream would refuse (too many records, a body over 10 MiB, oversized Data/key/ClientInfo):
-a test can assert that nothing invalid was sent with ``transport.violations == []``.
+It behaves like a PutRecords stream (per-shard sequence numbers from 1, an explicit shard wins over
+the key, keys placed with :func:`shardline.partitioning.shard_for_key`, round robin otherwise) and
+speaks a small protocol of its own, :class:`FakeWire` (``[{"d":"<base64>","k":"key","s":3,"c":
+"<base64>"},...]``, limits :data:`FAKE_LIMITS`), so engine tests exercise the wire seam without any
+real stream's vocabulary. It *checks every limit*, raising :class:`AssertionError` when a client
+sends something the limits forbid (too many records, a body too large, oversized data/key/client
+info): a test can assert that nothing invalid was sent with ``transport.violations == []``.
 
 Faults (each a probability; all off by default):
 
@@ -13,7 +15,7 @@ Faults (each a probability; all off by default):
   is drawn Binomial(n, rate) and the *last* ones fail, as an append log stops: the expected failed
   fraction is ``rate`` whatever n), or ``"head"`` (the same count, the *first* ones of the shard
   fail and later ones are written: the worst case for per-key order).
-- ``throttle_rate``: records refused with ``ProvisionedThroughputExceededException`` (not stored).
+- ``throttle_rate``: records refused with ``Throttled`` (not stored).
 - ``request_fault_rate``: whole requests raise a retryable 503 :class:`~shardline.TransportError`
   before anything is stored.
 - ``unknown_rate``: whole requests are stored, then raise a retryable TransportError as if the
@@ -24,7 +26,7 @@ Faults (each a probability; all off by default):
 - ``down``: while True, every call raises a retryable TransportError (connection refused): an
   outage; set it back to False to end it.
 - ``permanent`` is a predicate over a record's Data: records it matches fail with
-  ``InvalidArgumentException`` every time, with the detail
+  ``InvalidRecord`` every time, with the detail
   ``"the record matched FakeTransport.permanent"`` (as a server's ``ErrorDetail``).
 """
 
@@ -32,16 +34,98 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from shardline import limits
-from shardline.errors import StreamNotFoundError, TransportError
-from shardline.partitioning import shard_for_key
-from shardline.transport import PutBodyResult, PutFailure, PutRecord, PutResult, StreamInfo
+from shardline.arrowbin import b64encode_array
+from shardline.errors import AccessDeniedError, StreamNotFoundError, TransportError
+from shardline.partitioning import hash_key_of, shard_for_key
+from shardline.transport import HashRange, PutBodyResult, PutFailure, PutRecord, PutResult, StreamInfo
+from shardline.wire import Outcome, Placement, RequestOutcome, WireLimits
+
+FAKE_LIMITS = WireLimits(
+    max_records_per_request=1000,
+    max_request_bytes=8 * 2**20,
+    max_record_bytes=2**20,
+    record_counts_key=False,
+    max_key_length=256,
+    key_length_unit="bytes",
+    min_key_length=0,
+    key_required=False,
+    addressing="shard-id",
+    client_info=True,
+    max_client_info_bytes=16,
+)
+"""The fake stream's limits (its own numbers: no real stream's)."""
+
+NO_SUCH_SHARD = "NoSuchShard"
+INVALID_RECORD = "InvalidRecord"
+THROTTLED = "Throttled"
+_LB = pa.large_binary()
+
+
+def _lb(value: bytes) -> pa.Scalar:
+    return pa.scalar(value, _LB)
+
+
+class FakeWire:
+    """The fake stream's protocol: a JSON list of ``{"d","k","s","c"}`` objects (see the module docstring)."""
+
+    body_overhead = len(b"[]") - 1
+
+    def __init__(self, limits: WireLimits = FAKE_LIMITS) -> None:
+        self.limits = limits
+
+    def fragments(self, placement: Placement) -> pa.Array:
+        """``{"d":"<b64>","k":"key","s":<address>,"c":"<b64>"},`` per record, column at a time."""
+        p = placement
+        pieces: list[pa.Array | pa.Scalar] = [_lb(b'{"d":"'), b64encode_array(p.data), _lb(b'"')]
+        if p.key_index is not None:
+            assert p.key_json is not None
+            keys = pc.binary_join_element_wise(_lb(b',"k":'), p.key_json, _lb(b""))
+            keys = pa.concat_arrays([keys, pa.array([b""], _LB)])
+            pieces.append(keys.take(pa.array(np.where(p.key_index < 0, len(keys) - 1, p.key_index))))
+        if p.addressed:
+            count = p.shard_map.shard_count
+            lanes = [b',"s":' + orjson.dumps(p.shard_map.address(lane)) for lane in range(count)]
+            pieces.append(pa.array([*lanes, b""], _LB).take(pa.array(np.minimum(p.shards, count))))
+        if p.client_info is not None:
+            info = pc.binary_join_element_wise(
+                _lb(b',"c":"'), b64encode_array(p.client_info), _lb(b'"'), _lb(b"")
+            )
+            pieces.append(pc.if_else(pc.is_valid(p.client_info), info, _lb(b"")))
+        pieces.append(_lb(b"},"))
+        return pc.binary_join_element_wise(*pieces, _lb(b""))
+
+    def body(self, parts: Sequence[memoryview | bytes]) -> bytes:
+        """``[...]`` from runs of fragments (the last comma dropped)."""
+        if not parts:
+            return b"[]"
+        return b"".join([b"[", *parts[:-1], memoryview(parts[-1])[:-1], b"]"])
+
+    def classify(self, failure: PutFailure) -> Outcome:
+        """NoSuchShard: REFRESH, InvalidRecord: PERMANENT, Throttled: THROTTLED, else RETRY."""
+        name = failure.error_message
+        if name == NO_SUCH_SHARD:
+            return Outcome.REFRESH
+        if name == INVALID_RECORD:
+            return Outcome.PERMANENT
+        if name == THROTTLED:
+            return Outcome.THROTTLED
+        return Outcome.RETRY
+
+    def classify_request(self, error: TransportError) -> RequestOutcome:
+        """Missing stream, access denied, non-retryable: FATAL; 429/503: THROTTLED; else UNREACHABLE."""
+        if isinstance(error, StreamNotFoundError | AccessDeniedError) or not error.retryable:
+            return RequestOutcome.FATAL
+        return RequestOutcome.THROTTLED if error.status in (429, 503) else RequestOutcome.UNREACHABLE
 
 
 @dataclass
@@ -79,6 +163,7 @@ class FakeTransport:
     max_body_bytes: int = 0
     violations: list[str] = field(default_factory=list)
     closed: bool = False
+    wire: FakeWire = field(default_factory=FakeWire)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -139,17 +224,18 @@ class FakeTransport:
         raise AssertionError(message)
 
     def _check(self, records: Sequence[PutRecord], body_bytes: int | None) -> None:
-        if len(records) > limits.MAX_RECORDS_PER_REQUEST:
+        limits = self.wire.limits
+        if len(records) > limits.max_records_per_request:
             self._violation(f"request of {len(records)} records")
-        if body_bytes is not None and body_bytes > limits.MAX_REQUEST_BODY_BYTES:
+        if body_bytes is not None and body_bytes > limits.max_request_bytes:
             self._violation(f"request body of {body_bytes} bytes")
         for r in records:
-            if len(r.data) > limits.MAX_DATA_BYTES:
-                self._violation(f"Data of {len(r.data)} bytes")
-            if r.partition_key is not None and len(r.partition_key.encode()) > limits.MAX_PARTITION_KEY_BYTES:
-                self._violation(f"PartitionKey of {len(r.partition_key.encode())} bytes")
-            if r.client_info is not None and len(r.client_info) > limits.MAX_CLIENT_INFO_BYTES:
-                self._violation(f"ClientInfo of {len(r.client_info)} bytes")
+            if len(r.data) > limits.max_record_bytes:
+                self._violation(f"data of {len(r.data)} bytes")
+            if r.partition_key is not None and len(r.partition_key.encode()) > limits.max_key_length:
+                self._violation(f"key of {len(r.partition_key.encode())} bytes")
+            if r.client_info is not None and len(r.client_info) > limits.max_client_info_bytes:
+                self._violation(f"client info of {len(r.client_info)} bytes")
 
     def _place(self, r: PutRecord) -> int:
         assert self.shard_count is not None
@@ -192,16 +278,14 @@ class FakeTransport:
         out: list[PutResult] = []
         for i, (r, s) in enumerate(zip(records, shards, strict=True)):
             if s < 0 or s >= self.shard_count:
-                out.append(PutResult(error_code=-1, error_message="ShardIDOutOfRangeException"))
+                out.append(PutResult(error_code=-1, error_message=NO_SUCH_SHARD))
             elif self.permanent is not None and self.permanent(r.data):
                 detail = "the record matched FakeTransport.permanent"  # as a server's ErrorDetail
-                out.append(
-                    PutResult(error_code=-2, error_message="InvalidArgumentException", error_detail=detail)
-                )
+                out.append(PutResult(error_code=-2, error_message=INVALID_RECORD, error_detail=detail))
             elif i in failing and not unknown:
                 out.append(PutResult(error_code=-3, error_message="InternalFailure (injected)"))
             elif i in throttled and not unknown:
-                out.append(PutResult(error_code=-4, error_message="ProvisionedThroughputExceededException"))
+                out.append(PutResult(error_code=-4, error_message=THROTTLED))
             else:
                 log = self.shards[s]
                 seq = len(log) + 1
@@ -229,17 +313,16 @@ class FakeTransport:
         return out
 
     async def put_records_body(self, body: bytes, record_count: int) -> PutBodyResult:
-        """The pre-encoded path: parse the PutRecords JSON body, then as :meth:`put_records`."""
+        """The pre-encoded path: parse the :class:`FakeWire` body, then as :meth:`put_records`."""
         await self._wait()
-        doc = orjson.loads(body)
         recs = [
             PutRecord(
-                base64.b64decode(r["Data"]),
-                r.get("PartitionKey"),
-                r.get("ShardId"),
-                base64.b64decode(r["ClientInfo"]) if "ClientInfo" in r else None,
+                base64.b64decode(r["d"]),
+                r.get("k"),
+                r.get("s"),
+                base64.b64decode(r["c"]) if "c" in r else None,
             )
-            for r in doc["Records"]
+            for r in orjson.loads(body)
         ]
         if len(recs) != record_count:
             self._violation(f"record_count {record_count} but the body holds {len(recs)}")
@@ -252,3 +335,148 @@ class FakeTransport:
                 if r.error_code is not None
             ],
         )
+
+
+HASH_KEY_SPACE = 2**128
+"""Hash keys are 128-bit: ``0 .. HASH_KEY_SPACE - 1``."""
+
+
+@dataclass
+class FakeHashRangeTransport:
+    """In-memory stream that routes records by MD5 over hash-key ranges, and reshards.
+
+    The hash-range addressing model (:class:`shardline.ShardMap`), for engine tests: a record goes
+    to the open shard whose range holds its explicit hash key (the :class:`FakeWire` ``"s"`` field,
+    a decimal string) or else ``md5(utf8 key)`` as a 128-bit integer. :meth:`split` and
+    :meth:`merge` close shards and open children, as a resharding stream does; closed shards keep
+    their records. Body answers report the ids of the shards written to (``shard_ids``) unless
+    ``report_shard_ids`` is False. ``fault_rate``: that fraction of records fail with a retryable
+    ``InternalFailure`` (not stored). ``latency_s``/``latency_jitter_s`` as :class:`FakeTransport`.
+    """
+
+    url: str = "fake-hash-range://test/stream"
+    initial_shards: int = 2
+    fault_rate: float = 0.0
+    latency_s: float = 0.0
+    latency_jitter_s: float = 0.0
+    seed: int | None = 0
+    report_shard_ids: bool = True
+    wire: FakeWire = field(
+        default_factory=lambda: FakeWire(dataclasses.replace(FAKE_LIMITS, addressing="hash-range"))
+    )
+    open_shards: list[HashRange] = field(default_factory=list)
+    stored: dict[str, list[StoredRecord]] = field(default_factory=dict)
+    epochs: dict[str, int] = field(default_factory=dict)
+    requests: int = 0
+    describes: int = 0
+    closed: bool = False
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+        if not self.open_shards:
+            step = HASH_KEY_SPACE // self.initial_shards
+            for i in range(self.initial_shards):
+                end = HASH_KEY_SPACE - 1 if i == self.initial_shards - 1 else (i + 1) * step - 1
+                self._open(i * step, end)
+
+    def _open(self, start: int, end: int) -> str:
+        shard_id = f"shard-{len(self.epochs):04d}"
+        self.epochs[shard_id] = len(self.epochs)
+        self.stored[shard_id] = []
+        self.open_shards.append(HashRange(shard_id, start, end))
+        self.open_shards.sort(key=lambda r: r.start)
+        return shard_id
+
+    def _close(self, shard_id: str) -> HashRange:
+        found = next(r for r in self.open_shards if r.shard_id == shard_id)
+        self.open_shards.remove(found)
+        return found
+
+    def split(self, shard_id: str, at: int | None = None) -> tuple[str, str]:
+        """Close ``shard_id`` and open two children, split at hash key ``at`` (default: the middle)."""
+        parent = self._close(shard_id)
+        at = (parent.start + parent.end + 1) // 2 if at is None else at
+        return self._open(parent.start, at - 1), self._open(at, parent.end)
+
+    def merge(self, first: str, second: str) -> str:
+        """Close two adjacent open shards and open one child covering both ranges."""
+        a, b = sorted((self._close(first), self._close(second)), key=lambda r: r.start)
+        assert a.end + 1 == b.start, "only adjacent shards merge"
+        return self._open(a.start, b.end)
+
+    async def describe(self) -> StreamInfo:
+        """The open shards, sorted by starting hash key."""
+        self.describes += 1
+        return StreamInfo(len(self.open_shards), 24, tuple(self.open_shards))
+
+    async def create(self, shard_count: int, retention_hours: int) -> bool:
+        """The stream always exists."""
+        return False
+
+    async def update(self, shard_count: int) -> None:
+        """Not supported: reshard with :meth:`split` and :meth:`merge`."""
+        raise TransportError("reshard with split() and merge()", retryable=False)
+
+    async def close(self) -> None:
+        """Mark closed."""
+        self.closed = True
+
+    def shard_of(self, hash_key: int) -> HashRange:
+        """The open shard whose range holds ``hash_key``."""
+        return next(r for r in self.open_shards if r.start <= hash_key <= r.end)
+
+    def records_in_read_order(self) -> list[StoredRecord]:
+        """Every stored record as a reader that finishes parents before children sees them per
+        key: by shard age (parents are older than their children), then sequence number."""
+        ordered = sorted(self.stored, key=self.epochs.__getitem__)
+        return [r for shard_id in ordered for r in self.stored[shard_id]]
+
+    async def _wait(self) -> None:
+        delay = self.latency_s + (
+            self._rng.uniform(0, self.latency_jitter_s) if self.latency_jitter_s else 0.0
+        )
+        if delay:
+            await asyncio.sleep(delay)
+
+    def _put(self, records: Sequence[PutRecord]) -> tuple[list[PutFailure], set[str]]:
+        self.requests += 1
+        failures: list[PutFailure] = []
+        landed: set[str] = set()
+        for i, r in enumerate(records):
+            if r.hash_key is not None:
+                hash_key = int(r.hash_key)
+            elif r.partition_key is not None:
+                hash_key = hash_key_of(r.partition_key)
+            else:
+                failures.append(PutFailure(i, -2, INVALID_RECORD, "no key and no explicit hash key"))
+                continue
+            if self.fault_rate and self._rng.random() < self.fault_rate:
+                failures.append(PutFailure(i, -3, "InternalFailure (injected)"))
+                continue
+            shard = self.shard_of(hash_key)
+            log = self.stored[shard.shard_id]
+            log.append(StoredRecord(self.epochs[shard.shard_id], len(log) + 1, r.data, r.partition_key, None))
+            landed.add(shard.shard_id)
+        return failures, landed
+
+    async def put_records(self, records: Sequence[PutRecord]) -> list[PutResult]:
+        """Store records (failing some, per ``fault_rate``); one result per record."""
+        await self._wait()
+        failures, _ = self._put(records)
+        failed = {f.index: f for f in failures}
+        return [
+            PutResult(error_code=failed[i].error_code, error_message=failed[i].error_message)
+            if i in failed
+            else PutResult(shard_id=0, sequence_number=0)
+            for i in range(len(records))
+        ]
+
+    async def put_records_body(self, body: bytes, record_count: int) -> PutBodyResult:
+        """The pre-encoded path: parse the :class:`FakeWire` body, then as :meth:`put_records`."""
+        await self._wait()
+        recs = [
+            PutRecord(base64.b64decode(r["d"]), r.get("k"), hash_key=r.get("s")) for r in orjson.loads(body)
+        ]
+        assert len(recs) == record_count, f"record_count {record_count} but the body holds {len(recs)}"
+        failures, landed = self._put(recs)
+        return PutBodyResult(len(recs), failures, frozenset(landed) if self.report_shard_ids else None)

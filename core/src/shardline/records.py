@@ -2,13 +2,15 @@
 
 Two stages:
 
-1. :func:`map_columns` turns a batch into the fields of its records (Data through a codec,
-   PartitionKey, ClientInfo, ShardId), checks the protocol limits per row, and hashes each distinct
-   partition key once. It raises :class:`~shardline.errors.SchemaError` for a missing column or a
-   column of the wrong type before anything is sent. It does not depend on the shard count.
-2. :func:`place` assigns shards for a given shard count and builds each record's PutRecords JSON
-   fragment (``{"Data":"<base64>","PartitionKey":"k","ShardId":3},``), ordered by shard, in one
-   contiguous buffer: a request body is then a few buffer slices, with no per-record Python work.
+1. :func:`map_columns` turns a batch into the fields of its records (Data through a codec, the
+   partition key, optional client info and explicit shard), checks the stream's per-record limits
+   (its :class:`~shardline.wire.WireLimits`), and hashes each distinct partition key once. It raises
+   :class:`~shardline.errors.SchemaError` for a missing column or a column of the wrong type before
+   anything is sent. It does not depend on the shard map.
+2. :func:`place` assigns each record a lane of the :class:`~shardline.ShardMap` and has the
+   transport's :class:`~shardline.wire.Wire` encode each record's request fragment, ordered by
+   shard, in one contiguous buffer: a request body is then a few buffer slices, with no per-record
+   Python work.
 
 The built-in Data codecs are ``json`` (one JSON object per row), ``raw`` (a binary or string column
 as is), ``arrow`` (each row as an Arrow IPC stream, so readers keep the schema) and ``template``
@@ -29,9 +31,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from shardline import limits
 from shardline.arrowbin import (
-    b64encode_array,
     data_view,
     is_binary_view,
     is_string_view,
@@ -43,7 +43,8 @@ from shardline.errors import ConfigError, SchemaError
 from shardline.ipcrows import one_row_streams
 from shardline.jsontext import counting, escape_strings, json_is_string, json_values, text_values
 from shardline.ownership import ShardOwnership
-from shardline.partitioning import Partitioner, resolve_partitioner, xxh64_many
+from shardline.partitioning import Partitioner, ShardMap, md5_hash_keys, resolve_partitioner, xxh64_many
+from shardline.wire import Placement, Wire, WireLimits
 
 Codec = Callable[[pa.RecordBatch, "RecordMapping"], "pa.Array | Sequence[bytes]"]
 """A Data codec: ``codec(batch, mapping)`` returns one Data value per row (binary array or bytes)."""
@@ -333,12 +334,14 @@ class MappedColumns:
     key_values: Sequence[str] = ()
     key_hashes: npt.NDArray[np.uint64] = field(default_factory=lambda: np.zeros(0, np.uint64))
     key_json: pa.Array | None = None  # per distinct key: its JSON string literal
+    key_hash_keys: npt.NDArray[np.uint64] | None = None  # per distinct key: MD5 halves (hash-range maps)
     client_info: pa.Array | None = None  # large_binary or None
     shard_ids: npt.NDArray[np.int64] | None = None
     row_base: int = 0  # row of the written batch where these rows start (the sink writes chunks)
     origin: Origin | None = None  # where a row of the written batch came from (dead letters)
     origin_columns: dict[str, pa.Array] | None = None  # the source's origin columns, per row
     nonfinite_floats: int = 0  # NaN/inf values the codec wrote as null (json: at any depth)
+    absorbed: npt.NDArray[np.bool_] | None = None  # rows a wire's pack() put into an earlier row's record
 
     @property
     def data_lengths(self) -> npt.NDArray[np.int64]:
@@ -426,12 +429,16 @@ def _key_strings(col: pa.Array, name: str) -> tuple[pa.Array, npt.NDArray[np.boo
         ) from exc
 
 
-def map_columns(batch: pa.RecordBatch | pa.Table, mapping: RecordMapping) -> MappedColumns:
+def map_columns(
+    batch: pa.RecordBatch | pa.Table, mapping: RecordMapping, limits: WireLimits
+) -> MappedColumns:
     """Stage 1: validate the mapping against ``batch`` and compute every record field per row.
 
-    Raises :class:`SchemaError` when a mapped column is missing or has the wrong type. Rows that can
-    never be written (Data over 1 MiB, key over 256 bytes, ClientInfo over 16 bytes, null Data, bad
-    ShardId) are marked in ``invalid`` with a reason; they go to the dead-letter target.
+    ``limits`` are the stream's (its transport's ``wire.limits``). Raises :class:`SchemaError` when
+    a mapped column is missing or has the wrong type, or when the mapping asks for ClientInfo and
+    the stream has none. Rows that can never be written (a record over ``max_record_bytes``, a key
+    too long or too short, a missing key where the stream needs one, ClientInfo too long, null Data,
+    a bad ShardId) are marked in ``invalid`` with a reason; they go to the dead-letter target.
     """
     if isinstance(batch, pa.Table):
         batch = (
@@ -441,6 +448,7 @@ def map_columns(batch: pa.RecordBatch | pa.Table, mapping: RecordMapping) -> Map
         )
     n = batch.num_rows
     # validate the non-codec columns first: cheap, and a SchemaError must come before any work
+    check_mapping(mapping, limits)
     key_col = _column(batch, mapping.partition_key, "partition_key") if mapping.partition_key else None
     ci_col = plain(_column(batch, mapping.client_info, "client_info")) if mapping.client_info else None
     sid_col = plain(_column(batch, mapping.shard_id, "shard_id")) if mapping.shard_id else None
@@ -451,7 +459,7 @@ def map_columns(batch: pa.RecordBatch | pa.Table, mapping: RecordMapping) -> Map
         if not _bytes_like(t):
             raise SchemaError(
                 f"client_info column {mapping.client_info!r} has type {ci_col.type}; "
-                f"it must be binary or string (at most {limits.MAX_CLIENT_INFO_BYTES} bytes)"
+                f"it must be binary or string (at most {limits.max_client_info_bytes} bytes)"
             )
     if sid_col is not None and not pa.types.is_integer(sid_col.type):
         raise SchemaError(
@@ -484,11 +492,6 @@ def map_columns(batch: pa.RecordBatch | pa.Table, mapping: RecordMapping) -> Map
         data = data.fill_null(b"")
     if bad_keys is not None:
         mark(bad_keys, lambda i: NOT_UTF8_KEY)
-    dlen = np.diff(_offsets(data))
-    mark(
-        dlen > limits.MAX_DATA_BYTES,
-        lambda i: f"Data is {int(dlen[i])} bytes; the limit is {limits.MAX_DATA_BYTES} bytes",
-    )
 
     out = MappedColumns(
         num_rows=n, data=data, reasons=reasons, invalid=invalid, nonfinite_floats=stats.nonfinite_floats
@@ -498,6 +501,7 @@ def map_columns(batch: pa.RecordBatch | pa.Table, mapping: RecordMapping) -> Map
         out.origin_columns = {
             name: batch.column(name) for name in mapping.origin_columns if name in names
         } or None
+    key_bytes = np.zeros(n, np.int64)  # per row: its key's UTF-8 bytes (0 without a key)
     if keys is not None:
         denc = keys if pa.types.is_dictionary(keys.type) else pc.dictionary_encode(keys)
         uniques = denc.dictionary
@@ -509,32 +513,82 @@ def map_columns(batch: pa.RecordBatch | pa.Table, mapping: RecordMapping) -> Map
         out.key_hashes = xxh64_many(_offsets(raw), np.frombuffer(_data_view(raw), dtype=np.uint8))
         out.key_index = index
         out.key_json = _escape_strings(text)
-        lengths = np.diff(_offsets(raw))
-        key_len = np.concatenate([lengths, np.zeros(1, np.int64)])[index]
-        mark(
-            key_len > limits.MAX_PARTITION_KEY_BYTES,
-            lambda i: (
-                f"PartitionKey is {int(key_len[i])} bytes; the limit is "
-                f"{limits.MAX_PARTITION_KEY_BYTES} bytes"
-            ),
-        )
+        key_bytes = np.concatenate([np.diff(_offsets(raw)), np.zeros(1, np.int64)])[index]
+        _check_keys(mark, limits, text, index, key_bytes)
+    dlen = np.diff(_offsets(data))
+    _check_record_sizes(mark, limits, dlen, key_bytes)
     if ci_col is not None:
         ci = to_large_binary(ci_col)
         ci_len = np.diff(_offsets(ci.fill_null(b"") if ci.null_count else ci))
-        mark(
-            ci_len > limits.MAX_CLIENT_INFO_BYTES,
-            lambda i: (
-                f"ClientInfo is {int(ci_len[i])} bytes; the limit is {limits.MAX_CLIENT_INFO_BYTES} bytes"
-            ),
-        )
+        most = limits.max_client_info_bytes
+        mark(ci_len > most, lambda i: f"client info is {int(ci_len[i])} bytes; the limit is {most} bytes")
         out.client_info = ci
     if sid_col is not None:
         if sid_col.null_count:
-            mark(np.asarray(sid_col.is_null(), dtype=np.bool_), lambda i: "ShardId is null")
+            mark(np.asarray(sid_col.is_null(), dtype=np.bool_), lambda i: "shard id is null")
         sids = np.asarray(sid_col.fill_null(0), dtype=np.int64)
-        mark(sids < 0, lambda i: f"ShardId {int(sids[i])} is negative")
+        mark(sids < 0, lambda i: f"shard id {int(sids[i])} is negative")
         out.shard_ids = sids
     return out
+
+
+def check_mapping(mapping: RecordMapping, limits: WireLimits) -> None:
+    """Raise :class:`SchemaError` when ``mapping`` asks for a field the stream's protocol lacks."""
+    if mapping.client_info and not limits.client_info:
+        raise SchemaError(
+            f"client_info={mapping.client_info!r}: this stream's protocol has no client info field; "
+            f"remove client_info from the mapping (or put the value into Data)"
+        )
+
+
+Mark = Callable[[npt.NDArray[np.bool_], Callable[[int], str]], None]
+
+
+def _check_keys(
+    mark: Mark,
+    limits: WireLimits,
+    text: pa.Array,
+    index: npt.NDArray[np.int64],
+    key_bytes: npt.NDArray[np.int64],
+) -> None:
+    """Mark rows whose key is too long, too short, or missing where the stream needs one."""
+    if limits.key_length_unit == "chars":
+        chars = np.asarray(pc.utf8_length(text).fill_null(0), dtype=np.int64)
+        key_len = np.concatenate([chars, np.zeros(1, np.int64)])[index]
+        unit = "characters"
+    else:
+        key_len, unit = key_bytes, "bytes"
+    most, least = limits.max_key_length, limits.min_key_length
+    has_key = index >= 0
+    mark(
+        key_len > most,
+        lambda i: f"PartitionKey is {int(key_len[i])} {unit}; the limit is {most} {unit}",
+    )
+    if least > 0:
+        mark(
+            has_key & (key_len < least),
+            lambda i: f"PartitionKey is {int(key_len[i])} {unit}; the stream needs at least {least}",
+        )
+    if limits.key_required:
+        mark(~has_key, lambda i: "PartitionKey is null; the stream needs a key for every record")
+
+
+def _check_record_sizes(
+    mark: Mark, limits: WireLimits, dlen: npt.NDArray[np.int64], key_bytes: npt.NDArray[np.int64]
+) -> None:
+    """Mark rows over the stream's per-record size (Data, plus the key when the stream counts it)."""
+    most = limits.max_record_bytes
+    if limits.record_counts_key:
+        size = dlen + key_bytes
+        mark(
+            size > most,
+            lambda i: (
+                f"record is {int(size[i])} bytes (Data {int(dlen[i])} + PartitionKey {int(key_bytes[i])}); "
+                f"the limit is {most} bytes"
+            ),
+        )
+    else:
+        mark(dlen > most, lambda i: f"Data is {int(dlen[i])} bytes; the limit is {most} bytes")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -543,10 +597,12 @@ def map_columns(batch: pa.RecordBatch | pa.Table, mapping: RecordMapping) -> Map
 
 @dataclass
 class EncodedBatch:
-    """A batch's valid records placed on shards, ordered by shard, as PutRecords JSON fragments.
+    """A batch's valid records placed on shards, ordered by shard, as the wire's request fragments.
 
     Every per-record array is in the same (shard-sorted) order. ``fragments`` holds each record's
-    JSON object followed by a comma; record ``i`` is ``fragments[offsets[i]:offsets[i+1]]``.
+    encoded fragment (separator included); record ``i`` is ``fragments[offsets[i]:offsets[i+1]]``.
+    ``shards`` are lanes of ``shard_map`` (of ``generation``); ``send_shard_id`` is True when the
+    fragments name their shard (the partitioner chose it).
     """
 
     shard_count: int
@@ -568,6 +624,8 @@ class EncodedBatch:
     origin: Origin | None = None
     origin_columns: dict[str, pa.Array] | None = None  # origin columns in batch row order
     not_owned: int = 0  # rows left out because another writer owns them (shardline.ownership)
+    generation: int = 0  # of the shard map the records were placed for
+    shard_map: ShardMap | None = None
     _frag_array: Any = None
     _key_list: list[str] | None = None
 
@@ -590,11 +648,12 @@ class EncodedBatch:
         ci = None
         if self.client_info is not None and self.client_info[i].is_valid:
             ci = self.client_info[i].as_py()
+        lane = int(self.shards[i])
         return _with_origin(
             {
                 "data": self.data[i].as_py(),
                 "partition_key": key,
-                "shard_id": int(self.shards[i]),
+                "shard_id": self.shard_map.shard_id(lane) if self.shard_map is not None else lane,
                 "client_info": ci,
                 "row": self.row_base + int(self.rows[i]),
             },
@@ -605,18 +664,25 @@ class EncodedBatch:
 
 
 def _shards_for(
-    cols: MappedColumns, shard_count: int, strategy: Partitioner, rr_start: int
+    cols: MappedColumns, shard_map: ShardMap, strategy: Partitioner, rr_start: int
 ) -> npt.NDArray[np.int64]:
+    """Each row's lane: its explicit shard, its key's lane under ``strategy``, or round robin."""
     n = cols.num_rows
     if n == 0:
         return np.zeros(0, np.int64)
     if strategy.name == "column":
         assert cols.shard_ids is not None
         return cols.shard_ids.copy()
+    shard_count = shard_map.shard_count
     rr = (rr_start + np.arange(n, dtype=np.int64)) % shard_count
     if strategy.per_key is None or cols.key_index is None:
         return rr
-    per_key = np.asarray(strategy.per_key(cols.key_values, cols.key_hashes, shard_count), dtype=np.int64)
+    if shard_map.hash_range and strategy.by_key_hash:  # where the stream routes each key
+        if cols.key_hash_keys is None:
+            cols.key_hash_keys = md5_hash_keys(list(cols.key_values))  # once per distinct key
+        per_key = shard_map.lanes_of_hash_keys(cols.key_hash_keys)
+    else:
+        per_key = np.asarray(strategy.per_key(cols.key_values, cols.key_hashes, shard_count), dtype=np.int64)
     if per_key.shape != (len(cols.key_values),):
         raise SchemaError(
             f"partitioner {strategy.name!r} returned {per_key.shape} shards for {len(cols.key_values)} keys"
@@ -631,25 +697,31 @@ def _shards_for(
 
 def place(
     cols: MappedColumns,
-    shard_count: int,
+    shard_map: ShardMap | int,
     strategy: str | Partitioner = "hash",
     rr_start: int = 0,
+    *,
+    wire: Wire,
     owned: ShardOwnership | None = None,
 ) -> EncodedBatch:
-    """Stage 2: assign shards for ``shard_count`` and build the records' JSON fragments, shard-sorted.
+    """Stage 2: assign each valid record a lane of ``shard_map`` (an int: a map of that many numbered
+    shards) and encode the records' fragments with ``wire``, shard-sorted, in one buffer.
 
     With ``owned``, rows another writer owns (see :mod:`shardline.ownership`) are left out: they
     are neither records nor dead letters; ``EncodedBatch.not_owned`` counts them.
     """
+    if isinstance(shard_map, int):
+        shard_map = ShardMap(shard_map)
     if isinstance(strategy, str):
         strategy = resolve_partitioner(strategy)
-    shards = _shards_for(cols, shard_count, strategy, rr_start)
+    shard_count = shard_map.shard_count
+    shards = _shards_for(cols, shard_map, strategy, rr_start)
     others: npt.NDArray[np.bool_] | None = None
     if owned is not None:
-        owner = (
+        owner = (  # ownership follows the shard count pinned for the run (numbered shards)
             shards
-            if owned.shard_count == shard_count
-            else _shards_for(cols, owned.shard_count, strategy, rr_start)
+            if owned.shard_count == shard_count or shard_map.hash_range
+            else _shards_for(cols, ShardMap(owned.shard_count), strategy, rr_start)
         )
         keyless = cols.key_index < 0 if cols.key_index is not None else None
         others = ~owned.keep(owner, keyless)  # another writer's rows, its dead letters too
@@ -663,12 +735,15 @@ def place(
     if out_of_range.any():
         for i in np.flatnonzero(out_of_range):
             dead.append(
-                (int(i), f"ShardId {int(shards[i])} is out of range: the stream has {shard_count} shards")
+                (int(i), f"shard {int(shards[i])} is out of range: the stream has {shard_count} shards")
             )
         invalid |= out_of_range
         dead.sort()
     not_owned = int(others.sum()) if others is not None else 0
-    valid_rows = np.flatnonzero(~(invalid | others) if others is not None and not_owned else ~invalid)
+    placed = ~invalid if cols.absorbed is None else ~(invalid | cols.absorbed)
+    if others is not None and not_owned:
+        placed &= ~others
+    valid_rows = np.flatnonzero(placed)
     order = valid_rows[np.argsort(shards[valid_rows], kind="stable")]
     m = len(order)
     take = pa.array(order, pa.int64())
@@ -684,28 +759,23 @@ def place(
     else:
         key_index = None
         key_hashes = (np.uint64(1) << np.uint64(63)) | order.astype(np.uint64)
-    send_shard_id = strategy.sends_shard_id
-    pieces: list[pa.Array | pa.Scalar] = [_lb(b'{"Data":"'), b64encode_array(data), _lb(b'"')]
-    if key_index is not None:
-        assert cols.key_json is not None
-        key_json = pc.binary_join_element_wise(_lb(b',"PartitionKey":'), cols.key_json, _lb(b""))
-        key_json = pa.concat_arrays([key_json, pa.array([b""], _LB)])
-        pieces.append(key_json.take(pa.array(np.where(key_index < 0, len(key_json) - 1, key_index))))
-    if send_shard_id:
-        shard_json = pa.array(
-            [b',"ShardId":' + str(s).encode() for s in range(max(shard_count, 1))] + [b""], _LB
-        )
-        pieces.append(shard_json.take(pa.array(np.minimum(sorted_shards, shard_count))))
-    client_info = None
-    if cols.client_info is not None:
-        client_info = cols.client_info.take(take)
-        ci_b64 = pc.binary_join_element_wise(
-            _lb(b',"ClientInfo":"'), b64encode_array(client_info), _lb(b'"'), _lb(b"")
-        )
-        pieces.append(pc.if_else(pc.is_valid(client_info), ci_b64, _lb(b"")))
-    pieces.append(_lb(b"},"))
+    client_info = cols.client_info.take(take) if cols.client_info is not None else None
+    # a hash-range stream routes keys itself: only explicit choices of a shard are addressed
+    addressed = strategy.sends_shard_id and not (shard_map.hash_range and strategy.by_key_hash)
     if m:
-        frags = pc.binary_join_element_wise(*pieces, _lb(b""))
+        frags = to_large_binary(
+            wire.fragments(
+                Placement(
+                    data=data,
+                    key_json=cols.key_json,
+                    key_index=key_index,
+                    shards=sorted_shards,
+                    shard_map=shard_map,
+                    addressed=addressed,
+                    client_info=client_info,
+                )
+            )
+        )
         offsets = _offsets(frags)
         fragments = _data_view(frags)
     else:
@@ -729,13 +799,15 @@ def place(
         key_index=key_index,
         key_values=cols.key_values,
         client_info=client_info,
-        send_shard_id=send_shard_id,
+        send_shard_id=addressed,
         dead=dead,
         shard_bounds=bounds,
         data_offsets=_offsets(data) if m else np.zeros(1, np.int64),
         row_base=cols.row_base,
         origin=cols.origin,
         origin_columns=cols.origin_columns,
+        generation=shard_map.generation,
+        shard_map=shard_map,
         _frag_array=frags,
         not_owned=not_owned,
     )
@@ -791,11 +863,3 @@ def origin_of(origin: dict[str, pa.Array] | None, row: int) -> dict[str, Any] | 
             value = value.decode("utf-8", errors="backslashreplace")
         out[name] = value
     return out
-
-
-def encode_body(parts: Sequence[memoryview | bytes]) -> bytes:
-    """A PutRecords body from fragment slices (each a run of ``{...},`` fragments)."""
-    if not parts:
-        return limits.BODY_PREFIX + limits.BODY_SUFFIX
-    last = memoryview(parts[-1])[:-1]  # drop the comma after the last fragment
-    return b"".join([limits.BODY_PREFIX, *parts[:-1], last, limits.BODY_SUFFIX])

@@ -12,6 +12,12 @@ The engine is protocol-neutral. Everything that differs between PutRecords-compa
 
 A transport exposes its wire as the attribute ``wire``; core names no protocol field, limit or
 error. This module holds only the contract.
+
+A wire may also have ``pack(cols: MappedColumns) -> MappedColumns``, called on each chunk's mapped
+columns before placement: it may replace rows' Data and mark rows ``absorbed`` into an earlier
+row's record (Kinesis KPL aggregation packs a key's records into one). Absorbed rows are neither
+placed nor dead-lettered; the record that carries them is one record to the engine (it succeeds or
+fails, and counts in ``strict`` ordering, as one). Invalid rows must be left as they are.
 """
 
 from __future__ import annotations

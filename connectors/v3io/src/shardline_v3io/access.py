@@ -15,6 +15,8 @@ from shardline_v3io.local import LocalTransport, map_store_error
 from shardline_v3io.store import StoreError
 from shardline_v3io.urls import StreamURL, parse_stream_url
 
+_V3IO_SCHEMES = frozenset({"http", "https", "v3io", "local"})
+
 
 class StreamAccess(Protocol):
     """What the stream commands need from a stream."""
@@ -154,7 +156,20 @@ class LocalAccess(LocalTransport):
 
 
 def open_access(url: str, *, access_key: str | None = None) -> StreamAccess:
-    """The :class:`StreamAccess` for a stream URL (any of the forms in :mod:`shardline_v3io.urls`)."""
+    """The :class:`StreamAccess` for a stream URL (any of the forms in :mod:`shardline_v3io.urls`).
+
+    Another scheme is opened by its transport factory's ``stream_access(url, access_key=...)``
+    when the plugin that registered the scheme gives one (``kinesis://``), so one ``stream`` group
+    serves every stream; its ``readable_shards()``, when present, lists the shards ``get`` reads.
+    """
+    scheme = url.partition("://")[0].lower() if isinstance(url, str) else ""
+    if scheme not in _V3IO_SCHEMES:
+        from shardline.plugins import registered
+
+        opener = getattr(registered("transports").get(scheme), "stream_access", None)
+        if callable(opener):
+            access: StreamAccess = opener(url, access_key=access_key)
+            return access
     target = parse_stream_url(url, access_key=access_key)
     if target.scheme == "local":
         return LocalAccess(target)

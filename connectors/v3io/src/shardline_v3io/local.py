@@ -20,6 +20,7 @@ from shardline.transport import PutBodyResult, PutFailure, PutRecord, PutResult,
 from shardline_v3io.errors import record_error_detail
 from shardline_v3io.store import StoreError, StreamStore
 from shardline_v3io.urls import StreamURL, parse_stream_url
+from shardline_v3io.wire import V3IO_WIRE, V3ioWire
 
 _stores: dict[Path, StreamStore] = {}
 _stores_lock = threading.Lock()
@@ -57,7 +58,9 @@ def map_store_error(exc: StoreError, what: str) -> TransportError:
 
 
 class LocalTransport:
-    """A :class:`shardline.Transport` writing straight into a local stream store."""
+    """A :class:`shardline.Transport` writing straight into a local stream store (the v3io wire)."""
+
+    wire: V3ioWire = V3IO_WIRE
 
     def __init__(self, url: str | StreamURL, *, fsync: bool = False, **_options: Any) -> None:
         self.target = url if isinstance(url, StreamURL) else parse_stream_url(url)

@@ -46,7 +46,6 @@ import orjson
 from aiohttp import ClientPayloadError, web
 from aiohttp.http_exceptions import PayloadEncodingError
 from aiohttp.web_request import BaseRequest
-from shardline import limits
 from shardline.errors import ConfigError
 
 from shardline_v3io import errors as E
@@ -54,9 +53,10 @@ from shardline_v3io.faults import FaultConfig
 from shardline_v3io.guard import ClientGuard, GuardedServer, GuardOptions
 from shardline_v3io.store import StoreError, StreamStore, names
 from shardline_v3io.store.stream import MAX_GET_LIMIT, MAX_RECORDS
+from shardline_v3io.wire import MAX_REQUEST_BODY_BYTES
 
-MAX_BODY = limits.MAX_REQUEST_BODY_BYTES
-"""The largest JSON body a Streaming Web API request may have (10 MiB, ``shardline.limits``)."""
+MAX_BODY = MAX_REQUEST_BODY_BYTES
+"""The largest JSON body a Streaming Web API request may have (10 MiB, :mod:`shardline_v3io.wire`)."""
 MAX_CONCURRENT_BODIES = 32
 """Stream requests processed at once, once their body is in (each may hold a 10 MB body)."""
 _DISCARD_LIMIT = 64 * 2**20

@@ -45,7 +45,8 @@ def _run(url: str, access_key: str | None, body: Callable[[StreamAccess], Awaita
 
 @click.group(name="stream")
 def stream_group() -> None:
-    """Create, inspect, write and read streams (v3io Web API or local store)."""
+    """Create, inspect, write and read streams (v3io Web API, local store, kinesis:// and other
+    schemes whose plugin gives a stream access)."""
 
 
 @stream_group.command(name="create")
@@ -79,9 +80,13 @@ def create_command(
 def describe_command(url: str, access_key: str | None) -> None:
     """Print the stream's shard count and retention as JSON."""
     info = _run(url, access_key, lambda a: a.describe())
-    click.echo(
-        orjson.dumps({"url": url, "shards": info.shard_count, "retention_hours": info.retention_hours})
-    )
+    doc: dict[str, Any] = {"url": url, "shards": info.shard_count, "retention_hours": info.retention_hours}
+    if info.shards is not None:  # hash-range streams: the open shards and their ranges
+        doc["open_shards"] = [
+            {"shard_id": s.shard_id, "starting_hash_key": str(s.start), "ending_hash_key": str(s.end)}
+            for s in info.shards
+        ]
+    click.echo(orjson.dumps(doc))
 
 
 @stream_group.command(name="update")
@@ -170,7 +175,11 @@ def put_command(
                     if verbose:
                         click.echo(
                             orjson.dumps(
-                                {"record": index, "shard": res.shard_id, "sequence": res.sequence_number}
+                                {
+                                    "record": index,
+                                    "shard": res.shard_id,
+                                    "sequence": _json_int(res.sequence_number),
+                                }
                             )
                         )
                 else:
@@ -203,10 +212,15 @@ def _parse_time(text: str) -> tuple[int, int]:
     return sec, round((value - sec) * 1e9)
 
 
+def _json_int(value: int | None) -> int | str | None:
+    """A sequence number for JSON: an int, or its decimal text when over 64 bits (Kinesis)."""
+    return str(value) if value is not None and value >= 2**63 else value
+
+
 def _record_json(shard: int, rec: Any) -> bytes:
     doc: dict[str, Any] = {
         "shard": shard,
-        "sequence": rec.sequence_number,
+        "sequence": _json_int(rec.sequence_number),
         "partition_key": rec.partition_key,
         "arrival": dt.datetime.fromtimestamp(rec.arrival_time_sec + rec.arrival_time_nsec / 1e9, dt.UTC)
         .isoformat(timespec="microseconds")
@@ -284,11 +298,15 @@ def get_command(
 
     async def body(access: StreamAccess) -> int:
         info = await access.describe()
-        wanted = list(shards) or list(range(info.shard_count))
+        readable_shards = getattr(access, "readable_shards", None)  # closed shards too (Kinesis)
+        numbers = await readable_shards() if readable_shards else list(range(info.shard_count))
+        wanted = list(shards) or numbers
         for s in wanted:
-            if s >= info.shard_count:
+            if s not in numbers:
                 raise ConfigError(
-                    f"--shard {s}: the stream has {info.shard_count} shards (0..{info.shard_count - 1})"
+                    f"--shard {s}: the stream has shards {numbers[0]}..{numbers[-1]}"
+                    if readable_shards
+                    else f"--shard {s}: the stream has {info.shard_count} shards (0..{info.shard_count - 1})"
                 )
         locations = {
             s: await access.seek(

@@ -18,6 +18,7 @@ from shardline.transport import PutBodyResult, PutFailure, PutRecord, PutResult,
 from shardline_v3io.client import V3ioClient
 from shardline_v3io.errors import record_error_detail
 from shardline_v3io.urls import parse_stream_url
+from shardline_v3io.wire import V3IO_WIRE, V3ioWire
 
 _ALL_WRITTEN = re.compile(rb'\s*\{\s*"FailedRecordCount"\s*:\s*0\s*[,}]')
 
@@ -27,8 +28,11 @@ class V3ioTransport:
 
     ``url`` is ``http(s)://HOST:PORT/CONTAINER/STREAM`` or ``v3io:///CONTAINER/STREAM`` (see
     :func:`shardline_v3io.urls.parse_stream_url`). Options: ``access_key``, ``max_connections``
-    (default 64), ``timeout`` (seconds per request, default 60).
+    (default 64), ``timeout`` (seconds per request, default 60). ``wire`` is the v3io PutRecords
+    wire (:mod:`shardline_v3io.wire`).
     """
+
+    wire: V3ioWire = V3IO_WIRE
 
     def __init__(
         self,
@@ -69,21 +73,10 @@ class V3ioTransport:
 
         A response that starts with ``{"FailedRecordCount":0`` (the common case) is not parsed further.
         """
-        container, path = self.location.container, self.location.path
-        request = getattr(self.client, "_request", None)
-        if request is None:  # a client without the raw path: parse everything
-            doc = await self.client.put_records_body(container, path, body)
-        else:
-            _, payload = await request(
-                "POST",
-                self.client._url(container, path),
-                "PutRecords",
-                body,
-                what=f"put records to {container}/{path}",
-            )
-            if _ALL_WRITTEN.match(payload):
-                return PutBodyResult(record_count, [])
-            doc = orjson.loads(payload)
+        payload = await self.client.put_records_raw(self.location.container, self.location.path, body)
+        if _ALL_WRITTEN.match(payload):
+            return PutBodyResult(record_count, [])
+        doc = orjson.loads(payload)
         if not doc.get("FailedRecordCount"):
             return PutBodyResult(record_count, [])
         failures = [

@@ -27,7 +27,6 @@ import numpy.typing as npt
 import orjson
 import pybase64
 import xxhash
-from shardline import limits
 from shardline.partitioning import jump_hash_array
 
 from shardline_v3io import errors as E
@@ -36,14 +35,20 @@ from shardline_v3io.store.errors import StoreError
 from shardline_v3io.store.names import is_shard_name
 from shardline_v3io.store.shard import ReadRecord, ShardLog, frame_headers, join_meta
 from shardline_v3io.urls import MAX_SHARDS
+from shardline_v3io.wire import (
+    MAX_CLIENT_INFO_BYTES,
+    MAX_DATA_BYTES,
+    MAX_PARTITION_KEY_BYTES,
+    MAX_RECORDS_PER_REQUEST,
+)
 
 META_FILE = ".shardline-stream.json"
 SHARDS_DIR = ".shardline-shards"
 
-MAX_RECORDS = limits.MAX_RECORDS_PER_REQUEST
-MAX_DATA = limits.MAX_DATA_BYTES
-MAX_KEY = limits.MAX_PARTITION_KEY_BYTES
-MAX_CLIENT_INFO = limits.MAX_CLIENT_INFO_BYTES
+MAX_RECORDS = MAX_RECORDS_PER_REQUEST  # the wire module's limits: client and server cannot drift
+MAX_DATA = MAX_DATA_BYTES
+MAX_KEY = MAX_PARTITION_KEY_BYTES
+MAX_CLIENT_INFO = MAX_CLIENT_INFO_BYTES
 MAX_GET_LIMIT = 10000
 GET_MAX_BYTES = 8 * 2**20
 
