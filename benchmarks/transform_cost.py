@@ -26,8 +26,8 @@ from pathlib import Path
 
 from shardline.config import build_pipeline
 from shardline.pipeline import run_pipeline
-from shardline.testing import start_stream_server
 from shardline_parquet import write_sample
+from shardline_v3io.testing import start_stream_server
 
 COLUMNS = ["seq", "user_id", "kind", "amount", "ts"]
 WAYS = {

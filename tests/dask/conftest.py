@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from shardline.testing import read_stream
 from shardline_parquet import write_sample
+from shardline_v3io.testing import read_stream
 from shardline_v3io.testing_server import RunningServer, start_server
 
 ROWS = 1_000_000

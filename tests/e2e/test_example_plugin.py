@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 from shardline import plugins
-from shardline.testing import check_source, read_stream
+from shardline.testing import check_source
+from shardline_v3io.testing import read_stream
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "plugin-http-poll"

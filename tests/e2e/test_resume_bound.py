@@ -20,8 +20,8 @@ import pytest
 from shardline.engine import EngineOptions
 from shardline.pipeline import run_pipeline
 from shardline.records import RecordMapping, map_columns, place
-from shardline.testing import read_stream
 from shardline_parquet import write_sample
+from shardline_v3io.testing import read_stream
 from shardline_v3io.testing_server import start_server
 
 SHARDLINE = str(Path(sys.executable).with_name("shardline"))

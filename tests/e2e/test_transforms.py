@@ -24,8 +24,8 @@ import shardline
 from shardline import plugins
 from shardline.config import load_pipeline
 from shardline.pipeline import run_pipeline
-from shardline.testing import read_stream, start_stream_server
 from shardline_parquet import write_sample
+from shardline_v3io.testing import read_stream, start_stream_server
 
 SHARDLINE = str(Path(sys.executable).with_name("shardline"))
 REPO = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 from kafka import KafkaProducer
 from shardline.pipeline import run_pipeline
-from shardline.testing import read_stream
+from shardline_v3io.testing import read_stream
 
 from .helpers import new_group
 
