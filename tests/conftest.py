@@ -1,7 +1,7 @@
 """Root of the test suite.
 
-The real embedded stream server fixtures come from ``shardline.testing`` (a pytest plugin that the
-``shardline`` distribution registers, so plugin authors get the very same ones):
+The real embedded stream server fixtures come from ``shardline_v3io.testing`` (a pytest plugin that
+the ``shardline-v3io`` distribution registers, so plugin authors get the very same ones):
 
 ``shardline_stream_server``          a fresh server and data dir per test (subprocess).
 ``shardline_stream_server_session``  one server for the whole session (subprocess); use unique

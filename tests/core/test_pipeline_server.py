@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from shardline.pipeline import run_pipeline
-from shardline.testing import read_stream
 from shardline_parquet import write_sample
+from shardline_v3io.testing import read_stream
 from shardline_v3io.testing_server import start_server
 
 SHARDLINE = str(Path(sys.executable).with_name("shardline"))

@@ -12,13 +12,13 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from shardline.arrowbin import b64encode_array
 from shardline.errors import ConfigError, SchemaError
 from shardline.faketransport import FAKE_LIMITS, FakeWire
 from shardline.partitioning import modulo_shard, shard_for_key
 from shardline.records import (
     MappedColumns,
     RecordMapping,
-    b64encode_array,
     json_codec,
     map_columns,
     place,

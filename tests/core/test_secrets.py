@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from shardline import load_pipeline, redact_url
-from shardline.testing import read_stream
+from shardline_v3io.testing import read_stream
 from shardline_v3io.testing_server import start_server
 
 SHARDLINE = str(Path(sys.executable).with_name("shardline"))

@@ -305,7 +305,8 @@ def test_round_robin_without_key_and_explicit_shard_ids() -> None:
 
 def test_observer_hooks_see_acks_retries_and_dead_letters(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[str, dict[str, Any]]] = []
-    monkeypatch.setattr("shardline.engine.call_observers", lambda name, **kw: calls.append((name, kw)))
+    for module in ("shardline.engine", "shardline.settling"):  # the engine and its settler report
+        monkeypatch.setattr(f"{module}.call_observers", lambda name, **kw: calls.append((name, kw)))
     transport = FakeTransport(shard_count=1, fault_rate=0.5, seed=1, permanent=lambda d: d == b"bad")
     with StreamSink(transport, data="raw", data_column="p", **FAST) as sink:
         sink.write(pa.record_batch({"p": [b"a", b"bad", b"c", b"d"]}))

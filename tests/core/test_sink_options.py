@@ -177,3 +177,34 @@ def test_column_options_are_checked_like_the_configs_mapping(stream: str) -> Non
         'StreamSink: columns: expected a non-empty list of column names, got "abc"'
     )
     assert "data_template: expected a non-empty string" in _refused(stream, data="template", data_template="")
+
+
+def test_the_sink_options_are_declared_once_and_typed_for_keywords_alike() -> None:
+    from shardline.sink_options import SinkKwargs, SinkOptions
+
+    hints = typing.get_type_hints(SinkOptions)
+    assert hints == typing.get_type_hints(SinkKwargs)  # same names, same types
+    assert len(hints) > 20
+
+
+def test_a_pipeline_configs_sink_keywords_are_sink_options() -> None:
+    import dataclasses
+
+    from shardline.sink_options import SinkOptions
+
+    doc = {"source": {"type": "parquet", "path": "x.parquet"}, "sink": {"stream": "local:///tmp/s/c/s"}}
+    kwargs = build_pipeline(doc).sink_kwargs()
+    assert set(kwargs) <= {f.name for f in dataclasses.fields(SinkOptions)}
+    assert SinkOptions().with_changes(kwargs).partitioner == "hash"
+
+
+def test_options_as_one_object_and_keywords_on_top() -> None:
+    from shardline import SinkOptions
+    from shardline.faketransport import FakeTransport
+
+    options = SinkOptions(partition_key="k", ordering="none", linger_ms=0.0)
+    with StreamSink(FakeTransport(), options, ordering="strict") as sink:
+        assert sink._sink._core.mapping.partition_key == "k"
+        assert sink._sink._core.engine.options.ordering == "strict"
+    with pytest.raises(TypeError, match=r"unknown sink option.*partiton_key"):
+        StreamSink(FakeTransport(), partiton_key="k")  # type: ignore[call-arg]

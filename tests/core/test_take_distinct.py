@@ -14,7 +14,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from shardline.engine import _SCAN_SEGMENTS, Engine, _Lane, _Seg
+from shardline.batching import SCAN_SEGMENTS as _SCAN_SEGMENTS
+from shardline.batching import BatchCreator
+from shardline.lanes import Lane as _Lane
+from shardline.lanes import Seg as _Seg
 from shardline.throttle import ShardThrottle
 
 Record = tuple[int, int]  # (batch number, index in the batch)
@@ -74,7 +77,7 @@ def test_take_distinct_matches_the_per_record_rule(seed: int) -> None:
     attempts = {(seg.batch.number, i): seg.attempt for seg in lane.queue for i in range(seg.start, seg.end)}
 
     pieces: list[tuple[_Lane, _Seg]] = []
-    taken, used = Engine._take_distinct(Engine, lane, pieces, want, room)  # type: ignore[arg-type]
+    taken, used = BatchCreator.take_distinct(lane, pieces, want, room)
 
     expect_taken, expect_left, expect_used = _reference(queue, keys, sizes, want, room, limit)
     assert _flatten([seg for _, seg in pieces]) == expect_taken
@@ -97,7 +100,7 @@ def test_take_distinct_stops_after_the_segment_cap() -> None:
     lane = _Lane(shard=0, throttle=ShardThrottle(1000, 0.05, 5.0))
     lane.queue.extend(_Seg(batch, i, i + 1) for i in range(n))  # one record per segment
     pieces: list[tuple[_Lane, _Seg]] = []
-    taken, used = Engine._take_distinct(Engine, lane, pieces, 1000, 10**9)  # type: ignore[arg-type]
+    taken, used = BatchCreator.take_distinct(lane, pieces, 1000, 10**9)
     assert (taken, used) == (_SCAN_SEGMENTS, 10 * _SCAN_SEGMENTS)
     assert _flatten([seg for _, seg in pieces]) == [(0, i) for i in range(_SCAN_SEGMENTS)]
     assert _flatten(list(lane.queue)) == [(0, i) for i in range(_SCAN_SEGMENTS, n)]

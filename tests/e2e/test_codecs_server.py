@@ -10,7 +10,7 @@ import orjson
 import pyarrow as pa
 import pytest
 from shardline import StreamSink
-from shardline.testing import read_stream
+from shardline_v3io.testing import read_stream
 from shardline_v3io.testing_server import start_server
 
 

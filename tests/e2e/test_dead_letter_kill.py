@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from shardline.testing import read_stream, start_stream_server
+from shardline_v3io.testing import read_stream, start_stream_server
 
 SHARDLINE = str(Path(sys.executable).with_name("shardline"))
 ROWS = 600

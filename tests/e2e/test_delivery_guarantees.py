@@ -23,8 +23,8 @@ import orjson
 import pyarrow as pa
 import pytest
 from shardline import DeliveryError, StreamSink
-from shardline.testing import read_stream
 from shardline_parquet import write_sample
+from shardline_v3io.testing import read_stream
 from shardline_v3io.testing_server import start_server
 
 SHARDLINE = str(Path(sys.executable).with_name("shardline"))

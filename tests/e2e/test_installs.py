@@ -384,7 +384,7 @@ def test_fresh_install_of_shardline_and_shardline_kafka_bridges_a_topic_into_the
 ) -> None:
     from kafka import KafkaAdminClient, KafkaProducer
     from kafka.admin import NewTopic
-    from shardline.testing import read_stream
+    from shardline_v3io.testing import read_stream
 
     _install(venv, wheels, "shardline", "shardline-kafka")
     topic = f"fresh-{os.getpid()}"

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from shardline.testing import read_stream
 from shardline_parquet import write_sample
+from shardline_v3io.testing import read_stream
 from shardline_v3io.testing_server import start_server_thread
 
 SHARDLINE = str(Path(sys.executable).with_name("shardline"))

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from shardline import plugins
 from shardline.cli import _build
-from shardline.testing import read_stream
+from shardline_v3io.testing import read_stream
 from shardline_v3io.testing_server import RunningServer, start_server
 
 

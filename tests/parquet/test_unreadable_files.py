@@ -107,7 +107,7 @@ def test_run_prints_one_line_and_sends_nothing_for_a_file_that_is_not_parquet(
     assert result.err[0].startswith(expected)
     assert "Traceback" not in "\n".join(result.out + result.err)
     from shardline.errors import StreamNotFoundError
-    from shardline.testing import read_stream
+    from shardline_v3io.testing import read_stream
 
     with pytest.raises(StreamNotFoundError):
         read_stream(stream)  # the run stopped before it even created the stream

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from shardline.errors import StreamNotFoundError
-from shardline.testing import read_stream
+from shardline_v3io.testing import read_stream
 from shardline_v3io.testing_server import RunningServer
 
 from .conftest import shardline, write_pipeline

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from shardline.checkpoint import CheckpointLockedError, CheckpointStore
     from shardline.config import PipelineConfig, load_pipeline
+    from shardline.deadletter import DeadLetterWriter, dead_letter_entry
     from shardline.errors import (
         AccessDeniedError,
         CheckpointError,
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from shardline.records import RecordMapping
     from shardline.redact import redact_url
     from shardline.sink import AsyncStreamSink, StreamSink
+    from shardline.sink_options import SinkOptions
     from shardline.source import AckToken, Source, SourceCheckpoint, SourceOptions
     from shardline.transport import PutRecord, PutResult, StreamInfo, Transport
 
@@ -45,6 +47,8 @@ _EXPORTS: dict[str, str] = {
     "CheckpointLockedError": "shardline.checkpoint",
     "CheckpointStore": "shardline.checkpoint",
     "PipelineConfig": "shardline.config",
+    "DeadLetterWriter": "shardline.deadletter",
+    "dead_letter_entry": "shardline.deadletter",
     "load_pipeline": "shardline.config",
     "AccessDeniedError": "shardline.errors",
     "CheckpointError": "shardline.errors",
@@ -69,6 +73,7 @@ _EXPORTS: dict[str, str] = {
     "redact_url": "shardline.redact",
     "AsyncStreamSink": "shardline.sink",
     "StreamSink": "shardline.sink",
+    "SinkOptions": "shardline.sink_options",
     "AckToken": "shardline.source",
     "Source": "shardline.source",
     "SourceCheckpoint": "shardline.source",
@@ -87,6 +92,7 @@ __all__ = [
     "CheckpointLockedError",
     "CheckpointStore",
     "ConfigError",
+    "DeadLetterWriter",
     "DeliveryError",
     "Partitioner",
     "PipelineConfig",
@@ -100,6 +106,7 @@ __all__ = [
     "ShardMap",
     "ShardlineError",
     "SinkMetrics",
+    "SinkOptions",
     "Source",
     "SourceCheckpoint",
     "SourceOptions",
@@ -110,6 +117,7 @@ __all__ = [
     "StreamUnreachableError",
     "Transport",
     "TransportError",
+    "dead_letter_entry",
     "hookimpl",
     "load_pipeline",
     "redact_url",

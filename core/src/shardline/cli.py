@@ -10,8 +10,10 @@ import click
 from shardline.errors import ShardlineError
 
 
-class _Group(click.Group):
-    """A click group that prints ShardlineErrors as one line, without a traceback, and exits 1."""
+class ShardlineGroup(click.Group):
+    """A click group that prints ShardlineErrors as one line, without a traceback, and exits 1.
+
+    Public for plugins that ship a command of their own (``python -m shardline_v3io``)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -19,6 +21,9 @@ class _Group(click.Group):
         except ShardlineError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
+
+
+_Group = ShardlineGroup  # the old private name
 
 
 class PipelineFileError(ShardlineError):
@@ -36,7 +41,7 @@ def in_pipeline(pipeline: str, exc: ShardlineError) -> PipelineFileError:
     return PipelineFileError(message)
 
 
-@click.group(cls=_Group)
+@click.group(cls=ShardlineGroup)
 @click.version_option(package_name="shardline")
 def cli() -> None:
     """shardline: move Arrow data into PutRecords-compatible streams (v3io, Kinesis)."""

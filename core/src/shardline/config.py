@@ -251,9 +251,15 @@ class PipelineConfig:
 
 
 def _stream_identity(url: str) -> str:
-    scheme, _, rest = redact_url(url).partition("://")  # a key in the URL is no part of the identity
-    if scheme in ("http", "https"):
-        rest = rest.partition("/")[2]  # drop host:port, keep container/path
+    """What names the stream in a checkpoint's fingerprint: the transport factory's optional
+    ``identity(url)`` (e.g. without a host:port that may change), else ``scheme:rest``."""
+    from shardline.plugins import registered
+
+    redacted = redact_url(url)  # a key in the URL is no part of the identity
+    scheme, _, rest = redacted.partition("://")
+    identity = getattr(registered("transports").get(scheme.lower()), "identity", None)
+    if callable(identity):
+        return str(identity(redacted))
     return f"{scheme}:{rest.strip('/')}"
 
 
@@ -585,7 +591,7 @@ def transport_options_model(factory: Any) -> type[BaseModel] | None:
 
 
 @dataclass(frozen=True)
-class SinkOptions:
+class CheckedSinkOptions:
     """The sink options :func:`check_sink_options` validated (``create`` as a dict, limits in units)."""
 
     create: dict[str, int] | None
@@ -604,7 +610,7 @@ def check_sink_options(
     backoff: Mapping[str, Any] | None = None,
     mapping: Mapping[str, Any] | None = None,
     origin: str = "StreamSink",
-) -> SinkOptions:
+) -> CheckedSinkOptions:
     """Validate the dict-shaped and enumerated options of StreamSink/AsyncStreamSink as the config does.
 
     ``create`` with :class:`CreateOptions`, ``ordering`` with :data:`Ordering`, ``limits``
@@ -653,7 +659,7 @@ def check_sink_options(
         errors.append(f'{origin}: data "template" needs data_template="<text with {{column}} fields>"')
     if errors:
         raise ConfigError("; ".join(errors))
-    return SinkOptions(created, checked_limits, api.backoff_base_s, api.backoff_max_s)
+    return CheckedSinkOptions(created, checked_limits, api.backoff_base_s, api.backoff_max_s)
 
 
 def check_transport_options(

@@ -55,13 +55,11 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import numpy as np
-import numpy.typing as npt
-
+from shardline.batching import BatchCreator
 from shardline.deadletter import DeadLetterWriter, dead_letter_entry
 from shardline.errors import (
     AccessDeniedError,
@@ -72,14 +70,16 @@ from shardline.errors import (
     StreamUnreachableError,
     TransportError,
 )
+from shardline.lanes import Batch, Lane, Request, Seg, WholeFailure
 from shardline.metrics import SinkMetrics
 from shardline.partitioning import ShardMap
 from shardline.plugins import call_observers
 from shardline.records import EncodedBatch
 from shardline.redact import redact_url
+from shardline.settling import Settler
 from shardline.throttle import ShardThrottle
 from shardline.transport import PutBodyResult, PutFailure, PutRecord, Transport, failures_of
-from shardline.wire import Outcome, RequestOutcome, Wire
+from shardline.wire import RequestOutcome, Wire
 
 log = logging.getLogger("shardline.sink")
 
@@ -88,23 +88,7 @@ ORDERING_ALIASES = {"paranoid": "strict"}
 
 _MIN_ALLOWANCE = 10
 """AIMD floor: a throttled shard still gets requests of up to this many records."""
-_SCAN_FACTOR = 4
-"""While packing at most one record per key, look this many times the request size into a queue."""
-_OUTAGE_LOG_EVERY_S = 10.0
-"""At most one warning this often while requests fail as a whole."""
-_MIN_SCAN = 64
-"""With few hot keys a scan looks about 8x as far as the keys it found last time, at least this far."""
-_SCAN_SEGMENTS = 256  # and at most this many queue segments (a queue under faults is fragmented)
-
 T = TypeVar("T")
-
-
-_WRITTEN, _THROTTLED, _REFRESH, _PERMANENT = (
-    int(Outcome.WRITTEN),
-    int(Outcome.THROTTLED),
-    int(Outcome.REFRESH),
-    int(Outcome.PERMANENT),
-)  # plain ints for the settling loop (an enum attribute look-up per record shows in profiles)
 
 
 def wire_of(transport: Transport) -> Wire:
@@ -171,44 +155,6 @@ class EngineOptions:
     """Bytes per request body; None: the wire's limit (a value above it is a ConfigError)."""
 
 
-@dataclass
-class _Batch:
-    """One submitted batch: acked when ``remaining`` reaches 0 and every earlier batch was acked."""
-
-    seq: int
-    enc: EncodedBatch
-    remaining: int
-    nbytes: int
-    records: int
-    ack: Callable[[], None] | None
-
-
-@dataclass(slots=True)
-class _Seg:
-    """A run of records ``start:end`` of one batch, all of one shard, in write order."""
-
-    batch: _Batch
-    start: int
-    end: int
-    attempt: int = 0
-    first_failure: float | None = None
-    last_error: str = ""
-
-
-@dataclass
-class _Lane:
-    """The ordering lane of one shard: its queue, whether it is in flight, and its throttle."""
-
-    shard: int
-    throttle: ShardThrottle
-    queue: collections.deque[_Seg] = field(default_factory=collections.deque)
-    pending: int = 0
-    busy: bool = False
-    oldest: float = 0.0
-    frozen: bool = False  # stopping: its records failed after the stop and are not retried
-    scan_hint: int = 0  # records the last one-per-key scan found (0: it filled its request)
-
-
 async def _wait_event(event: asyncio.Event, timeout: float | None) -> None:
     """Wait until ``event`` is set or ``timeout`` seconds passed (None: no limit).
 
@@ -219,44 +165,6 @@ async def _wait_event(event: asyncio.Event, timeout: float | None) -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(timeout):
             await event.wait()
-
-
-def _runs(positions: npt.NDArray[np.int64]) -> list[tuple[int, int]]:
-    """Sorted positions as runs of consecutive ones: ``[3, 4, 5, 9]`` -> ``[(3, 6), (9, 10)]``."""
-    if len(positions) == 0:
-        return []
-    breaks = np.flatnonzero(np.diff(positions) != 1) + 1
-    starts = positions[np.concatenate(([0], breaks))].tolist()
-    ends = (positions[np.append(breaks - 1, len(positions) - 1)] + 1).tolist()
-    return list(zip(starts, ends, strict=True))
-
-
-@dataclass
-class _Request:
-    """One PutRecords request: pieces of lanes' queues, in body order (a lane's pieces adjacent)."""
-
-    pieces: list[tuple[_Lane, _Seg]]
-    count: int
-    body_bytes: int
-
-    def by_lane(self) -> Iterator[tuple[_Lane, list[_Seg]]]:
-        """Each lane of the request with its pieces, in body order."""
-        i = 0
-        while i < len(self.pieces):
-            lane = self.pieces[i][0]
-            segs: list[_Seg] = []
-            while i < len(self.pieces) and self.pieces[i][0] is lane:
-                segs.append(self.pieces[i][1])
-                i += 1
-            yield lane, segs
-
-
-@dataclass(frozen=True)
-class _WholeFailure:
-    """A request that failed as a whole with a retryable error: nothing of it is known written."""
-
-    error: str
-    throttled: bool
 
 
 class Engine:
@@ -283,8 +191,8 @@ class Engine:
         self.create = create
         self.stream = redact_url(str(getattr(transport, "url", repr(transport))))
         self.shard_map: ShardMap | None = None
-        self._lanes: dict[int, _Lane] = {}
-        self._batches: collections.deque[_Batch] = collections.deque()
+        self._lanes: dict[int, Lane] = {}
+        self._batches: collections.deque[Batch] = collections.deque()
         self._seq = 0
         self._bytes = 0
         self._request_bytes = 0
@@ -302,8 +210,20 @@ class Engine:
         self._sends: set[asyncio.Task[None]] = set()
         self._flushing = 0
         self._body_path = callable(getattr(transport, "put_records_body", None))
-        self._warned_violation = False
-        self._outage_logged = -_OUTAGE_LOG_EVERY_S
+        self.settler = Settler(
+            metrics,
+            self.stream,
+            self.wire,
+            options.ordering,
+            options.retry_deadline_s,
+            dead_letter=self._dead_letter,
+            refresh_soon=self._refresh_soon,
+            stopping=lambda: self._stopping,
+            undelivered=lambda: self.undelivered,
+        )
+        self.batches = BatchCreator(
+            options.ordering, self.max_records, self.max_request_bytes, self.wire.body_overhead, metrics
+        )
 
     @property
     def shard_count(self) -> int:
@@ -343,8 +263,8 @@ class Engine:
             hours = int(self.create.get("retention_hours", 24))
             await self._at_start("create", lambda: self.transport.create(shards, hours), deadline)
             info = await self._at_start("describe", self.transport.describe, deadline)
-        self.shard_map = ShardMap(info.shard_count)
-        self.metrics.shard_count = info.shard_count
+        self.shard_map = ShardMap.for_stream(info)
+        self.metrics.shard_count = self.shard_map.shard_count
         self._tasks = [asyncio.create_task(self._dispatch_loop()), asyncio.create_task(self._refresh_loop())]
 
     async def _at_start(self, what: str, call: Callable[[], Awaitable[T]], deadline: float) -> T:
@@ -427,8 +347,8 @@ class Engine:
     ) -> bool:
         """Queue a placed batch. Blocks while the byte cap is reached or the stream is growing.
 
-        Returns False (queuing nothing) when ``enc`` was placed for another shard count than the
-        current one: the caller must place the batch again for :attr:`shard_count`.
+        Returns False (queuing nothing) when ``enc`` was placed for another shard map than the
+        current one (its generation): the caller must place the batch again on :attr:`shard_map`.
         """
         assert self._wake is not None
         nbytes = enc.nbytes
@@ -447,12 +367,15 @@ class Engine:
                 f"the sink is stopping: a batch of {enc.num_records:,} records was not queued",
                 undelivered=enc.num_records,
             )
-        if enc.shard_count != self.shard_count and enc.num_records:
+        assert self.shard_map is not None
+        if enc.num_records and (
+            enc.shard_map is not self.shard_map or enc.generation != self.shard_map.generation
+        ):
             return False
         self._bytes += nbytes
         self.metrics.buffered_bytes = self._bytes
         self._seq += 1
-        batch = _Batch(self._seq, enc, enc.num_records, nbytes, enc.num_records + len(dead), ack)
+        batch = Batch(self._seq, enc, enc.num_records, nbytes, enc.num_records + len(dead), ack)
         self.metrics.records_in += batch.records
         self._batches.append(batch)
         for record, reason in dead:
@@ -461,7 +384,7 @@ class Engine:
         for shard, (start, end) in enc.shard_bounds.items():
             lane = self._lanes.get(shard)
             if lane is None:
-                lane = self._lanes[shard] = _Lane(
+                lane = self._lanes[shard] = Lane(
                     shard,
                     ShardThrottle(
                         self.max_records,
@@ -472,7 +395,7 @@ class Engine:
                 )
             if not lane.pending:
                 lane.oldest = now
-            lane.queue.append(_Seg(batch, start, end))
+            lane.queue.append(Seg(batch, start, end))
             lane.pending += end - start
         self._progress()
         self._wake.set()
@@ -516,7 +439,7 @@ class Engine:
         self.metrics.buffered_bytes = self._bytes
         self._notify()
 
-    def _done(self, batch: _Batch, n: int) -> None:
+    def _done(self, batch: Batch, n: int) -> None:
         batch.remaining -= n
 
     # ------------------------------------------------------------------ dead letters
@@ -565,7 +488,7 @@ class Engine:
         urgent = self._flushing > 0 or self._growing or self._closing or self._stopping
         wait: float | None = None
         while self._in_flight < opts.max_in_flight_requests and self._error is None:
-            ready: list[_Lane] = []
+            ready: list[Lane] = []
             due = False
             for lane in self._lanes.values():
                 if not lane.pending or lane.busy or lane.frozen:
@@ -588,7 +511,7 @@ class Engine:
             if not ready or not due:
                 break
             ready.sort(key=lambda ln: ln.oldest)
-            request = self._build(ready)
+            request = self.batches.build(ready)
             if request is None:
                 break
             self._in_flight += 1
@@ -598,154 +521,26 @@ class Engine:
             task.add_done_callback(self._sends.discard)
         return wait
 
-    def _build(self, lanes: list[_Lane]) -> _Request | None:
-        """Pack one request from ready lanes (oldest first), each lane's records adjacent."""
-        opts = self.options
-        room_records = self.max_records
-        overhead = self.wire.body_overhead  # around the records, the last separator dropped
-        room_bytes = self.max_request_bytes - overhead
-        pieces: list[tuple[_Lane, _Seg]] = []
-        count = 0
-        body = overhead
-        distinct = opts.ordering == "strict"
-        for lane in lanes:
-            if room_records <= 0 or room_bytes <= 0:
-                break
-            want = min(room_records, lane.throttle.allowance)
-            if distinct:
-                taken, used = self._take_distinct(lane, pieces, want, room_bytes)
-            else:
-                taken, used = self._take_run(lane, pieces, want, room_bytes)
-            room_records -= taken
-            room_bytes -= used
-            body += used
-            if taken:
-                lane.pending -= taken
-                lane.busy = True
-                self.metrics.shard_in_flight[lane.shard] = (
-                    self.metrics.shard_in_flight.get(lane.shard, 0) + taken
-                )
-                if lane.pending:
-                    lane.oldest = time.monotonic()
-                count += taken
-        if not pieces:
-            return None
-        return _Request(pieces, count, body)
-
-    def _take_run(
-        self, lane: _Lane, pieces: list[tuple[_Lane, _Seg]], want: int, room_bytes: int
-    ) -> tuple[int, int]:
-        """Take up to ``want`` records from the head of ``lane``'s queue, in order, within ``room_bytes``."""
-        taken = 0
-        used = 0
-        queue = lane.queue
-        while queue and taken < want:
-            seg = queue[0]
-            offs = seg.batch.enc.offsets
-            avail = min(seg.end - seg.start, want - taken)
-            base = offs[seg.start]
-            rel = offs[seg.start + 1 : seg.start + avail + 1] - base
-            k = min(avail, int(np.searchsorted(rel, room_bytes - used, side="right")))
-            if k > 0:
-                pieces.append((lane, self._part(seg, seg.start, seg.start + k)))
-                used += int(offs[seg.start + k] - base)
-                if k == seg.end - seg.start:
-                    queue.popleft()
-                else:
-                    seg.start += k
-                taken += k
-            if k < avail or k <= 0:
-                break
-        return taken, used
-
-    def _take_distinct(
-        self, lane: _Lane, pieces: list[tuple[_Lane, _Seg]], want: int, room_bytes: int
-    ) -> tuple[int, int]:
-        """Take up to ``want`` records of ``lane``, at most one per key: each key's earliest queued one.
-
-        Records of a key already taken are *skipped* (they stay queued, in order, behind the taken one
-        of their key), so a request is not cut short at the first repeated key: with K keys on a shard it
-        carries up to K records. Scans at most ``_SCAN_FACTOR`` times the request size, and at most
-        ``_SCAN_SEGMENTS`` queue segments (retries split a queue into many small ones). Stops at the
-        first record that does not fit ``room_bytes`` (skipping it could let a later record of its key
-        go first). Appends the taken runs to ``pieces``; returns (records taken, body bytes used).
-
-        The scan window (across the queue's segments) is handled in one numpy pass (the first
-        occurrence of every key), so the cost has no Python step per scanned record.
-        """
-        budget = max(want, 1) * _SCAN_FACTOR
-        if lane.scan_hint:  # the last scan found only this many keys: look a few times that far
-            budget = min(budget, max(_MIN_SCAN, lane.scan_hint * 2 * _SCAN_FACTOR))
-        queue = lane.queue
-        window: list[tuple[_Seg, int]] = []  # (segment, records of it in the scan window)
-        hashes: list[npt.NDArray[np.uint64]] = []
-        starts: list[npt.NDArray[np.int64]] = []  # each record's fragment start and end offsets
-        ends: list[npt.NDArray[np.int64]] = []
-        scanned = 0
-        while queue and scanned < budget and len(window) < _SCAN_SEGMENTS:
-            seg = queue.popleft()
-            a = seg.start
-            b = min(seg.end, a + budget - scanned)
-            enc = seg.batch.enc
-            window.append((seg, b - a))
-            hashes.append(enc.key_hashes[a:b])
-            starts.append(enc.offsets[a:b])
-            ends.append(enc.offsets[a + 1 : b + 1])
-            scanned += b - a
-        if not window:
-            return 0, 0
-        _, first_at = np.unique(np.concatenate(hashes), return_index=True)  # each key's earliest
-        take = np.sort(first_at)[:want]
-        taken_sizes = np.concatenate(ends)[take] - np.concatenate(starts)[take]
-        fits = int(np.searchsorted(np.cumsum(taken_sizes), room_bytes, side="right"))
-        take = take[:fits]  # the first record that does not fit stays, and so does every later one
-        used = int(taken_sizes[:fits].sum())
-        # hand out the window segment by segment: runs of taken records go to the request; what lies
-        # between them and after the last one stays queued, in order
-        keep: list[_Seg] = []
-        runs = _runs(take)
-        r = 0
-        base = 0
-        for seg, n in window:
-            first = seg.start
-            seg_end = base + n  # this segment's part of the window, in window positions
-            pos = base
-            while r < len(runs) and runs[r][0] < seg_end:
-                run_start, run_end = runs[r]
-                cut = min(run_end, seg_end)
-                if run_start > pos:
-                    keep.append(self._part(seg, first + pos - base, first + run_start - base))
-                pieces.append((lane, self._part(seg, first + run_start - base, first + cut - base)))
-                pos = cut
-                if cut < run_end:
-                    runs[r] = (cut, run_end)  # the run goes on in the next segment
-                    break
-                r += 1
-            if pos < seg_end or n < seg.end - seg.start:
-                seg.start = first + pos - base
-                keep.append(seg)
-            base = seg_end
-        queue.extendleft(reversed(keep))
-        lane.scan_hint = len(take) if len(take) < want else 0
-        return len(take), used
-
-    @staticmethod
-    def _part(seg: _Seg, start: int, end: int) -> _Seg:
-        """Records ``start:end`` of ``seg``, with its retry state."""
-        return _Seg(seg.batch, start, end, seg.attempt, seg.first_failure, seg.last_error)
-
     # ------------------------------------------------------------------ sending
 
-    def _records(self, request: _Request) -> list[PutRecord]:
+    def _records(self, request: Request) -> list[PutRecord]:
         """The request's records as :class:`PutRecord`s, for transports without the body path."""
+        assert self.shard_map is not None
+        address = self.shard_map.address
         out: list[PutRecord] = []
         for _lane, seg in request.pieces:
             enc = seg.batch.enc
             n = seg.end - seg.start
             datas = enc.data.slice(seg.start, n).to_pylist()
-            shards: list[int | None] = enc.shards[seg.start : seg.end].tolist()
-            if not enc.send_shard_id:
-                shards = [None] * n
+            shards: list[int | None] = [None] * n
+            hash_keys: list[str | None] = [None] * n
+            if enc.send_shard_id:
+                for j, lane in enumerate(enc.shards[seg.start : seg.end].tolist()):
+                    where = address(lane)
+                    if isinstance(where, str):
+                        hash_keys[j] = where
+                    else:
+                        shards[j] = where
             keys: list[str | None] = [None] * n
             if enc.key_index is not None:
                 values = enc.key_list()
@@ -753,11 +548,14 @@ class Engine:
             infos: list[bytes | None] = [None] * n
             if enc.client_info is not None:
                 infos = enc.client_info.slice(seg.start, n).to_pylist()
-            out.extend(map(PutRecord, datas, keys, shards, infos))
+            out.extend(map(PutRecord, datas, keys, shards, infos, hash_keys))
         return out
 
-    async def _put(self, request: _Request) -> list[PutFailure]:
-        """Send one request; its failed records, in request order. Raises as the transport does."""
+    async def _put(self, request: Request) -> list[PutFailure]:
+        """Send one request; its failed records, in request order. Raises as the transport does.
+
+        A body answer that names a shard the map does not know (the stream was resharded) asks
+        for a refresh of the map at once."""
         if self._body_path:
             body = self.wire.body(
                 [
@@ -767,6 +565,9 @@ class Engine:
             )
             result: PutBodyResult = await self.transport.put_records_body(body, request.count)  # type: ignore[attr-defined]
             failures = result.failures
+            ids = result.shard_ids
+            if ids and self.shard_map is not None and not self.shard_map.knows(ids):
+                self._refresh_soon()
         else:
             results = await self.transport.put_records(self._records(request))
             if len(results) != request.count:
@@ -780,9 +581,9 @@ class Engine:
             )
         return failures
 
-    async def _send(self, request: _Request) -> None:
+    async def _send(self, request: Request) -> None:
         failures: list[PutFailure] | None = None
-        whole: _WholeFailure | None = None
+        whole: WholeFailure | None = None
         self._request_bytes += request.body_bytes
         self.metrics.request_bytes = self._request_bytes
         try:
@@ -794,12 +595,12 @@ class Engine:
                 fatal = isinstance(exc, StreamNotFoundError | AccessDeniedError)
                 self._fail(exc if fatal else DeliveryError(f"the stream refused a whole request: {exc}"))
             else:
-                whole = _WholeFailure(f"{type(exc).__name__}: {exc}", outcome is RequestOutcome.THROTTLED)
+                whole = WholeFailure(f"{type(exc).__name__}: {exc}", outcome is RequestOutcome.THROTTLED)
         except asyncio.CancelledError:
-            whole = _WholeFailure("cancelled", False)
+            whole = WholeFailure("cancelled", False)
             raise
         except Exception as exc:  # connection errors a transport did not wrap
-            whole = _WholeFailure(f"{type(exc).__name__}: {exc}", False)
+            whole = WholeFailure(f"{type(exc).__name__}: {exc}", False)
         finally:
             self._in_flight -= 1
             self.metrics.in_flight_requests = self._in_flight
@@ -807,13 +608,13 @@ class Engine:
             self.metrics.request_bytes = self._request_bytes
             try:
                 if whole is not None:
-                    self._settle_failed_request(request, whole)
+                    self.settler.failed(request, whole)
                 elif failures is None:
-                    self._release(request)
+                    self.settler.release(request)
                 elif not failures:
-                    self._settle_written(request)
+                    self.settler.written(request)
                 else:
-                    self._settle_answer(request, failures)
+                    self.settler.answered(request, failures)
             except Exception as exc:
                 log.exception("sink failed to settle a response")
                 self._fail(exc)
@@ -821,206 +622,6 @@ class Engine:
             self._notify()
 
     # ------------------------------------------------------------------ settling
-
-    def _release(self, request: _Request) -> None:
-        """Fatal: the engine failed; free the lanes, leave the records unacknowledged."""
-        for lane, segs in request.by_lane():
-            lane.busy = False
-            self._in_flight_done(lane, sum(s.end - s.start for s in segs))
-
-    def _settle_written(self, request: _Request) -> None:
-        """Every record of the request was written."""
-        self.metrics.records += request.count
-        for lane, segs in request.by_lane():
-            n = 0
-            for seg in segs:
-                k = seg.end - seg.start
-                enc = seg.batch.enc
-                self._done(seg.batch, k)
-                self.metrics.bytes += int(enc.data_offsets[seg.end] - enc.data_offsets[seg.start])
-                n += k
-            lane.busy = False
-            self._in_flight_done(lane, n)
-            self.metrics.shard_records[lane.shard] = self.metrics.shard_records.get(lane.shard, 0) + n
-            lane.throttle.written()
-            self.metrics.shard_allowance[lane.shard] = lane.throttle.allowance
-
-    def _settle_failed_request(self, request: _Request, whole: _WholeFailure) -> None:
-        """The request failed as a whole (retryable): every record goes back, the lanes back off."""
-        now = time.monotonic()
-        self.metrics.failed_requests += 1
-        if now - self._outage_logged >= _OUTAGE_LOG_EVERY_S:
-            self._outage_logged = now
-            log.warning(
-                "a request to %s failed (%s); %s records wait and are retried with backoff",
-                self.stream,
-                whole.error,
-                f"{self.undelivered:,}",
-            )
-        for lane, segs in request.by_lane():
-            lane.busy = False
-            n = sum(s.end - s.start for s in segs)
-            self._in_flight_done(lane, n)
-            retried = [self._retried(s, s.start, s.end, now, whole.error) for s in segs]
-            self._requeue(lane, retried, now)
-            if whole.throttled:
-                lane.throttle.throttled(now)
-            else:
-                lane.throttle.unreachable(now)
-            self.metrics.shard_allowance[lane.shard] = lane.throttle.allowance
-            self._note_retry(lane, n, whole.error, retried)
-
-    def _settle_answer(self, request: _Request, failures: list[PutFailure]) -> None:
-        """The stream answered and refused some records: classify each, settle lane by lane."""
-        now = time.monotonic()
-        status = np.zeros(request.count, np.int8)  # Outcome per record of the request
-        messages: dict[int, str] = {}
-        for f in failures:
-            status[f.index] = self.wire.classify(f)
-            messages[f.index] = f.describe()  # with the server's detail, for dead letters and errors
-        pos = 0
-        for lane, segs in request.by_lane():
-            n = sum(s.end - s.start for s in segs)
-            self._settle_lane(lane, segs, status[pos : pos + n], messages, pos, now)
-            pos += n
-
-    def _settle_lane(
-        self,
-        lane: _Lane,
-        segs: list[_Seg],
-        status: npt.NDArray[np.int8],
-        messages: dict[int, str],
-        offset: int,
-        now: float,
-    ) -> None:
-        """Settle one lane's part of an answered request (``status``: an Outcome per record).
-
-        A lane's part is often cut into many small segments (retries, skipped repeats of a key), so
-        this walks Python lists: numpy calls per tiny segment cost more than they save.
-        """
-        lane.busy = False
-        self._in_flight_done(lane, len(status))
-        codes: list[int] = status.tolist()
-        retry: list[_Seg] = []
-        written = 0
-        error = ""
-        deadline = self.options.retry_deadline_s
-        pos = 0
-        for seg in segs:
-            k = seg.end - seg.start
-            part = codes[pos : pos + k]
-            enc = seg.batch.enc
-            offs = enc.data_offsets
-            seg_bytes = int(offs[seg.end] - offs[seg.start])
-            if not any(part):  # all written
-                written += k
-                self._done(seg.batch, k)
-                self.metrics.bytes += seg_bytes
-                pos += k
-                continue
-            first = seg.first_failure
-            expired = deadline is not None and first is not None and now - first > deadline
-            run_start: int | None = None
-            for j, code in enumerate(part):
-                if code == _WRITTEN:
-                    if run_start is not None:
-                        retry.append(self._retried(seg, seg.start + run_start, seg.start + j, now, error))
-                        run_start = None
-                    continue
-                i = seg.start + j
-                seg_bytes -= int(offs[i + 1] - offs[i])
-                message = messages[offset + pos + j]
-                if code == _PERMANENT or expired:
-                    if run_start is not None:
-                        retry.append(self._retried(seg, seg.start + run_start, i, now, error))
-                        run_start = None
-                    reason = (
-                        "rejected by the stream"
-                        if code == _PERMANENT
-                        else f"retry deadline of {deadline:g} s exceeded after {seg.attempt + 1} attempts"
-                    )
-                    self._dead_letter(enc.record(i), message, reason)
-                    self._done(seg.batch, 1)
-                else:
-                    error = message
-                    if run_start is None:
-                        run_start = j
-            if run_start is not None:
-                retry.append(self._retried(seg, seg.start + run_start, seg.end, now, error))
-            n_ok = part.count(_WRITTEN)
-            if n_ok:
-                written += n_ok
-                self._done(seg.batch, n_ok)
-                self.metrics.bytes += seg_bytes
-            pos += k
-        if written:
-            self.metrics.records += written
-            self.metrics.shard_records[lane.shard] = self.metrics.shard_records.get(lane.shard, 0) + written
-        if _THROTTLED in codes:
-            lane.throttle.throttled(now)
-        elif written:
-            lane.throttle.written()
-        elif retry:
-            lane.throttle.refused(now)
-        self.metrics.shard_allowance[lane.shard] = lane.throttle.allowance
-        if _REFRESH in codes and self._refresh_now is not None:
-            self._refresh_now.set()
-        if retry:
-            self._requeue(lane, retry, now)
-            self._note_retry(lane, sum(s.end - s.start for s in retry), error, retry)
-            if written and self.options.ordering == "none":
-                self._count_order_breaks(lane, segs, status)
-
-    def _retried(self, seg: _Seg, start: int, end: int, now: float, error: str) -> _Seg:
-        """Records ``start:end`` of ``seg`` after a failed attempt."""
-        return _Seg(seg.batch, start, end, seg.attempt + 1, seg.first_failure or now, error)
-
-    def _requeue(self, lane: _Lane, retry: list[_Seg], now: float) -> None:
-        """Put failed records back at the front of their lane, in write order (or freeze it: stopping)."""
-        if not retry:
-            return
-        lane.queue.extendleft(reversed(retry))
-        lane.oldest = min(lane.oldest, now) if lane.pending else now
-        lane.pending += sum(s.end - s.start for s in retry)
-        if self._stopping:
-            lane.frozen = True
-
-    def _note_retry(self, lane: _Lane, n: int, error: str, segs: list[_Seg]) -> None:
-        self.metrics.retries += n
-        call_observers(
-            "shardline_on_retry",
-            stream=self.stream,
-            shard_id=lane.shard,
-            records=n,
-            error=error,
-            attempt=max(s.attempt for s in segs),
-        )
-
-    def _count_order_breaks(self, lane: _Lane, segs: list[_Seg], status: npt.NDArray[np.int8]) -> None:
-        """``ordering="none"``: count keys of which a record failed and a later one was written."""
-        keys = np.concatenate([s.batch.enc.key_hashes[s.start : s.end] for s in segs])
-        again = np.flatnonzero((status != Outcome.WRITTEN) & (status != Outcome.PERMANENT))
-        failed_keys, first = np.unique(keys[again], return_index=True)
-        first_fail = again[first]
-        ok = np.flatnonzero(status == Outcome.WRITTEN)
-        at = np.minimum(np.searchsorted(failed_keys, keys[ok]), len(failed_keys) - 1)
-        broken = (failed_keys[at] == keys[ok]) & (ok > first_fail[at])
-        violations = len(np.unique(keys[ok][broken]))
-        if not violations:
-            return
-        self.metrics.order_violations += violations
-        if not self._warned_violation:
-            self._warned_violation = True
-            log.warning(
-                "ordering='none': the stream failed a record of shard %d and accepted a later record of the "
-                "same key; that key's order is broken (counted in metrics.order_violations; the default "
-                "ordering='strict' rules this out)",
-                lane.shard,
-            )
-
-    def _in_flight_done(self, lane: _Lane, n: int) -> None:
-        left = self.metrics.shard_in_flight.get(lane.shard, 0) - n
-        self.metrics.shard_in_flight[lane.shard] = max(left, 0)
 
     # ------------------------------------------------------------------ shard growth
 
@@ -1040,13 +641,28 @@ class Engine:
                 log.warning("could not refresh the shard count of %s: %s", self.stream, exc)
 
     async def refresh(self) -> None:
-        """Describe the stream now; if it grew, drain what is queued and in flight, then swap the count."""
+        """Describe the stream now; if its shards changed, drain what is queued and in flight, then
+        swap the shard map (see :meth:`_refresh`)."""
         async with self._refresh_lock:
             await self._refresh()
 
+    def _refresh_soon(self) -> None:
+        """Have the refresh loop re-read the shard map now (not waiting for its interval)."""
+        if self._refresh_now is not None:
+            self._refresh_now.set()
+
     async def _refresh(self) -> None:
+        """If the stream's shards changed (grown, split, merged): drain, swap the map, go on.
+
+        Draining stops intake and sends everything queued under the old map until nothing is
+        queued or in flight, so no record placed for the old map is sent after the swap, and each
+        key's records before the swap are confirmed before any after it is sent: a key's order holds
+        across the reshard (a stream that routes by key puts records for a closed parent on the
+        child that owns the key; readers read the parent to its end, then its children).
+        """
         info = await self.transport.describe()
-        if info.shard_count <= self.shard_count or self._error is not None:
+        assert self.shard_map is not None
+        if self._error is not None or not self.shard_map.differs(info):
             return
         old = self.shard_count
         self._growing = True
@@ -1054,17 +670,20 @@ class Engine:
         try:
             while self._error is None and (self._in_flight or any(ln.pending for ln in self._lanes.values())):
                 await self._changes()
-            assert self.shard_map is not None
-            self.shard_map.grow(info.shard_count)
-            self.metrics.shard_count = info.shard_count
+            if self._error is not None:
+                return
+            hash_range = self.shard_map.hash_range
+            self.shard_map.adopt(info)
+            if hash_range or self.shard_map.hash_range:  # lane numbers now name other shards
+                self._lanes = {}
+            self.metrics.shard_count = self.shard_map.shard_count
             self.metrics.shard_growths += 1
         finally:
             self._growing = False
             self._notify()
-        log.info("stream %s grew from %d to %d shards", self.stream, old, info.shard_count)
-        call_observers(
-            "shardline_on_shard_growth", stream=self.stream, old_count=old, new_count=info.shard_count
-        )
+        new = self.shard_map.shard_count
+        log.info("stream %s changed its shards: %d open before, %d now", self.stream, old, new)
+        call_observers("shardline_on_shard_growth", stream=self.stream, old_count=old, new_count=new)
 
     # ------------------------------------------------------------------ flush and close
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,8 +46,8 @@ import pyarrow.compute as pc
 
 from shardline.arrowbin import b64encode_array
 from shardline.errors import AccessDeniedError, StreamNotFoundError, TransportError
-from shardline.partitioning import shard_for_key
-from shardline.transport import PutBodyResult, PutFailure, PutRecord, PutResult, StreamInfo
+from shardline.partitioning import hash_key_of, shard_for_key
+from shardline.transport import HashRange, PutBodyResult, PutFailure, PutRecord, PutResult, StreamInfo
 from shardline.wire import Outcome, Placement, RequestOutcome, WireLimits
 
 FAKE_LIMITS = WireLimits(
@@ -334,3 +335,148 @@ class FakeTransport:
                 if r.error_code is not None
             ],
         )
+
+
+HASH_KEY_SPACE = 2**128
+"""Hash keys are 128-bit: ``0 .. HASH_KEY_SPACE - 1``."""
+
+
+@dataclass
+class FakeHashRangeTransport:
+    """In-memory stream that routes records by MD5 over hash-key ranges, and reshards.
+
+    The hash-range addressing model (:class:`shardline.ShardMap`), for engine tests: a record goes
+    to the open shard whose range holds its explicit hash key (the :class:`FakeWire` ``"s"`` field,
+    a decimal string) or else ``md5(utf8 key)`` as a 128-bit integer. :meth:`split` and
+    :meth:`merge` close shards and open children, as a resharding stream does; closed shards keep
+    their records. Body answers report the ids of the shards written to (``shard_ids``) unless
+    ``report_shard_ids`` is False. ``fault_rate``: that fraction of records fail with a retryable
+    ``InternalFailure`` (not stored). ``latency_s``/``latency_jitter_s`` as :class:`FakeTransport`.
+    """
+
+    url: str = "fake-hash-range://test/stream"
+    initial_shards: int = 2
+    fault_rate: float = 0.0
+    latency_s: float = 0.0
+    latency_jitter_s: float = 0.0
+    seed: int | None = 0
+    report_shard_ids: bool = True
+    wire: FakeWire = field(
+        default_factory=lambda: FakeWire(dataclasses.replace(FAKE_LIMITS, addressing="hash-range"))
+    )
+    open_shards: list[HashRange] = field(default_factory=list)
+    stored: dict[str, list[StoredRecord]] = field(default_factory=dict)
+    epochs: dict[str, int] = field(default_factory=dict)
+    requests: int = 0
+    describes: int = 0
+    closed: bool = False
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+        if not self.open_shards:
+            step = HASH_KEY_SPACE // self.initial_shards
+            for i in range(self.initial_shards):
+                end = HASH_KEY_SPACE - 1 if i == self.initial_shards - 1 else (i + 1) * step - 1
+                self._open(i * step, end)
+
+    def _open(self, start: int, end: int) -> str:
+        shard_id = f"shard-{len(self.epochs):04d}"
+        self.epochs[shard_id] = len(self.epochs)
+        self.stored[shard_id] = []
+        self.open_shards.append(HashRange(shard_id, start, end))
+        self.open_shards.sort(key=lambda r: r.start)
+        return shard_id
+
+    def _close(self, shard_id: str) -> HashRange:
+        found = next(r for r in self.open_shards if r.shard_id == shard_id)
+        self.open_shards.remove(found)
+        return found
+
+    def split(self, shard_id: str, at: int | None = None) -> tuple[str, str]:
+        """Close ``shard_id`` and open two children, split at hash key ``at`` (default: the middle)."""
+        parent = self._close(shard_id)
+        at = (parent.start + parent.end + 1) // 2 if at is None else at
+        return self._open(parent.start, at - 1), self._open(at, parent.end)
+
+    def merge(self, first: str, second: str) -> str:
+        """Close two adjacent open shards and open one child covering both ranges."""
+        a, b = sorted((self._close(first), self._close(second)), key=lambda r: r.start)
+        assert a.end + 1 == b.start, "only adjacent shards merge"
+        return self._open(a.start, b.end)
+
+    async def describe(self) -> StreamInfo:
+        """The open shards, sorted by starting hash key."""
+        self.describes += 1
+        return StreamInfo(len(self.open_shards), 24, tuple(self.open_shards))
+
+    async def create(self, shard_count: int, retention_hours: int) -> bool:
+        """The stream always exists."""
+        return False
+
+    async def update(self, shard_count: int) -> None:
+        """Not supported: reshard with :meth:`split` and :meth:`merge`."""
+        raise TransportError("reshard with split() and merge()", retryable=False)
+
+    async def close(self) -> None:
+        """Mark closed."""
+        self.closed = True
+
+    def shard_of(self, hash_key: int) -> HashRange:
+        """The open shard whose range holds ``hash_key``."""
+        return next(r for r in self.open_shards if r.start <= hash_key <= r.end)
+
+    def records_in_read_order(self) -> list[StoredRecord]:
+        """Every stored record as a reader that finishes parents before children sees them per
+        key: by shard age (parents are older than their children), then sequence number."""
+        ordered = sorted(self.stored, key=self.epochs.__getitem__)
+        return [r for shard_id in ordered for r in self.stored[shard_id]]
+
+    async def _wait(self) -> None:
+        delay = self.latency_s + (
+            self._rng.uniform(0, self.latency_jitter_s) if self.latency_jitter_s else 0.0
+        )
+        if delay:
+            await asyncio.sleep(delay)
+
+    def _put(self, records: Sequence[PutRecord]) -> tuple[list[PutFailure], set[str]]:
+        self.requests += 1
+        failures: list[PutFailure] = []
+        landed: set[str] = set()
+        for i, r in enumerate(records):
+            if r.hash_key is not None:
+                hash_key = int(r.hash_key)
+            elif r.partition_key is not None:
+                hash_key = hash_key_of(r.partition_key)
+            else:
+                failures.append(PutFailure(i, -2, INVALID_RECORD, "no key and no explicit hash key"))
+                continue
+            if self.fault_rate and self._rng.random() < self.fault_rate:
+                failures.append(PutFailure(i, -3, "InternalFailure (injected)"))
+                continue
+            shard = self.shard_of(hash_key)
+            log = self.stored[shard.shard_id]
+            log.append(StoredRecord(self.epochs[shard.shard_id], len(log) + 1, r.data, r.partition_key, None))
+            landed.add(shard.shard_id)
+        return failures, landed
+
+    async def put_records(self, records: Sequence[PutRecord]) -> list[PutResult]:
+        """Store records (failing some, per ``fault_rate``); one result per record."""
+        await self._wait()
+        failures, _ = self._put(records)
+        failed = {f.index: f for f in failures}
+        return [
+            PutResult(error_code=failed[i].error_code, error_message=failed[i].error_message)
+            if i in failed
+            else PutResult(shard_id=0, sequence_number=0)
+            for i in range(len(records))
+        ]
+
+    async def put_records_body(self, body: bytes, record_count: int) -> PutBodyResult:
+        """The pre-encoded path: parse the :class:`FakeWire` body, then as :meth:`put_records`."""
+        await self._wait()
+        recs = [
+            PutRecord(base64.b64decode(r["d"]), r.get("k"), hash_key=r.get("s")) for r in orjson.loads(body)
+        ]
+        assert len(recs) == record_count, f"record_count {record_count} but the body holds {len(recs)}"
+        failures, landed = self._put(recs)
+        return PutBodyResult(len(recs), failures, frozenset(landed) if self.report_shard_ids else None)

@@ -3,20 +3,25 @@
 The primitives here are shared by the sink (client-side placement) and the embedded server
 (server-side placement of records that carry only a PartitionKey), so both agree on where a key
 lives: ``jump_hash(xxh64(key), shards)``. Jump consistent hash moves a key only to a *new* shard
-when the count grows, and spreads keys evenly.
+when the count grows, and spreads keys evenly. Streams that route keys by MD5 over hash-key ranges
+(Kinesis) use the hash-range model of :class:`ShardMap` instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import hashlib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 import xxhash
 
 from shardline.errors import PluginError
+
+if TYPE_CHECKING:
+    from shardline.transport import HashRange, StreamInfo
 
 _JUMP_MULTIPLIER = 2862933555777941757
 _MASK64 = 0xFFFFFFFFFFFFFFFF
@@ -94,14 +99,19 @@ class Partitioner:
     ``per_key`` maps each *distinct* key of a batch to a shard (the sink takes the result for every
     row), or is None for the strategies that do not look at keys (``column``, ``round-robin``).
     ``sends_shard_id`` is False when the server places records (the ``server`` strategy): the sink
-    still uses ``per_key`` to keep one ordering lane per key. A plugin may register a
-    :class:`Partitioner` or a plain ``per_key`` function.
+    still uses ``per_key`` to keep one ordering lane per key. ``by_key_hash`` is True for the
+    strategies that follow the stream's own routing of keys: on a hash-range stream
+    (:class:`ShardMap` hash-range model) their lane is the shard the stream routes the key to, and
+    records carry no explicit shard. A plugin may register a :class:`Partitioner` or a plain
+    ``per_key`` function (on a hash-range stream its lanes are open shards by starting hash key,
+    addressed explicitly).
     """
 
     name: str
     per_key: PerKey | None
     needs_key: bool = True
     sends_shard_id: bool = True
+    by_key_hash: bool = False
 
 
 def _hash_per_key(keys: Sequence[str], hashes: npt.NDArray[np.uint64], shards: int) -> npt.NDArray[np.int64]:
@@ -116,9 +126,9 @@ def _modulo_per_key(
 
 BUILTIN_PARTITIONERS.update(
     {
-        "hash": Partitioner("hash", _hash_per_key),
+        "hash": Partitioner("hash", _hash_per_key, by_key_hash=True),
         "modulo": Partitioner("modulo", _modulo_per_key),
-        "server": Partitioner("server", _hash_per_key, sends_shard_id=False),
+        "server": Partitioner("server", _hash_per_key, sends_shard_id=False, by_key_hash=True),
         "column": Partitioner("column", None, needs_key=False),
         "round-robin": Partitioner("round-robin", None, needs_key=False),
     }
@@ -140,40 +150,140 @@ def resolve_partitioner(name: str) -> Partitioner:
 
 
 class ShardMap:
-    """The shard count a sink places records for, and where keys live under it.
+    """The shards a sink places records on (its lanes), and where keys live among them.
 
-    The count comes from DescribeStream at start; the sink refreshes it on a timer and at once when
-    a record fails with ShardIDOutOfRange. Counts only grow. :meth:`moved_keys` tells which of some
-    keys change shard when the count grows (with jump hash: only to a new shard, at most once).
+    Two addressing models, picked by :meth:`for_stream` from what DescribeStream said:
+
+    **count** (``StreamInfo.shards`` is None; v3io): shards ``0..shard_count-1``; a key's lane is
+    ``jump_hash(xxh64(key), shard_count)``; :meth:`address` of a lane is its shard number. Counts
+    only grow; with jump hash a key moves only to a *new* shard, at most once per growth.
+
+    **hash-range** (``StreamInfo.shards`` given; Kinesis): lane ``i`` is the ``i``-th open shard by
+    ``start``; a key's lane is the open shard whose hash-key range holds ``int.from_bytes(md5(utf8
+    key), "big")`` (how the stream routes it), so lanes follow the shard a record lands on;
+    :meth:`address` of a lane is its starting hash key as a decimal string (an ExplicitHashKey that
+    routes to that shard). Splits and merges replace the open shards.
+
+    The sink refreshes the map on a timer, at once when a record's outcome is REFRESH, and when a
+    put lands on a shard the map does not know (:meth:`knows`). :meth:`adopt` takes a newer
+    description (the engine drains before it calls it); ``generation`` counts the changes.
     """
 
-    def __init__(self, shard_count: int) -> None:
-        if shard_count < 1:
-            raise ValueError(f"a stream has at least one shard, got {shard_count}")
-        self.shard_count = shard_count
+    def __init__(self, shard_count: int = 1, *, ranges: Sequence[HashRange] | None = None) -> None:
         self.generation = 0
+        self.ranges: tuple[HashRange, ...] | None = None
+        self.shard_count = 0
+        self._set(shard_count, ranges)
+
+    @classmethod
+    def for_stream(cls, info: StreamInfo) -> ShardMap:
+        """The map of a described stream: hash-range when it lists its shards, else count."""
+        return cls(info.shard_count, ranges=info.shards)
+
+    @property
+    def hash_range(self) -> bool:
+        """True for the hash-range model."""
+        return self.ranges is not None
+
+    def _set(self, shard_count: int, ranges: Sequence[HashRange] | None) -> None:
+        if ranges is None:
+            if shard_count < 1:
+                raise ValueError(f"a stream has at least one shard, got {shard_count}")
+            self.shard_count = shard_count
+            self._ids: dict[str, int] = {}
+            return
+        ordered = tuple(sorted(ranges, key=lambda r: r.start))
+        if not ordered:
+            raise ValueError("a hash-range stream has at least one open shard")
+        self.ranges = ordered
+        self.shard_count = len(ordered)
+        self._ids = {r.shard_id: i for i, r in enumerate(ordered)}
+        starts = np.array([[r.start >> 64, r.start & _MASK64] for r in ordered], dtype=np.uint64)
+        self._start_hi, self._start_lo = starts[:, 0].copy(), starts[:, 1].copy()
 
     def grow(self, new_count: int) -> bool:
-        """Adopt a larger count; return False (and keep the map) when ``new_count`` is not larger."""
+        """Count model: adopt a larger count; False (and the map kept) when it is not larger."""
+        if self.ranges is not None:
+            raise ValueError("grow() is for numbered shards; a hash-range map adopts descriptions")
         if new_count <= self.shard_count:
             return False
         self.shard_count = new_count
         self.generation += 1
         return True
 
+    def differs(self, info: StreamInfo) -> bool:
+        """True when ``info`` describes other shards than the map's (a count only counts when larger)."""
+        if info.shards is None and self.ranges is None:
+            return info.shard_count > self.shard_count
+        if info.shards is None or self.ranges is None:
+            return True
+        return tuple(sorted(info.shards, key=lambda r: r.start)) != self.ranges
+
+    def adopt(self, info: StreamInfo) -> bool:
+        """Take ``info``'s shards when they differ (:meth:`differs`); True when the map changed."""
+        if not self.differs(info):
+            return False
+        self.ranges = None
+        self._set(info.shard_count, info.shards)
+        self.generation += 1
+        return True
+
     def address(self, lane: int) -> int | str:
-        """What a record addressed to ``lane`` names: the shard's number."""
-        return lane
+        """What a record addressed to ``lane`` names: the shard number (count), or the shard's
+        starting hash key as a decimal string (hash-range)."""
+        if self.ranges is None:
+            return lane
+        return str(self.ranges[lane].start)
+
+    def shard_id(self, lane: int) -> int | str:
+        """The stream's name of ``lane``'s shard: its number, or its id (``"shardId-000000000003"``)."""
+        return lane if self.ranges is None else self.ranges[lane].shard_id
+
+    def knows(self, shard_ids: Iterable[str]) -> bool:
+        """False when a put landed on a shard the map does not have (the stream was resharded)."""
+        if self.ranges is None:
+            return all(s.isdigit() and int(s) < self.shard_count for s in shard_ids)
+        return all(s in self._ids for s in shard_ids)
 
     def shards_of(self, hashes: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
-        """Shards of 64-bit key hashes under the current count."""
+        """Count model: lanes of 64-bit key hashes (xxh64) under the current count."""
         return jump_hash_array(hashes, self.shard_count)
+
+    def lanes_of_keys(self, keys: Sequence[str]) -> npt.NDArray[np.int64]:
+        """Hash-range model: the lane of each (distinct) key, as the stream routes it by MD5."""
+        return self.lanes_of_hash_keys(md5_hash_keys(keys))
+
+    def lanes_of_hash_keys(self, hash_keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
+        """Hash-range model: lanes of 128-bit hash keys given as ``(n, 2)`` big-endian halves."""
+        assert self.ranges is not None
+        hi, lo = hash_keys[:, 0], hash_keys[:, 1]
+        # the last open shard whose start <= key: count the starts <= key, compared (hi, lo)
+        pos = np.searchsorted(self._start_hi, hi, side="left")
+        end = np.searchsorted(self._start_hi, hi, side="right")
+        tie = np.flatnonzero(pos < end)  # starts sharing the key's high half (rare): walk them
+        while len(tie):
+            step = tie[self._start_lo[pos[tie]] <= lo[tie]]
+            pos[step] += 1
+            tie = step[pos[step] < end[step]]
+        return np.maximum(pos - 1, 0).astype(np.int64)
 
     @staticmethod
     def moved_keys(hashes: npt.NDArray[np.uint64], old_count: int, new_count: int) -> npt.NDArray[np.bool_]:
-        """Which keys change shard between two counts."""
+        """Count model: which keys change shard between two counts."""
         moved = jump_hash_array(hashes, old_count) != jump_hash_array(hashes, new_count)
         return np.asarray(moved, dtype=np.bool_)
+
+
+def md5_hash_keys(keys: Sequence[str]) -> npt.NDArray[np.uint64]:
+    """The 128-bit MD5 of each key's UTF-8 bytes as ``(n, 2)`` uint64 (high, low) halves: the hash
+    key Kinesis routes a PartitionKey by (one hashlib call per key: call it on distinct keys)."""
+    digests = b"".join(hashlib.md5(k.encode("utf-8"), usedforsecurity=False).digest() for k in keys)
+    return np.frombuffer(digests, dtype=">u8").astype(np.uint64).reshape(-1, 2)
+
+
+def hash_key_of(key: str) -> int:
+    """``int.from_bytes(md5(utf8 key), "big")``: a PartitionKey's 128-bit hash key."""
+    return int.from_bytes(hashlib.md5(key.encode("utf-8"), usedforsecurity=False).digest(), "big")
 
 
 # ---------------------------------------------------------------------------------------------

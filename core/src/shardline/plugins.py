@@ -420,7 +420,7 @@ def registered_with_owner(kind: str) -> dict[str, tuple[Any, str]]:
 _PROVIDED_BY: dict[tuple[str, str], str] = {
     ("transports", "http"): "shardline-v3io",
     ("transports", "https"): "shardline-v3io",
-    ("transports", "v3io"): "shardline-v3io",
+    ("transports", "v3io"): "shardline-v3io",  # protocol-neutral: a URL scheme's install hint
     ("transports", "local"): "shardline-v3io",
     ("sources", "parquet"): "shardline-parquet",
     ("sources", "kafka"): "shardline-kafka",

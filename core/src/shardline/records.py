@@ -42,7 +42,7 @@ from shardline.arrowbin import (
 from shardline.errors import ConfigError, SchemaError
 from shardline.ipcrows import one_row_streams
 from shardline.jsontext import counting, escape_strings, json_is_string, json_values, text_values
-from shardline.partitioning import Partitioner, ShardMap, resolve_partitioner, xxh64_many
+from shardline.partitioning import Partitioner, ShardMap, md5_hash_keys, resolve_partitioner, xxh64_many
 from shardline.wire import Placement, Wire, WireLimits
 
 Codec = Callable[[pa.RecordBatch, "RecordMapping"], "pa.Array | Sequence[bytes]"]
@@ -333,6 +333,7 @@ class MappedColumns:
     key_values: Sequence[str] = ()
     key_hashes: npt.NDArray[np.uint64] = field(default_factory=lambda: np.zeros(0, np.uint64))
     key_json: pa.Array | None = None  # per distinct key: its JSON string literal
+    key_hash_keys: npt.NDArray[np.uint64] | None = None  # per distinct key: MD5 halves (hash-range maps)
     client_info: pa.Array | None = None  # large_binary or None
     shard_ids: npt.NDArray[np.int64] | None = None
     row_base: int = 0  # row of the written batch where these rows start (the sink writes chunks)
@@ -645,11 +646,12 @@ class EncodedBatch:
         ci = None
         if self.client_info is not None and self.client_info[i].is_valid:
             ci = self.client_info[i].as_py()
+        lane = int(self.shards[i])
         return _with_origin(
             {
                 "data": self.data[i].as_py(),
                 "partition_key": key,
-                "shard_id": int(self.shards[i]),
+                "shard_id": self.shard_map.shard_id(lane) if self.shard_map is not None else lane,
                 "client_info": ci,
                 "row": self.row_base + int(self.rows[i]),
             },
@@ -660,18 +662,25 @@ class EncodedBatch:
 
 
 def _shards_for(
-    cols: MappedColumns, shard_count: int, strategy: Partitioner, rr_start: int
+    cols: MappedColumns, shard_map: ShardMap, strategy: Partitioner, rr_start: int
 ) -> npt.NDArray[np.int64]:
+    """Each row's lane: its explicit shard, its key's lane under ``strategy``, or round robin."""
     n = cols.num_rows
     if n == 0:
         return np.zeros(0, np.int64)
     if strategy.name == "column":
         assert cols.shard_ids is not None
         return cols.shard_ids.copy()
+    shard_count = shard_map.shard_count
     rr = (rr_start + np.arange(n, dtype=np.int64)) % shard_count
     if strategy.per_key is None or cols.key_index is None:
         return rr
-    per_key = np.asarray(strategy.per_key(cols.key_values, cols.key_hashes, shard_count), dtype=np.int64)
+    if shard_map.hash_range and strategy.by_key_hash:  # where the stream routes each key
+        if cols.key_hash_keys is None:
+            cols.key_hash_keys = md5_hash_keys(list(cols.key_values))  # once per distinct key
+        per_key = shard_map.lanes_of_hash_keys(cols.key_hash_keys)
+    else:
+        per_key = np.asarray(strategy.per_key(cols.key_values, cols.key_hashes, shard_count), dtype=np.int64)
     if per_key.shape != (len(cols.key_values),):
         raise SchemaError(
             f"partitioner {strategy.name!r} returned {per_key.shape} shards for {len(cols.key_values)} keys"
@@ -699,7 +708,7 @@ def place(
     if isinstance(strategy, str):
         strategy = resolve_partitioner(strategy)
     shard_count = shard_map.shard_count
-    shards = _shards_for(cols, shard_count, strategy, rr_start)
+    shards = _shards_for(cols, shard_map, strategy, rr_start)
     invalid = cols.invalid.copy()
     dead: list[tuple[int, str]] = [
         (int(i), cols.reasons[int(i)] or "invalid") for i in np.flatnonzero(invalid)
@@ -730,7 +739,8 @@ def place(
         key_index = None
         key_hashes = (np.uint64(1) << np.uint64(63)) | order.astype(np.uint64)
     client_info = cols.client_info.take(take) if cols.client_info is not None else None
-    addressed = strategy.sends_shard_id
+    # a hash-range stream routes keys itself: only explicit choices of a shard are addressed
+    addressed = strategy.sends_shard_id and not (shard_map.hash_range and strategy.by_key_hash)
     if m:
         frags = to_large_binary(
             wire.fragments(

@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Unpack
 
 import numpy as np
 import pyarrow as pa
 
-from shardline.config import check_sink_options
+from shardline.config import CheckedSinkOptions, check_sink_options
 from shardline.deadletter import DeadLetterWriter
 from shardline.engine import Engine, EngineOptions
 from shardline.errors import ConfigError, SchemaError, ShardlineError
@@ -40,6 +39,7 @@ from shardline.records import (
     map_columns,
     place,
 )
+from shardline.sink_options import SinkKwargs, SinkOptions, sink_options
 from shardline.transport import Transport
 
 _MAX_CHUNK_ROWS = 65_536
@@ -49,7 +49,7 @@ _OFFLOAD_ROWS = 4_096
 
 
 def open_transport(
-    stream: str | Transport, options: dict[str, Any] | None = None, *, origin: str = "StreamSink"
+    stream: str | Transport, options: Mapping[str, Any] | None = None, *, origin: str = "StreamSink"
 ) -> Transport:
     """A transport for a stream URL (by its scheme, from the plugins' registrations), or ``stream`` itself.
 
@@ -73,104 +73,82 @@ def open_transport(
     return transport
 
 
+def _validated(o: SinkOptions, origin: str) -> CheckedSinkOptions:
+    """``o`` checked with the config's models and messages (:class:`ConfigError` naming each bad one)."""
+    return check_sink_options(
+        create=o.create,
+        ordering=o.ordering,
+        data=o.data,
+        partitioner=o.partitioner,
+        limits={
+            "max_in_flight_bytes": o.max_in_flight_bytes,
+            "max_in_flight_requests": o.max_in_flight_requests,
+            "linger_ms": o.linger_ms,
+            "retry_deadline_s": o.retry_deadline_s,
+            "shard_refresh_s": o.shard_refresh_s,
+            "start_timeout_s": o.start_timeout_s,
+            "max_records_per_request": o.max_records_per_request,
+            "max_request_bytes": o.max_request_bytes,
+        },
+        backoff={"backoff_base_s": o.backoff_base_s, "backoff_max_s": o.backoff_max_s},
+        mapping={
+            "partition_key": o.partition_key,
+            "data_column": o.data_column,
+            "data_template": o.data_template,
+            "client_info": o.client_info,
+            "shard_id": o.shard_id,
+            "columns": o.columns,
+        },
+        origin=origin,
+    )
+
+
+def _engine_options(o: SinkOptions, checked: CheckedSinkOptions) -> EngineOptions:
+    limits = checked.limits
+    return EngineOptions(
+        max_in_flight_bytes=limits.max_in_flight_bytes,
+        max_in_flight_requests=limits.max_in_flight_requests,
+        linger_ms=limits.linger_ms,
+        retry_deadline_s=limits.retry_deadline_s,
+        ordering=o.ordering,
+        shard_refresh_s=limits.shard_refresh_s,
+        backoff_base_s=checked.backoff_base_s,
+        backoff_max_s=checked.backoff_max_s,
+        start_timeout_s=limits.start_timeout_s,
+        max_records_per_request=limits.max_records_per_request,
+        max_request_bytes=limits.max_request_bytes,
+    )
+
+
 class _Core:
     """What both facades share: the mapping, placement and the engine."""
 
-    def __init__(
-        self,
-        stream: str | Transport,
-        *,
-        partition_key: str | None,
-        data: str,
-        data_column: str | None,
-        client_info: str | None,
-        shard_id: str | None,
-        partitioner: str,
-        create: dict[str, int] | None,
-        dead_letter: str | os.PathLike[str] | None,
-        max_in_flight_bytes: int,
-        max_in_flight_requests: int,
-        linger_ms: float,
-        retry_deadline_s: float | None,
-        ordering: str,
-        shard_refresh_s: float,
-        transport_options: dict[str, Any] | None,
-        data_template: str | None,
-        columns: list[str] | None,
-        backoff_base_s: float,
-        backoff_max_s: float,
-        start_timeout_s: float,
-        max_records_per_request: int | None = None,
-        max_request_bytes: int | None = None,
-        origin: str = "StreamSink",
-        origin_columns: Sequence[str] | None = None,
-    ) -> None:
-        checked = check_sink_options(  # the config's models and messages, for the Python API too
-            create=create,
-            ordering=ordering,
-            data=data,
-            partitioner=partitioner,
-            limits={
-                "max_in_flight_bytes": max_in_flight_bytes,
-                "max_in_flight_requests": max_in_flight_requests,
-                "linger_ms": linger_ms,
-                "retry_deadline_s": retry_deadline_s,
-                "shard_refresh_s": shard_refresh_s,
-                "start_timeout_s": start_timeout_s,
-                "max_records_per_request": max_records_per_request,
-                "max_request_bytes": max_request_bytes,
-            },
-            backoff={"backoff_base_s": backoff_base_s, "backoff_max_s": backoff_max_s},
-            mapping={
-                "partition_key": partition_key,
-                "data_column": data_column,
-                "data_template": data_template,
-                "client_info": client_info,
-                "shard_id": shard_id,
-                "columns": columns,
-            },
-            origin=origin,
-        )
-        create, limits = checked.create, checked.limits  # from here on: the values as validated
-        max_in_flight_bytes = limits.max_in_flight_bytes
-        max_in_flight_requests = limits.max_in_flight_requests
-        linger_ms, retry_deadline_s = limits.linger_ms, limits.retry_deadline_s
-        shard_refresh_s, start_timeout_s = limits.shard_refresh_s, limits.start_timeout_s
-        backoff_base_s, backoff_max_s = checked.backoff_base_s, checked.backoff_max_s
+    def __init__(self, stream: str | Transport, options: SinkOptions, origin: str = "StreamSink") -> None:
+        o = options
+        checked = _validated(o, origin)
+        limits = checked.limits  # from here on: the values as validated
         self.mapping = RecordMapping(
-            data=data,
-            data_column=data_column,
-            partition_key=partition_key,
-            client_info=client_info,
-            shard_id=shard_id,
-            partitioner=partitioner,
-            template=data_template,
-            columns=tuple(columns) if columns else None,
-            origin_columns=tuple(origin_columns) if origin_columns else None,
+            data=o.data,
+            data_column=o.data_column,
+            partition_key=o.partition_key,
+            client_info=o.client_info,
+            shard_id=o.shard_id,
+            partitioner=o.partitioner,
+            template=o.data_template,
+            columns=tuple(o.columns) if o.columns else None,
+            origin_columns=tuple(o.origin_columns) if o.origin_columns else None,
         )
         self.strategy = resolve_partitioner(self.mapping.effective_partitioner)
         self.owns_transport = isinstance(stream, str)
-        self.transport = open_transport(stream, transport_options, origin=origin)
+        self.transport = open_transport(stream, o.transport_options, origin=origin)
         self.metrics = SinkMetrics()
-        self.dead_letter_writer = DeadLetterWriter(dead_letter)
+        self.dead_letter_writer = DeadLetterWriter(o.dead_letter)
         self.engine = Engine(
             self.transport,
-            EngineOptions(
-                max_in_flight_bytes=max_in_flight_bytes,
-                max_in_flight_requests=max_in_flight_requests,
-                linger_ms=linger_ms,
-                retry_deadline_s=retry_deadline_s,
-                ordering=ordering,
-                shard_refresh_s=shard_refresh_s,
-                backoff_base_s=backoff_base_s,
-                backoff_max_s=backoff_max_s,
-                start_timeout_s=start_timeout_s,
-                max_records_per_request=limits.max_records_per_request,
-                max_request_bytes=limits.max_request_bytes,
-            ),
+            _engine_options(o, checked),
             self.dead_letter_writer,
             self.metrics,
-            create=create,
+            create=checked.create,
         )
         self.wire = self.engine.wire
         self.limits = self.wire.limits
@@ -178,7 +156,7 @@ class _Core:
             check_mapping(self.mapping, self.limits)
         except SchemaError as exc:
             raise ConfigError(f"{origin}: {exc}") from None
-        self.max_in_flight_bytes = max_in_flight_bytes
+        self.max_in_flight_bytes = limits.max_in_flight_bytes
         self._rr = 0
 
     def chunks(self, batch: pa.RecordBatch | pa.Table) -> list[pa.RecordBatch]:
@@ -226,7 +204,8 @@ class _Core:
 class AsyncStreamSink:
     """Write Arrow batches into a stream from asyncio code (``async with AsyncStreamSink(...) as sink``).
 
-    Parameters (the same for :class:`StreamSink`):
+    Parameters (the same for :class:`StreamSink`), as keywords or as one
+    :class:`~shardline.SinkOptions` (``options=``; keywords given too override its values):
 
     stream
         A stream URL (``http://HOST:PORT/CONTAINER/STREAM``, ``v3io:///CONTAINER/STREAM``,
@@ -280,65 +259,17 @@ class AsyncStreamSink:
         Keyword options for the transport factory (e.g. ``access_key``).
     backoff_base_s, backoff_max_s
         Retry backoff: ``base * 2**(n-1)`` capped at ``max``, with jitter.
+    max_records_per_request, max_request_bytes
+        Smaller requests than the stream's own limits (the default, from the transport's wire);
+        a value above them is a :class:`~shardline.ConfigError`.
     """
 
     _origin = "AsyncStreamSink"  # how error messages name the options' owner
 
     def __init__(
-        self,
-        stream: str | Transport,
-        *,
-        partition_key: str | None = None,
-        data: str = "json",
-        data_column: str | None = None,
-        client_info: str | None = None,
-        shard_id: str | None = None,
-        partitioner: str = "hash",
-        create: dict[str, int] | None = None,
-        dead_letter: str | os.PathLike[str] | None = None,
-        max_in_flight_bytes: int = 64 * 2**20,
-        max_in_flight_requests: int = 16,
-        linger_ms: float = 5.0,
-        retry_deadline_s: float | None = None,
-        ordering: str = "strict",
-        shard_refresh_s: float = 30.0,
-        transport_options: dict[str, Any] | None = None,
-        data_template: str | None = None,
-        columns: list[str] | None = None,
-        backoff_base_s: float = 0.05,
-        backoff_max_s: float = 5.0,
-        start_timeout_s: float = 5.0,
-        origin_columns: Sequence[str] | None = None,
-        max_records_per_request: int | None = None,
-        max_request_bytes: int | None = None,
+        self, stream: str | Transport, options: SinkOptions | None = None, **kwargs: Unpack[SinkKwargs]
     ) -> None:
-        self._core = _Core(
-            stream,
-            origin=self._origin,
-            partition_key=partition_key,
-            data=data,
-            data_column=data_column,
-            client_info=client_info,
-            shard_id=shard_id,
-            partitioner=partitioner,
-            create=create,
-            dead_letter=dead_letter,
-            max_in_flight_bytes=max_in_flight_bytes,
-            max_in_flight_requests=max_in_flight_requests,
-            linger_ms=linger_ms,
-            retry_deadline_s=retry_deadline_s,
-            ordering=ordering,
-            shard_refresh_s=shard_refresh_s,
-            transport_options=transport_options,
-            data_template=data_template,
-            columns=columns,
-            backoff_base_s=backoff_base_s,
-            backoff_max_s=backoff_max_s,
-            start_timeout_s=start_timeout_s,
-            origin_columns=origin_columns,
-            max_records_per_request=max_records_per_request,
-            max_request_bytes=max_request_bytes,
-        )
+        self._core = _Core(stream, sink_options(options, kwargs), origin=self._origin)
         self._started = False
         self._closed = False
 
@@ -486,51 +417,16 @@ class StreamSink:
     """
 
     def __init__(
-        self,
-        stream: str | Transport,
-        *,
-        partition_key: str | None = None,
-        data: str = "json",
-        data_column: str | None = None,
-        client_info: str | None = None,
-        shard_id: str | None = None,
-        partitioner: str = "hash",
-        create: dict[str, int] | None = None,
-        dead_letter: str | os.PathLike[str] | None = None,
-        max_in_flight_bytes: int = 64 * 2**20,
-        max_in_flight_requests: int = 16,
-        linger_ms: float = 5.0,
-        retry_deadline_s: float | None = None,
-        ordering: str = "strict",
-        shard_refresh_s: float = 30.0,
-        transport_options: dict[str, Any] | None = None,
-        data_template: str | None = None,
-        columns: list[str] | None = None,
-        backoff_base_s: float = 0.05,
-        backoff_max_s: float = 5.0,
-        start_timeout_s: float = 5.0,
-        origin_columns: Sequence[str] | None = None,
-        max_records_per_request: int | None = None,
-        max_request_bytes: int | None = None,
+        self, stream: str | Transport, options: SinkOptions | None = None, **kwargs: Unpack[SinkKwargs]
     ) -> None:
-        options = {
-            "partition_key": partition_key, "data": data, "data_column": data_column,
-            "client_info": client_info, "shard_id": shard_id, "partitioner": partitioner, "create": create,
-            "dead_letter": dead_letter, "max_in_flight_bytes": max_in_flight_bytes,
-            "max_in_flight_requests": max_in_flight_requests, "linger_ms": linger_ms,
-            "retry_deadline_s": retry_deadline_s, "ordering": ordering, "shard_refresh_s": shard_refresh_s,
-            "transport_options": transport_options, "data_template": data_template, "columns": columns,
-            "backoff_base_s": backoff_base_s, "backoff_max_s": backoff_max_s,
-            "start_timeout_s": start_timeout_s, "origin_columns": origin_columns,
-            "max_records_per_request": max_records_per_request, "max_request_bytes": max_request_bytes,
-        }  # fmt: skip
+        resolved = sink_options(options, kwargs)  # an unknown option fails here, before a thread starts
         self._loop = _new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="shardline-sink", daemon=True)
         self._thread.start()
         self._lock = threading.Lock()
         self._closed = False
         try:
-            self._sink: AsyncStreamSink = self._call(self._make(stream, options))
+            self._sink: AsyncStreamSink = self._call(self._make(stream, resolved))
         except BaseException:
             self._stop_loop()
             raise
@@ -545,8 +441,8 @@ class StreamSink:
             raise
 
     @staticmethod
-    async def _make(stream: str | Transport, options: dict[str, Any]) -> AsyncStreamSink:
-        return _SyncFacadeSink(stream, **options)
+    async def _make(stream: str | Transport, options: SinkOptions) -> AsyncStreamSink:
+        return _SyncFacadeSink(stream, options)
 
     def _call(self, coro: Any, timeout: float | None = None) -> Any:
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)

@@ -12,14 +12,14 @@ Fixtures:
 
 ``shardline_fake_transport``         an in-memory 4-shard :class:`FakeTransport` (fault injection).
 ``shardline_sink``                   a :class:`shardline.StreamSink` writing into it.
-``shardline_stream_server``          a fresh embedded stream server per test (needs shardline-v3io).
-``shardline_stream_server_session``  one embedded stream server for the whole session.
+
+Each connector ships the fixtures of its own stream (the embedded server's ``shardline_stream_server``
+comes with the v3io connector's test kit, ``shardline_kafka_broker`` with the Kafka plugin's).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -27,7 +27,7 @@ import pytest
 if TYPE_CHECKING:
     from shardline.faketransport import FakeTransport, StoredRecord
 
-__all__ = ["FakeTransport", "StoredRecord", "check_source", "read_stream", "start_stream_server"]
+__all__ = ["FakeTransport", "StoredRecord", "check_source"]
 
 
 def __getattr__(name: str) -> Any:
@@ -37,36 +37,6 @@ def __getattr__(name: str) -> Any:
 
         return getattr(faketransport, name)
     raise AttributeError(f"module 'shardline.testing' has no attribute {name!r}")
-
-
-# --- the embedded stream server (shardline-v3io), for tests that talk to a real stream -------------
-
-
-def start_stream_server(data_dir: str | Path, **server_options: Any) -> Any:
-    """Start ``shardline serve`` in a subprocess on a free port (see ``shardline_v3io.testing_server``)."""
-    from shardline_v3io.testing_server import start_server  # imported here: the plugin stays light
-
-    return start_server(data_dir, **server_options)
-
-
-@pytest.fixture
-def shardline_stream_server(tmp_path: Path) -> Iterator[Any]:
-    """A fresh embedded stream server (``.url``, ``.pid``, ``.kill()``, ``.stop()``), stopped afterwards."""
-    server = start_stream_server(tmp_path / "stream-data")
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="session")
-def shardline_stream_server_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """One embedded stream server for the whole session (use unique stream names per test)."""
-    server = start_stream_server(tmp_path_factory.mktemp("stream-data-session"))
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 # --- source conformance check, for source plugin authors ------------------------------------------
@@ -178,43 +148,6 @@ def check_source(
         assert count <= 2, "batches() went on for more than one batch after stop()"
     stopping.close()
     return {"batches": len(everything), "rows": full.num_rows}
-
-
-# --- reading a stream back, for end-to-end tests ----------------------------------------------------
-
-
-def read_stream(url: str, *, access_key: str | None = None) -> dict[int, list[Any]]:
-    """Every record of the stream at ``url`` (``http://HOST:PORT/CONTAINER/STREAM``), per shard id,
-    in sequence order: a dict shard -> list of ``shardline_v3io.client.StreamRecord``.
-
-    For tests of small streams (it holds everything in memory). Needs ``shardline-v3io``.
-    """
-    import asyncio
-
-    from shardline_v3io.client import V3ioClient
-    from shardline_v3io.urls import parse_stream_url
-
-    parsed = parse_stream_url(url, access_key=access_key)
-    assert parsed.endpoint is not None, "read_stream needs an http(s):// stream URL"
-    endpoint = parsed.endpoint
-
-    async def main() -> dict[int, list[Any]]:
-        async with V3ioClient(endpoint, parsed.access_key) as client:
-            info = await client.describe_stream(parsed.container, parsed.path)
-            shards: dict[int, list[Any]] = {}
-            for shard in range(info.shard_count):
-                location = await client.seek(parsed.container, parsed.path, shard, "EARLIEST")
-                records: list[Any] = []
-                while True:
-                    result = await client.get_records(parsed.container, parsed.path, shard, location, 1000)
-                    records.extend(result.records)
-                    location = result.next_location
-                    if not result.records and result.records_behind_latest == 0:
-                        break
-                shards[shard] = records
-            return shards
-
-    return asyncio.run(main())
 
 
 # --- the sink over an in-memory stream, for engine and plugin tests ------------------------------

@@ -58,12 +58,17 @@ class StreamInfo:
 
 @dataclass(frozen=True, slots=True)
 class PutRecord:
-    """One record of a PutRecords request (Data and ClientInfo as raw bytes, not base64)."""
+    """One record of a PutRecords request (Data and client info as raw bytes, not base64).
+
+    An explicitly placed record names its shard: ``shard_id`` (numbered shards) or ``hash_key``
+    (a decimal 128-bit hash key inside the shard's range, for hash-range addressed streams).
+    """
 
     data: bytes
     partition_key: str | None = None
     shard_id: int | None = None
     client_info: bytes | None = None
+    hash_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,10 +111,16 @@ class PutFailure:
 
 @dataclass(frozen=True, slots=True)
 class PutBodyResult:
-    """The outcome of a pre-encoded PutRecords request: only the failures, in request order."""
+    """The outcome of a pre-encoded PutRecords request: only the failures, in request order.
+
+    ``shard_ids``: the distinct ids of the shards the written records landed on, when the
+    transport read them (None: not reported). An id the sink's shard map does not know means the
+    stream was resharded: the sink refreshes its map at once.
+    """
 
     record_count: int
     failures: list[PutFailure]
+    shard_ids: frozenset[str] | None = None
 
 
 def failures_of(results: Sequence[PutResult]) -> list[PutFailure]:

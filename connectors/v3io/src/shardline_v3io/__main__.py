@@ -6,12 +6,12 @@ Tests start the server this way so that a broken third-party plugin cannot stop 
 from __future__ import annotations
 
 import click
-from shardline.cli import _Group
+from shardline.cli import ShardlineGroup
 
 from shardline_v3io.plugin import shardline_register_commands
 
 
-@click.group(cls=_Group)
+@click.group(cls=ShardlineGroup)
 def main() -> None:
     """shardline-v3io: the embedded stream server and stream commands."""
 

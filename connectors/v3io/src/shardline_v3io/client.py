@@ -173,11 +173,16 @@ class V3ioClient:
 
     async def put_records_body(self, container: str, path: str, body: bytes) -> dict[str, Any]:
         """Send one PutRecords request whose JSON ``body`` is already encoded; return the parsed answer."""
+        doc: dict[str, Any] = orjson.loads(await self.put_records_raw(container, path, body))
+        return doc
+
+    async def put_records_raw(self, container: str, path: str, body: bytes) -> bytes:
+        """Send one pre-encoded PutRecords request; return the answer's bytes, unparsed (the sink's
+        fast path reads only its head when every record was written)."""
         _, payload = await self._request(
             "POST", self._url(container, path), "PutRecords", body, what=f"put records to {container}/{path}"
         )
-        doc: dict[str, Any] = orjson.loads(payload)
-        return doc
+        return payload
 
     async def put_records(self, container: str, path: str, records: Sequence[PutRecord]) -> list[PutResult]:
         """Send ``records`` in one PutRecords request; return one result per record, in order."""

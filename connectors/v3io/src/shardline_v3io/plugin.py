@@ -66,6 +66,16 @@ def _v3io_transport(url: str, **options: Any) -> Any:
     return V3ioTransport(url, **options)
 
 
+def _web_api_identity(url: str) -> str:
+    """A stream's identity in checkpoints: ``http:CONTAINER/PATH``, without the host:port (a local
+    server may come back on another port)."""
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() in ("http", "https"):
+        rest = rest.partition("/")[2]
+    return f"{scheme}:{rest.strip('/')}"
+
+
 _v3io_transport.Options = V3ioTransportOptions  # type: ignore[attr-defined]
+_v3io_transport.identity = _web_api_identity  # type: ignore[attr-defined]
 _v3io_transport.validate = validate_stream_url  # type: ignore[attr-defined]
 _v3io_transport.max_shards = MAX_SHARDS  # type: ignore[attr-defined]

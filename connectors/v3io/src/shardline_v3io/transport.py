@@ -73,21 +73,10 @@ class V3ioTransport:
 
         A response that starts with ``{"FailedRecordCount":0`` (the common case) is not parsed further.
         """
-        container, path = self.location.container, self.location.path
-        request = getattr(self.client, "_request", None)
-        if request is None:  # a client without the raw path: parse everything
-            doc = await self.client.put_records_body(container, path, body)
-        else:
-            _, payload = await request(
-                "POST",
-                self.client._url(container, path),
-                "PutRecords",
-                body,
-                what=f"put records to {container}/{path}",
-            )
-            if _ALL_WRITTEN.match(payload):
-                return PutBodyResult(record_count, [])
-            doc = orjson.loads(payload)
+        payload = await self.client.put_records_raw(self.location.container, self.location.path, body)
+        if _ALL_WRITTEN.match(payload):
+            return PutBodyResult(record_count, [])
+        doc = orjson.loads(payload)
         if not doc.get("FailedRecordCount"):
             return PutBodyResult(record_count, [])
         failures = [

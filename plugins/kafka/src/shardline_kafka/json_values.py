@@ -81,7 +81,7 @@ def dead_letter_entries(rows: list[dict[str, Any]], reason: str) -> list[dict[st
     the entry keeps where the record came from in JSONL and Parquet alike; JSONL lines also carry
     ``topic``, ``partition`` and ``offset`` fields.
     """
-    from shardline.deadletter import dead_letter_entry
+    from shardline import dead_letter_entry
 
     out = []
     for row in rows:

@@ -445,7 +445,7 @@ class KafkaSource(Source):
             return
         if self.opts.dead_letter is not None:
             if self._dl_writer is None:
-                from shardline.deadletter import DeadLetterWriter
+                from shardline import DeadLetterWriter
 
                 self._dl_writer = DeadLetterWriter(self.opts.dead_letter)
             for entry in dead_letter_entries(rows, reason):

@@ -1,0 +1,182 @@
+"""The batch creator: packs one request from ready lanes, under the ordering policy.
+
+Like Flink's ``BatchCreator``: the engine says which lanes may send; :class:`BatchCreator` takes
+records from their queues up to the request limits (records, body bytes) and each lane's throttle
+allowance. The ordering policy decides *which* records of a lane go:
+
+``"strict"``: at most one record per key, each key's earliest queued one (:meth:`take_distinct`);
+``"none"``: the head of the queue, in order (:meth:`take_run`).
+
+Both are numpy over the queue's offsets: no Python step per record (the hot path of the sink).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from shardline.lanes import Lane, Request, Seg, part, runs
+from shardline.metrics import SinkMetrics
+
+SCAN_FACTOR = 4
+"""While packing at most one record per key, look this many times the request size into a queue."""
+MIN_SCAN = 64
+"""With few hot keys a scan looks about 8x as far as the keys it found last time, at least this far."""
+SCAN_SEGMENTS = 256  # and at most this many queue segments (a queue under faults is fragmented)
+
+Pieces = list[tuple[Lane, Seg]]
+
+
+@dataclass
+class BatchCreator:
+    """Packs requests of at most ``max_records`` records and ``max_request_bytes`` body bytes
+    (``body_overhead``: the body's bytes around its records), with the ``ordering`` policy."""
+
+    ordering: str
+    max_records: int
+    max_request_bytes: int
+    body_overhead: int
+    metrics: SinkMetrics
+
+    def build(self, lanes: list[Lane]) -> Request | None:
+        """Pack one request from ready lanes (oldest first), each lane's records adjacent; mark the
+        lanes that gave records busy. None when no record fits."""
+        room_records = self.max_records
+        room_bytes = self.max_request_bytes - self.body_overhead
+        pieces: Pieces = []
+        count = 0
+        body = self.body_overhead
+        take = self.take_distinct if self.ordering == "strict" else self.take_run
+        in_flight = self.metrics.shard_in_flight
+        for lane in lanes:
+            if room_records <= 0 or room_bytes <= 0:
+                break
+            taken, used = take(lane, pieces, min(room_records, lane.throttle.allowance), room_bytes)
+            room_records -= taken
+            room_bytes -= used
+            body += used
+            if taken:
+                lane.pending -= taken
+                lane.busy = True
+                in_flight[lane.shard] = in_flight.get(lane.shard, 0) + taken
+                if lane.pending:
+                    lane.oldest = time.monotonic()
+                count += taken
+        if not pieces:
+            return None
+        return Request(pieces, count, body)
+
+    @staticmethod
+    def take_run(lane: Lane, pieces: Pieces, want: int, room_bytes: int) -> tuple[int, int]:
+        """Take up to ``want`` records from the head of ``lane``'s queue, in order, within
+        ``room_bytes``; append them to ``pieces``; return (records taken, body bytes used)."""
+        taken = 0
+        used = 0
+        queue = lane.queue
+        while queue and taken < want:
+            seg = queue[0]
+            offs = seg.batch.enc.offsets
+            avail = min(seg.end - seg.start, want - taken)
+            base = offs[seg.start]
+            rel = offs[seg.start + 1 : seg.start + avail + 1] - base
+            k = min(avail, int(np.searchsorted(rel, room_bytes - used, side="right")))
+            if k > 0:
+                pieces.append((lane, part(seg, seg.start, seg.start + k)))
+                used += int(offs[seg.start + k] - base)
+                if k == seg.end - seg.start:
+                    queue.popleft()
+                else:
+                    seg.start += k
+                taken += k
+            if k < avail or k <= 0:
+                break
+        return taken, used
+
+    @staticmethod
+    def take_distinct(lane: Lane, pieces: Pieces, want: int, room_bytes: int) -> tuple[int, int]:
+        """Take up to ``want`` records of ``lane``, at most one per key: each key's earliest queued one.
+
+        Records of a key already taken are *skipped* (they stay queued, in order, behind the taken one
+        of their key), so a request is not cut short at the first repeated key: with K keys on a shard it
+        carries up to K records. Scans at most ``SCAN_FACTOR`` times the request size, and at most
+        ``SCAN_SEGMENTS`` queue segments (retries split a queue into many small ones). Stops at the
+        first record that does not fit ``room_bytes`` (skipping it could let a later record of its key
+        go first). Appends the taken runs to ``pieces``; returns (records taken, body bytes used).
+
+        The scan window (across the queue's segments) is handled in one numpy pass (the first
+        occurrence of every key), so the cost has no Python step per scanned record.
+        """
+        budget = max(want, 1) * SCAN_FACTOR
+        if lane.scan_hint:  # the last scan found only this many keys: look a few times that far
+            budget = min(budget, max(MIN_SCAN, lane.scan_hint * 2 * SCAN_FACTOR))
+        window, hashes, starts, ends = _scan_window(lane, budget)
+        if not window:
+            return 0, 0
+        _, first_at = np.unique(np.concatenate(hashes), return_index=True)  # each key's earliest
+        take = np.sort(first_at)[:want]
+        taken_sizes = np.concatenate(ends)[take] - np.concatenate(starts)[take]
+        fits = int(np.searchsorted(np.cumsum(taken_sizes), room_bytes, side="right"))
+        take = take[:fits]  # the first record that does not fit stays, and so does every later one
+        used = int(taken_sizes[:fits].sum())
+        _hand_out(lane, window, take, pieces)
+        lane.scan_hint = len(take) if len(take) < want else 0
+        return len(take), used
+
+
+Window = list[tuple[Seg, int]]  # (segment, records of it in the scan window)
+
+
+def _scan_window(
+    lane: Lane, budget: int
+) -> tuple[Window, list[npt.NDArray[np.uint64]], list[npt.NDArray[np.int64]], list[npt.NDArray[np.int64]]]:
+    """Pop up to ``budget`` records (``SCAN_SEGMENTS`` segments) off the head of ``lane``'s queue:
+    the window's segments and, per segment, its records' key hashes and fragment start/end offsets."""
+    queue = lane.queue
+    window: Window = []
+    hashes: list[npt.NDArray[np.uint64]] = []
+    starts: list[npt.NDArray[np.int64]] = []
+    ends: list[npt.NDArray[np.int64]] = []
+    scanned = 0
+    while queue and scanned < budget and len(window) < SCAN_SEGMENTS:
+        seg = queue.popleft()
+        a = seg.start
+        b = min(seg.end, a + budget - scanned)
+        enc = seg.batch.enc
+        window.append((seg, b - a))
+        hashes.append(enc.key_hashes[a:b])
+        starts.append(enc.offsets[a:b])
+        ends.append(enc.offsets[a + 1 : b + 1])
+        scanned += b - a
+    return window, hashes, starts, ends
+
+
+def _hand_out(lane: Lane, window: Window, take: npt.NDArray[np.int64], pieces: Pieces) -> None:
+    """Hand out the window segment by segment: runs of ``take`` (window positions) go to ``pieces``;
+    what lies between them and after the last one goes back to the head of the queue, in order."""
+    keep: list[Seg] = []
+    taken_runs = runs(take)
+    r = 0
+    base = 0
+    for seg, n in window:
+        first = seg.start
+        seg_end = base + n  # this segment's part of the window, in window positions
+        pos = base
+        while r < len(taken_runs) and taken_runs[r][0] < seg_end:
+            run_start, run_end = taken_runs[r]
+            cut = min(run_end, seg_end)
+            if run_start > pos:
+                keep.append(part(seg, first + pos - base, first + run_start - base))
+            pieces.append((lane, part(seg, first + run_start - base, first + cut - base)))
+            pos = cut
+            if cut < run_end:
+                taken_runs[r] = (cut, run_end)  # the run goes on in the next segment
+                break
+            r += 1
+        if pos < seg_end or n < seg.end - seg.start:
+            seg.start = first + pos - base
+            keep.append(seg)
+        base = seg_end
+    lane.queue.extendleft(reversed(keep))
