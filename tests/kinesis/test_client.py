@@ -240,3 +240,26 @@ def test_expired_credentials_are_refreshed() -> None:
     app = run(main())
     used = [h["Authorization"].split("Credential=")[1].split("/")[0] for h, _ in app.requests]
     assert len(issued) >= 3 and used[-1] == issued[-1] and "AKIDGEN0" not in used
+
+
+def test_no_credentials_anywhere_is_a_config_error_saying_where_to_put_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    from shardline.errors import ConfigError
+    from shardline_kinesis.emulators import AWS_ENV_TO_CLEAR
+
+    for name in (*AWS_ENV_TO_CLEAR, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+    async def main() -> None:
+        client = KinesisClient(region="eu-west-1", endpoint_url="http://127.0.0.1:9")
+        try:
+            await client.describe_stream_summary("s")
+        finally:
+            await client.close()
+
+    with pytest.raises(ConfigError, match="AWS_ACCESS_KEY_ID"):
+        run(main())

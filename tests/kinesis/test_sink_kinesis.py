@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 from aws_kinesis_agg.deaggregator import iter_deaggregate_records
 from shardline import StreamSink
-from shardline.errors import ConfigError, SchemaError
+from shardline.errors import AccessDeniedError, ConfigError, SchemaError, StreamNotFoundError
 from shardline_kinesis.aggregation import MAGIC
 from shardline_kinesis.streamtools import read_stream
 
@@ -121,3 +121,39 @@ def test_records_kinesis_cannot_take_are_dead_lettered(kinesalite: Any) -> None:
 def test_a_mapping_with_client_info_is_refused(kinesalite: Any) -> None:
     with pytest.raises((ConfigError, SchemaError), match="client info"):
         StreamSink(kinesalite.stream_url("never-created"), partition_key="key", client_info="ci")
+
+
+def test_a_missing_stream_without_create_stops_the_sink_at_start(kinesalite: Any) -> None:
+    with pytest.raises(StreamNotFoundError, match="absent-stream"):
+        StreamSink(
+            kinesalite.stream_url("absent-stream"), partition_key="key", data="raw", data_column="value"
+        )
+
+
+class _Refusing:
+    """An endpoint that refuses every call's credentials, as Kinesis does for an unknown key."""
+
+    async def startup(self) -> None:
+        pass
+
+    async def cleanup(self) -> None:
+        pass
+
+    async def __call__(self, request: Any) -> Any:
+        from aiohttp import web
+
+        await request.read()
+        body = b'{"__type":"UnrecognizedClientException","message":"The security token is invalid."}'
+        return web.Response(status=400, body=body)
+
+
+def test_refused_credentials_stop_the_sink_with_access_denied(shardline_kinesis_env: None) -> None:
+    from shardline_kinesis._aiothread import ThreadedServer
+
+    server = ThreadedServer(_Refusing(), "refusing")
+    try:
+        with pytest.raises(AccessDeniedError, match="AWS_PROFILE") as caught:
+            StreamSink(f"kinesis://orders?region=us-east-1&endpoint_url={server.url}", partition_key="key")
+    finally:
+        server.stop()
+    assert "orders" in str(caught.value) and "AKID" not in str(caught.value)

@@ -48,8 +48,7 @@ def test_create_describe_put_and_read_back(kinesalite: Any) -> None:
     assert info.shards[0].start == 0 and info.shards[-1].end == 2**128 - 1
     assert info.shards[0].end + 1 == info.shards[1].start
     assert result.failures == []
-    if hasattr(result, "shard_ids"):
-        assert result.shard_ids <= {s.shard_id for s in info.shards} and result.shard_ids
+    assert result.shard_ids and result.shard_ids <= {s.shard_id for s in info.shards}
     landed = [(shard, r["PartitionKey"], r["Data"]) for shard, r in read_stream(kinesalite.client(), name)]
     assert sorted((k, d) for _, k, d in landed) == sorted((k, d) for d, k in records)
     for shard_id, key, _ in landed:  # each key on the shard whose range holds MD5(key)

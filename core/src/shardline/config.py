@@ -477,7 +477,7 @@ def build_pipeline(
             option_errors = _check_transport_options(model.sink.stream, model.sink.transport, ctx)
             errors.extend(option_errors)
             if not option_errors:
-                errors.extend(_check_with_transport(model.sink, ctx))
+                errors.extend(_check_with_transport(model.sink, ctx, model.mapping))
 
     if errors:
         raise ConfigError("; ".join(errors))
@@ -540,10 +540,15 @@ def _check_stream(stream: str, ctx: _ErrorContext) -> list[str]:
     return []
 
 
-def _check_with_transport(sink: SinkConfig, ctx: _ErrorContext) -> list[str]:
+def _check_with_transport(
+    sink: SinkConfig, ctx: _ErrorContext, mapping: MappingConfig | None = None
+) -> list[str]:
     """What the stream's transport checks before it connects: its URL form (the factory's optional
-    ``validate(url, options)``, raising :class:`ConfigError`) and ``create.shards`` against its
-    optional ``max_shards``. Nothing is connected to."""
+    ``validate(url, options)``, raising :class:`ConfigError`), ``create.shards`` against its
+    optional ``max_shards``, and the mapping against its optional ``wire_limits`` (a
+    :class:`~shardline.wire.WireLimits`, or a function returning one, so that a plugin need not
+    import its wire at start): a ``client_info`` column for a protocol without one. Nothing is
+    connected to."""
     from shardline.plugins import registered
 
     scheme = sink.stream.partition("://")[0].lower()
@@ -562,6 +567,14 @@ def _check_with_transport(sink: SinkConfig, ctx: _ErrorContext) -> list[str]:
     if sink.create is not None and isinstance(max_shards, int) and sink.create.shards > max_shards:
         expected = f"expected an integer <= {max_shards} (the most shards a {scheme}:// stream can have)"
         errors.append(ctx.line(("sink", "create", "shards"), expected, sink.create.shards))
+    limits = getattr(factory, "wire_limits", None)
+    limits = limits() if callable(limits) else limits
+    if mapping is not None and mapping.client_info and limits is not None and not limits.client_info:
+        expected = (
+            f"a {scheme}:// stream has no client info field; remove client_info from the mapping "
+            "(or put the value into Data)"
+        )
+        errors.append(ctx.line(("mapping", "client_info"), expected, mapping.client_info))
     return errors
 
 

@@ -35,3 +35,13 @@ _kinesis_transport.Options = KinesisOptions  # type: ignore[attr-defined]
 _kinesis_transport.validate = validate  # type: ignore[attr-defined]
 _kinesis_transport.max_shards = 10_000  # type: ignore[attr-defined]
 _kinesis_transport.stream_access = _stream_access  # type: ignore[attr-defined]
+
+
+def _wire_limits() -> Any:
+    """The Kinesis :class:`~shardline.wire.WireLimits` (imported on first use: numpy, pyarrow)."""
+    from shardline_kinesis.wire import KINESIS_LIMITS
+
+    return KINESIS_LIMITS
+
+
+_kinesis_transport.wire_limits = _wire_limits  # type: ignore[attr-defined]

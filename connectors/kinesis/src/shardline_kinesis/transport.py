@@ -13,7 +13,6 @@ import asyncio
 import itertools
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import fields
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -34,7 +33,6 @@ from shardline.transport import (
 _STREAM_NAME = re.compile(r"^[a-zA-Z0-9_.-]{1,128}$")
 _SHARD_ID = re.compile(rb'"ShardId"\s*:\s*"([^"]+)"')
 _ALL_WRITTEN = re.compile(rb'\s*\{\s*"FailedRecordCount"\s*:\s*0\s*[,}]')
-_PUT_HAS_SHARD_IDS = "shard_ids" in {f.name for f in fields(PutBodyResult)}
 ERROR_CODE = -1
 """``PutFailure.error_code`` of a Kinesis failure (Kinesis names errors; it has no numeric code)."""
 
@@ -314,6 +312,4 @@ def _covers(ranges: tuple[HashRange, ...]) -> bool:
 
 
 def _body_result(count: int, failures: list[PutFailure], shard_ids: frozenset[str]) -> PutBodyResult:
-    if _PUT_HAS_SHARD_IDS:
-        return PutBodyResult(count, failures, shard_ids=shard_ids)  # type: ignore[call-arg]
-    return PutBodyResult(count, failures)
+    return PutBodyResult(count, failures, shard_ids=shard_ids)
