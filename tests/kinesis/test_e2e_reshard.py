@@ -150,6 +150,6 @@ def test_update_shard_count_2_to_4_while_writing_on_kinesis_local(
 
     # kinesis-local slows down as a stream grows: a small one
     client, name, written = _reshard_while_writing(
-        kinesis_local, fault_proxy, tmp_path, shards=2, rows=400, keys=4, reshard=update
+        kinesis_local, fault_proxy, tmp_path, shards=2, rows=400, keys=16, reshard=update
     )
     _check(client, name, written, open_before=2)
