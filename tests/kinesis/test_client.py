@@ -263,3 +263,31 @@ def test_no_credentials_anywhere_is_a_config_error_saying_where_to_put_them(
 
     with pytest.raises(ConfigError, match="AWS_ACCESS_KEY_ID"):
         run(main())
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"not json",
+        b'{"FailedRecordCount":0,"Records":[{"SequenceNumber":"1","ShardId":"shardId-000000000000"}]}',
+        b'{"FailedRecordCount":1,"Records":[{"ErrorCode":"InternalFailure","ErrorMessage":"x"}]}',
+    ],
+)
+def test_an_answer_that_does_not_account_for_every_record_is_retried_whole(
+    answer: bytes, shardline_kinesis_env: None
+) -> None:
+    from shardline_kinesis.transport import KinesisTransport
+
+    async def main() -> Exception:
+        async with serve(lambda r, b: web.Response(body=answer)) as (_, url):
+            t = KinesisTransport(f"kinesis://s?region=eu-west-1&endpoint_url={url}")
+            try:
+                await t.put_records_body(t.wire.body([b'{"Data":"","PartitionKey":"a"},'] * 2), 2)
+            except Exception as exc:
+                return exc
+            finally:
+                await t.close()
+        raise AssertionError("two records sent, one answered: not an error")
+
+    exc = run(main())
+    assert isinstance(exc, KinesisError) and exc.retryable and exc.name == "InvalidResponse"

@@ -235,20 +235,44 @@ class KinesisTransport:
 
     async def put_records_body(self, body: bytes, record_count: int) -> PutBodyResult:
         """One pre-encoded PutRecords (a :meth:`KinesisWire.body`); the failed records, and the
-        distinct ShardIds the written ones landed on (a new one reveals a reshard)."""
+        distinct ShardIds the written ones landed on (a new one reveals a reshard).
+
+        An answer that is not JSON, or that does not list one entry per record sent, raises a
+        retryable :class:`~shardline_kinesis.client.KinesisError` (the request is sent again: at
+        least once), never counts a record written that the answer does not show.
+        """
         payload = await self.client.call_raw("PutRecords", body, self.stream_name)
         if _ALL_WRITTEN.match(payload):
-            return _body_result(record_count, [], frozenset(m.decode() for m in _SHARD_ID.findall(payload)))
-        doc = orjson.loads(payload)
+            landed = _SHARD_ID.findall(payload)
+            if len(landed) == record_count:
+                return _body_result(record_count, [], frozenset(m.decode() for m in landed))
+        try:
+            entries = orjson.loads(payload).get("Records", [])
+        except (orjson.JSONDecodeError, AttributeError):
+            entries = None
+        if not isinstance(entries, list) or len(entries) != record_count:
+            raise self._bad_answer(record_count, entries)
         failures: list[PutFailure] = []
         shard_ids: set[str] = set()
-        for i, r in enumerate(doc.get("Records", [])):
+        for i, r in enumerate(entries):
             code = r.get("ErrorCode")
             if code is None:
                 shard_ids.add(r["ShardId"])
             else:
                 failures.append(PutFailure(i, ERROR_CODE, str(code), r.get("ErrorMessage") or None))
         return _body_result(record_count, failures, frozenset(shard_ids))
+
+    def _bad_answer(self, sent: int, entries: object) -> Exception:
+        from shardline_kinesis.client import KinesisError
+
+        said = f"{len(entries)} entries" if isinstance(entries, list) else "no JSON list of records"
+        return KinesisError(
+            f"Kinesis PutRecords on stream {self.stream_name!r}: the answer has {said} for {sent} "
+            "records sent; the request is sent again",
+            name="InvalidResponse",
+            status=200,
+            retryable=True,
+        )
 
     async def put_records(self, records: Sequence[PutRecord]) -> list[PutResult]:
         """One PutRecords of plain records (the slow path; the CLI's ``stream put``).
