@@ -40,7 +40,17 @@ if TYPE_CHECKING:
     from shardline.sink import AsyncStreamSink, StreamSink
     from shardline.sink_options import SinkOptions
     from shardline.source import AckToken, Source, SourceCheckpoint, SourceOptions
-    from shardline.transport import PutRecord, PutResult, StreamInfo, Transport
+    from shardline.transport import (
+        HashRange,
+        PutBodyResult,
+        PutFailure,
+        PutRecord,
+        PutResult,
+        StreamInfo,
+        Transport,
+        TransportOptions,
+    )
+    from shardline.wire import Outcome, Placement, RequestOutcome, Wire, WireLimits
 
 # public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
@@ -80,8 +90,17 @@ _EXPORTS: dict[str, str] = {
     "SourceOptions": "shardline.source",
     "PutRecord": "shardline.transport",
     "PutResult": "shardline.transport",
+    "PutBodyResult": "shardline.transport",
+    "PutFailure": "shardline.transport",
+    "HashRange": "shardline.transport",
     "StreamInfo": "shardline.transport",
     "Transport": "shardline.transport",
+    "TransportOptions": "shardline.transport",
+    "Outcome": "shardline.wire",
+    "Placement": "shardline.wire",
+    "RequestOutcome": "shardline.wire",
+    "Wire": "shardline.wire",
+    "WireLimits": "shardline.wire",
 }
 
 __all__ = [
@@ -94,13 +113,19 @@ __all__ = [
     "ConfigError",
     "DeadLetterWriter",
     "DeliveryError",
+    "HashRange",
+    "Outcome",
     "Partitioner",
     "PipelineConfig",
+    "Placement",
     "PluginError",
+    "PutBodyResult",
+    "PutFailure",
     "PutRecord",
     "PutResult",
     "RecordMapping",
     "RecordTooLargeError",
+    "RequestOutcome",
     "RunSummary",
     "SchemaError",
     "ShardMap",
@@ -117,6 +142,9 @@ __all__ = [
     "StreamUnreachableError",
     "Transport",
     "TransportError",
+    "TransportOptions",
+    "Wire",
+    "WireLimits",
     "dead_letter_entry",
     "hookimpl",
     "load_pipeline",
