@@ -1,6 +1,6 @@
 """The Kinesis sink side by side with a boto3 ``put_records`` loop, in one run, into kinesalite.
 
-    uv run python benchmarks/kinesis_sink.py [--records 50000] [--keys 1000] [--payload 100] [--repeat 3]
+    uv run python benchmarks/kinesis_sink.py [--records 50000] [--keys 100000] [--payload 100] [--repeat 3]
 
 One kinesalite (the test kit's, on 127.0.0.1) and keyed records of ``--payload`` random bytes
 (PartitionKey ``key-NNNN`` among ``--keys``), each writer into its own 4-shard stream:
@@ -175,7 +175,7 @@ def start_null_endpoint() -> tuple[subprocess.Popen[str], str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=50_000)
-    parser.add_argument("--keys", type=int, default=1000)
+    parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--payload", type=int, default=100, help="bytes of Data per record")
     parser.add_argument("--repeat", type=int, default=3, help="rounds of each fast writer; the best counts")
     parser.add_argument("--skip-shardline", action="store_true", help="only the boto3 loops and the ceiling")

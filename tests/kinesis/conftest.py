@@ -82,7 +82,7 @@ def write_parquet(directory: Any, records: list[tuple[str, bytes]], files: int =
 
 
 def parquet_pipeline(
-    path: Any, data_dir: Any, stream_url: str, *, batch_size: int = 250, sink: str = ""
+    path: Any, data_dir: Any, stream_url: str, *, batch_size: int = 1000, sink: str = ""
 ) -> Any:
     """A Parquet -> Kinesis pipeline file: ``key`` -> PartitionKey, ``payload`` as Data (raw)."""
     path.write_text(

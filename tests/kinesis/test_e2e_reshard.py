@@ -42,15 +42,15 @@ RUN_TIMEOUT_S = 120.0
 class _Run:
     """``run_pipeline(config)`` in a thread (no signal handlers there); ``join()`` returns its summary."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, **options: Any) -> None:
         self.summary: Any = None
         self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._main, args=(config,), daemon=True)
+        self._thread = threading.Thread(target=self._main, args=(config, options), daemon=True)
         self._thread.start()
 
-    def _main(self, config: Path) -> None:
+    def _main(self, config: Path, options: dict[str, Any]) -> None:
         try:
-            self.summary = run_pipeline(config)
+            self.summary = run_pipeline(config, **options)
         except BaseException as exc:
             self.error = exc
 
@@ -83,7 +83,7 @@ def _reshard_while_writing(
         tmp_path / "p.toml",
         tmp_path / "data",
         emulator.stream_url(name, endpoint_url=proxy.url),
-        batch_size=50,
+        batch_size=200,
         sink="limits = { max_in_flight_requests = 2, shard_refresh_s = 0.5 }",
     )
     proxy.hold(after_records=rows // 4)
@@ -119,7 +119,7 @@ def test_split_of_every_shard_while_writing_loses_nothing_and_keeps_key_order(
         assert len(open_shards(client, name)) == 4
 
     client, name, written = _reshard_while_writing(
-        kinesalite, fault_proxy, tmp_path, shards=2, rows=4_000, keys=6, reshard=split
+        kinesalite, fault_proxy, tmp_path, shards=2, rows=1_200, keys=8, reshard=split
     )
     _check(client, name, written, open_before=2)
 
@@ -132,8 +132,8 @@ def test_split_while_writing_with_30_percent_throttling(
         fault_proxy,
         tmp_path,
         shards=2,
-        rows=3_000,
-        keys=6,
+        rows=400,
+        keys=8,
         reshard=lambda c, n: split_every_shard(c, n),
         rate=0.3,
     )
@@ -149,6 +149,6 @@ def test_update_shard_count_2_to_4_while_writing_on_kinesis_local(
 
     # kinesis-local slows down as a stream grows: a small one
     client, name, written = _reshard_while_writing(
-        kinesis_local, fault_proxy, tmp_path, shards=2, rows=800, keys=4, reshard=update
+        kinesis_local, fault_proxy, tmp_path, shards=2, rows=400, keys=16, reshard=update
     )
     _check(client, name, written, open_before=2)
