@@ -25,6 +25,7 @@ from shardline.pipeline import RunSummary, run_pipeline
 from shardline.records import RecordMapping, map_columns, place
 from shardline_parquet import write_sample
 from shardline_v3io.testing_server import RunningServer
+from shardline_v3io.wire import V3IO_WIRE
 
 from .conftest import ROWS, SHARDS, landed, pipeline_file, slot_rows
 
@@ -38,7 +39,7 @@ def in_flight_rows(data: Path) -> int:
     records) plus one source batch (acks are per batch)."""
     batch = pq.read_table(sorted(data.glob("*.parquet"))[0], columns=["seq", "user_id"]).slice(0, 10_000)
     mapping = RecordMapping(partition_key="user_id", data="template", template="{seq}")
-    enc = place(map_columns(batch.to_batches()[0], mapping), SHARDS)
+    enc = place(map_columns(batch.to_batches()[0], mapping, V3IO_WIRE.limits), SHARDS, wire=V3IO_WIRE)
     per_record = enc.nbytes / enc.num_records
     return int(EngineOptions().max_in_flight_bytes / 2 / per_record) + BATCH
 

@@ -227,7 +227,7 @@ def test_a_dead_letter_carries_the_error_name_and_the_streams_detail(tmp_path: P
         sink.write(batch)
     (entry,) = [orjson.loads(line) for line in target.read_bytes().splitlines()]
     assert entry["data"] == "bad"
-    assert entry["error"] == "InvalidArgumentException: the record matched FakeTransport.permanent"
+    assert entry["error"] == "InvalidRecord: the record matched FakeTransport.permanent"  # the fake's name
 
 
 def test_the_local_transport_reports_the_same_detail(tmp_path: Path) -> None:

@@ -29,10 +29,13 @@ MEMBERS = {
     "shardline-v3io": ROOT / "connectors" / "v3io",
     "shardline-parquet": ROOT / "plugins" / "parquet",
     "shardline-kafka": ROOT / "plugins" / "kafka",
+    "shardline-kinesis": ROOT / "connectors" / "kinesis",
+    "shardline-dask": ROOT / "plugins" / "dask",
 }
 # the import name of each workspace distribution
 OWN_MODULES = {"shardline": "shardline", "shardline_v3io": "shardline-v3io",
-               "shardline_parquet": "shardline-parquet", "shardline_kafka": "shardline-kafka"}  # fmt: skip
+               "shardline_parquet": "shardline-parquet", "shardline_kafka": "shardline-kafka",
+               "shardline_kinesis": "shardline-kinesis", "shardline_dask": "shardline-dask"}  # fmt: skip
 
 
 def _norm(name: str) -> str:
@@ -121,6 +124,8 @@ def test_every_module_a_distribution_imports_is_a_declared_dependency(dist: str)
         "shardline-v3io": {"uvloop", "shardline_parquet"},
         "shardline-parquet": set(),
         "shardline-kafka": set(),
+        "shardline-kinesis": set(),
+        "shardline-dask": set(),
     }[dist]
     assert optional - required <= expected_optional | {"shardline"}
 
@@ -219,10 +224,10 @@ def _ok(result: subprocess.CompletedProcess[str]) -> str:
 
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The four wheels, built from this checkout."""
+    """The workspace's wheels (one per member), built from this checkout."""
     out = tmp_path_factory.mktemp("wheels")
     _ok(_run([_uv(), "build", "--all-packages", "--wheel", "-q", "-o", out], cwd=ROOT, timeout=300))
-    assert len(list(out.glob("*.whl"))) == 4
+    assert len(list(out.glob("*.whl"))) == len(MEMBERS)
     return out
 
 

@@ -23,6 +23,7 @@ from shardline.records import RecordMapping, map_columns, place
 from shardline_parquet import write_sample
 from shardline_v3io.testing import read_stream
 from shardline_v3io.testing_server import start_server
+from shardline_v3io.wire import V3IO_WIRE
 
 SHARDLINE = str(Path(sys.executable).with_name("shardline"))
 ROWS = 200_000
@@ -40,7 +41,9 @@ def checkpoint_rows(path: Path) -> int:
 def in_flight_rows(data: Path) -> int:
     """The rows the default byte cap lets be sent and not yet checkpointed (see the module docstring)."""
     batch = pq.read_table(sorted(data.glob("*.parquet"))[0]).slice(0, 10_000).to_batches()[0]
-    enc = place(map_columns(batch, RecordMapping(partition_key="user_id")), SHARDS)
+    enc = place(
+        map_columns(batch, RecordMapping(partition_key="user_id"), V3IO_WIRE.limits), SHARDS, wire=V3IO_WIRE
+    )
     return int(EngineOptions().max_in_flight_bytes / 2 / (enc.nbytes / enc.num_records)) + BATCH
 
 

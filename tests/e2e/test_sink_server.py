@@ -220,6 +220,7 @@ def test_data_of_1_mib_passes_and_1_mib_plus_one_is_a_dead_letter(stream_server_
         partition_key="k",
         create={"shards": 1},
         retry_deadline_s=3,
+        max_in_flight_bytes=64 * 2**20,  # room for full 10 MiB requests (the 16 MiB default holds less)
         **FAST,
     ) as sink:
         sink.write(pa.record_batch({"p": payload, "k": keys}))

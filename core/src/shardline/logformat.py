@@ -48,8 +48,12 @@ def configure_logging(log_format: str) -> None:
         return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(_shardline_info)
     root = logging.getLogger()
     root.handlers = [handler]
-    root.setLevel(logging.WARNING)
-    for name in ("shardline", "shardline_kafka", "shardline_parquet", "shardline_v3io", "shardline_kinesis"):
-        logging.getLogger(name).setLevel(logging.INFO)
+    root.setLevel(logging.INFO)
+
+
+def _shardline_info(record: logging.LogRecord) -> bool:
+    """INFO and up from shardline and its plugins (``shardline*`` loggers), WARNING and up from others."""
+    return record.levelno >= logging.WARNING or record.name.startswith("shardline")
