@@ -13,6 +13,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from shardline.arrowbin import b64encode_array
     from shardline.checkpoint import CheckpointLockedError, CheckpointStore
     from shardline.config import PipelineConfig, load_pipeline
     from shardline.deadletter import DeadLetterWriter, dead_letter_entry
@@ -54,10 +55,21 @@ if TYPE_CHECKING:
         Transport,
         TransportOptions,
     )
-    from shardline.wire import Outcome, Placement, RequestOutcome, Wire, WireLimits
+    from shardline.wire import (
+        Outcome,
+        Placement,
+        RequestOutcome,
+        Wire,
+        WireLimits,
+        join_fragments,
+        key_fields,
+    )
 
 # public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
+    "b64encode_array": "shardline.arrowbin",
+    "join_fragments": "shardline.wire",
+    "key_fields": "shardline.wire",
     "CheckpointLock": "shardline.checkpoint",
     "CheckpointLockedError": "shardline.checkpoint",
     "CheckpointStore": "shardline.checkpoint",
@@ -164,8 +176,11 @@ __all__ = [
     "TransportOptions",
     "Wire",
     "WireLimits",
+    "b64encode_array",
     "dead_letter_entry",
     "hookimpl",
+    "join_fragments",
+    "key_fields",
     "load_pipeline",
     "make_display",
     "redact_url",

@@ -48,7 +48,7 @@ from shardline.arrowbin import b64encode_array
 from shardline.errors import AccessDeniedError, StreamNotFoundError, TransportError
 from shardline.partitioning import hash_key_of, shard_for_key
 from shardline.transport import HashRange, PutBodyResult, PutFailure, PutRecord, PutResult, StreamInfo
-from shardline.wire import Outcome, Placement, RequestOutcome, WireLimits
+from shardline.wire import Outcome, Placement, RequestOutcome, WireLimits, join_fragments, key_fields
 
 FAKE_LIMITS = WireLimits(
     max_records_per_request=1000,
@@ -89,9 +89,7 @@ class FakeWire:
         pieces: list[pa.Array | pa.Scalar] = [_lb(b'{"d":"'), b64encode_array(p.data), _lb(b'"')]
         if p.key_index is not None:
             assert p.key_json is not None
-            keys = pc.binary_join_element_wise(_lb(b',"k":'), p.key_json, _lb(b""))
-            keys = pa.concat_arrays([keys, pa.array([b""], _LB)])
-            pieces.append(keys.take(pa.array(np.where(p.key_index < 0, len(keys) - 1, p.key_index))))
+            pieces.append(key_fields(b',"k":', p.key_json, p.key_index))
         if p.addressed:
             count = p.shard_map.shard_count
             lanes = [b',"s":' + orjson.dumps(p.shard_map.address(lane)) for lane in range(count)]
@@ -106,9 +104,7 @@ class FakeWire:
 
     def body(self, parts: Sequence[memoryview | bytes]) -> bytes:
         """``[...]`` from runs of fragments (the last comma dropped)."""
-        if not parts:
-            return b"[]"
-        return b"".join([b"[", *parts[:-1], memoryview(parts[-1])[:-1], b"]"])
+        return join_fragments(b"[", parts, b"]")
 
     def classify(self, failure: PutFailure) -> Outcome:
         """NoSuchShard: REFRESH, InvalidRecord: PERMANENT, Throttled: THROTTLED, else RETRY."""

@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
 
 if TYPE_CHECKING:
-    import pyarrow as pa
-
     from shardline.errors import TransportError
     from shardline.partitioning import ShardMap
     from shardline.transport import PutFailure
@@ -140,3 +140,24 @@ class Wire(Protocol):
     def classify_request(self, error: TransportError) -> RequestOutcome:
         """The outcome of a request that failed as a whole."""
         ...
+
+
+# helpers for wires that encode records as JSON fragments (every built-in one does)
+
+_LB = pa.large_binary()
+
+
+def key_fields(field: bytes, key_json: pa.Array, key_index: npt.NDArray[np.int64]) -> pa.Array:
+    """Per record, ``field`` then its key's JSON literal (``b',"PartitionKey":'`` + ``b'"k"'``), or
+    ``b""`` for a record without a key (``key_index == -1``); ``large_binary``, column at a time."""
+    keys = pc.binary_join_element_wise(pa.scalar(field, _LB), key_json.cast(_LB), pa.scalar(b"", _LB))
+    keys = pa.concat_arrays([keys, pa.array([b""], _LB)])
+    return keys.take(pa.array(np.where(key_index < 0, len(keys) - 1, key_index), pa.int64()))
+
+
+def join_fragments(prefix: bytes, parts: Sequence[memoryview | bytes], suffix: bytes) -> bytes:
+    """A request body: ``prefix``, the runs of ``{...},`` fragments in order with the last comma
+    dropped, ``suffix`` (``prefix + suffix`` when there are none)."""
+    if not parts:
+        return prefix + suffix
+    return b"".join([prefix, *parts[:-1], memoryview(parts[-1])[:-1], suffix])

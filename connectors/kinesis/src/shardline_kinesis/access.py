@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import pybase64
-from shardline import PutRecord, PutResult, StreamInfo
+from shardline import PutRecord, PutResult
 
 from shardline_kinesis.transport import KinesisTransport, shard_index
 
@@ -67,10 +67,6 @@ class KinesisAccess(KinesisTransport):
         """Numbers of every shard still holding records (open and closed), parents first."""
         shards = await self.client.list_shards(self.stream_name)
         return sorted(i for s in shards if (i := shard_index(s.shard_id)) is not None)
-
-    async def describe(self) -> StreamInfo:
-        """Open shards and retention."""
-        return await super().describe()
 
     async def put_records(self, records: Sequence[PutRecord]) -> list[PutResult]:
         """PutRecords; a record without a key gets a distinct one (its running number), so

@@ -26,8 +26,17 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from shardline import Outcome, Placement, PutFailure, RequestOutcome, TransportError, WireLimits
-from shardline.arrowbin import b64encode_array
+from shardline import (
+    Outcome,
+    Placement,
+    PutFailure,
+    RequestOutcome,
+    TransportError,
+    WireLimits,
+    b64encode_array,
+    join_fragments,
+    key_fields,
+)
 
 _LB = pa.large_binary()
 
@@ -100,12 +109,7 @@ class KinesisWire:
             return pa.array([], _LB)
         pieces: list[pa.Array | pa.Scalar] = [_lb(b'{"Data":"'), b64encode_array(placement.data), _lb(b'"')]
         if placement.key_json is not None and placement.key_index is not None:
-            keys = pc.binary_join_element_wise(
-                _lb(b',"PartitionKey":'), placement.key_json.cast(_LB), _lb(b"")
-            )
-            keys = pa.concat_arrays([keys, pa.array([b""], _LB)])
-            index = np.where(placement.key_index < 0, len(keys) - 1, placement.key_index)
-            pieces.append(keys.take(pa.array(index, pa.int64())))
+            pieces.append(key_fields(b',"PartitionKey":', placement.key_json, placement.key_index))
         if placement.addressed:
             lanes, inverse = np.unique(placement.shards, return_inverse=True)
             addresses = [placement.shard_map.address(int(s)) for s in lanes]
@@ -121,10 +125,7 @@ class KinesisWire:
 
     def body(self, parts: Sequence[memoryview | bytes]) -> bytes:
         """``{"StreamName":..,"Records":[<parts>]}`` with the last fragment's ``,`` dropped."""
-        if not parts:
-            return self._prefix + self._suffix
-        last = memoryview(parts[-1])[:-1]
-        return b"".join([self._prefix, *parts[:-1], last, self._suffix])
+        return join_fragments(self._prefix, parts, self._suffix)
 
     def classify(self, failure: PutFailure) -> Outcome:
         """ProvisionedThroughputExceeded and KMSThrottling -> THROTTLED (the shard's AIMD);

@@ -22,10 +22,10 @@ from typing import Final
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from shardline.arrowbin import b64encode_array
+from shardline import b64encode_array
 from shardline.errors import AccessDeniedError, StreamNotFoundError, TransportError
 from shardline.transport import PutFailure
-from shardline.wire import Outcome, Placement, RequestOutcome, WireLimits
+from shardline.wire import Outcome, Placement, RequestOutcome, WireLimits, join_fragments, key_fields
 
 from shardline_v3io import errors as E
 
@@ -108,9 +108,7 @@ class V3ioWire:
         pieces: list[pa.Array | pa.Scalar] = [_lb(b'{"Data":"'), b64encode_array(p.data), _lb(b'"')]
         if p.key_index is not None:
             assert p.key_json is not None
-            key_json = pc.binary_join_element_wise(_lb(b',"PartitionKey":'), p.key_json, _lb(b""))
-            key_json = pa.concat_arrays([key_json, pa.array([b""], _LB)])
-            pieces.append(key_json.take(pa.array(np.where(p.key_index < 0, len(key_json) - 1, p.key_index))))
+            pieces.append(key_fields(b',"PartitionKey":', p.key_json, p.key_index))
         if p.addressed:
             count = max(p.shard_map.shard_count, 1)
             pieces.append(self._shard_fields(count).take(pa.array(np.minimum(p.shards, count))))
@@ -124,10 +122,7 @@ class V3ioWire:
 
     def body(self, parts: Sequence[memoryview | bytes]) -> bytes:
         """``{"Records":[...]}`` from fragment slices (each a run of ``{...},`` fragments)."""
-        if not parts:
-            return BODY_PREFIX + BODY_SUFFIX
-        last = memoryview(parts[-1])[:-1]  # drop the comma after the last fragment
-        return b"".join([BODY_PREFIX, *parts[:-1], last, BODY_SUFFIX])
+        return join_fragments(BODY_PREFIX, parts, BODY_SUFFIX)
 
     def classify(self, failure: PutFailure) -> Outcome:
         """ShardIDOutOfRange: REFRESH; invalid, too large, not a stream, permission: PERMANENT;
