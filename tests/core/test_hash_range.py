@@ -157,3 +157,26 @@ def test_every_keys_first_occurrences_keep_write_order_across_splits_and_merges(
     assert sorted(i for values in firsts.values() for i in values) == list(range(n)), "nothing missing"
     for key, values in firsts.items():
         assert values == sorted(values), f"{key} out of order (seed {seed})"
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_vectorised_md5_equals_hashlib_for_keys_of_every_length(seed: int) -> None:
+    """The sink routes keys by its own numpy MD5 (one block per key of <= 55 bytes, hashlib beyond):
+    every length across the one-block edge, multi-byte UTF-8, NULs and empty keys agree."""
+    import hashlib
+    import random
+
+    from shardline.md5many import ONE_BLOCK, md5_many
+
+    rng = random.Random(seed)
+    alphabet = "ab\x00é日🙂"
+    keys = [
+        "".join(rng.choice(alphabet) for _ in range(n))
+        for n in list(range(0, ONE_BLOCK + 10)) + [rng.randint(0, 300) for _ in range(300)]
+    ]
+    encoded = [k.encode() for k in keys]
+    offsets = np.concatenate([[0], np.cumsum([len(e) for e in encoded])]).astype(np.int64)
+    got = md5_many(offsets, np.frombuffer(b"".join(encoded), np.uint8))
+    want = [int.from_bytes(hashlib.md5(e).digest(), "big") for e in encoded]
+    assert [int(hi) << 64 | int(lo) for hi, lo in got.tolist()] == want
+    assert md5_hash_keys(keys).tolist() == got.tolist()

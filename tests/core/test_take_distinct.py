@@ -44,7 +44,7 @@ def _reference(
 
 
 def _flatten(segs: list[_Seg]) -> list[Record]:
-    return [(seg.batch.number, i) for seg in segs for i in range(seg.start, seg.end)]
+    return [(seg.batch.number, int(i)) for seg in segs for i in seg.rows]
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -66,15 +66,15 @@ def test_take_distinct_matches_the_per_record_rule(seed: int) -> None:
         i = 0
         while i < batch.n:
             j = min(batch.n, i + rng.choice([1, 2, 3] if fragmented else [1, 2, 3, 50, 400]))
-            lane.queue.append(_Seg(batch, i, j, attempt=rng.randint(0, 2)))
+            lane.queue.append(_Seg(batch, np.arange(i, j), attempt=rng.randint(0, 2)))
             i = j
     queue = _flatten(list(lane.queue))
-    limit = sum(seg.end - seg.start for seg in list(lane.queue)[:_SCAN_SEGMENTS])
+    limit = sum(len(seg) for seg in list(lane.queue)[:_SCAN_SEGMENTS])
     keys = {(b.number, i): int(b.enc.key_hashes[i]) for b in batches for i in range(b.n)}
     sizes = {(b.number, i): int(b.enc.offsets[i + 1] - b.enc.offsets[i]) for b in batches for i in range(b.n)}
     want = rng.choice([1, 5, 62, 1000])
     room = rng.choice([10**9, 500, 40])
-    attempts = {(seg.batch.number, i): seg.attempt for seg in lane.queue for i in range(seg.start, seg.end)}
+    attempts = {(seg.batch.number, int(i)): seg.attempt for seg in lane.queue for i in seg.rows}
 
     pieces: list[tuple[_Lane, _Seg]] = []
     taken, used = BatchCreator.take_distinct(lane, pieces, want, room)
@@ -85,9 +85,9 @@ def test_take_distinct_matches_the_per_record_rule(seed: int) -> None:
     assert (taken, used) == (len(expect_taken), expect_used)
     # every piece and every queued segment keeps its records' retry state
     for seg in [seg for _, seg in pieces] + list(lane.queue):
-        assert all(attempts[(seg.batch.number, i)] == seg.attempt for i in range(seg.start, seg.end))
+        assert all(attempts[(seg.batch.number, int(i))] == seg.attempt for i in seg.rows)
     assert all(lane is owner for owner, _ in pieces)
-    assert all(seg.start < seg.end for seg in lane.queue)
+    assert all(len(seg) > 0 for seg in lane.queue)
     assert isinstance(lane.queue, collections.deque)
 
 
@@ -98,7 +98,7 @@ def test_take_distinct_stops_after_the_segment_cap() -> None:
     )
     batch = SimpleNamespace(number=0, enc=enc)
     lane = _Lane(shard=0, throttle=ShardThrottle(1000, 0.05, 5.0))
-    lane.queue.extend(_Seg(batch, i, i + 1) for i in range(n))  # one record per segment
+    lane.queue.extend(_Seg(batch, np.arange(i, i + 1)) for i in range(n))  # one record per segment
     pieces: list[tuple[_Lane, _Seg]] = []
     taken, used = BatchCreator.take_distinct(lane, pieces, 1000, 10**9)
     assert (taken, used) == (_SCAN_SEGMENTS, 10 * _SCAN_SEGMENTS)

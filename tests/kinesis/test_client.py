@@ -308,6 +308,7 @@ def test_shard_ids_of_an_answer_include_a_shard_the_last_describe_did_not_list(
             try:
                 unknown = (await t.put_records_body(body, 3)).shard_ids
                 t._needles = (("shardId-000000000000", b'"ShardId":"shardId-000000000000"'),)
+                t._next_shard_read = 0.0  # read the next answer's ShardIds too (not only every 0.5 s)
                 known = (await t.put_records_body(body, 3)).shard_ids
                 return unknown, known
             finally:
@@ -315,3 +316,36 @@ def test_shard_ids_of_an_answer_include_a_shard_the_last_describe_did_not_list(
 
     unknown, known = run(main())
     assert unknown == known == {"shardId-000000000000", "shardId-000000000003"}
+
+
+def test_shard_ids_of_all_written_answers_are_read_at_most_every_half_second(
+    shardline_kinesis_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading an answer's ShardIds costs a pass over it per shard: between reads, an all-written
+    answer is only checked to list every record (and reports no ShardIds); a short one still fails."""
+    import shardline_kinesis.transport as transport
+    from shardline_kinesis.client import KinesisError
+    from shardline_kinesis.transport import KinesisTransport
+
+    assert transport.SHARD_READ_EVERY_S <= 1.0
+    monkeypatch.setattr(transport, "SHARD_READ_EVERY_S", 3600.0)  # a slow machine cannot pass it
+    entry = b'{"SequenceNumber":"1","ShardId":"shardId-000000000003"}'
+    answers = [b'{"FailedRecordCount":0,"Records":[' + b",".join([entry] * n) + b"]}" for n in (2, 2, 1)]
+
+    async def main() -> tuple[list[frozenset[str] | None], Exception | None]:
+        async with serve(lambda r, b: web.Response(body=answers.pop(0))) as (_, url):
+            t = KinesisTransport(f"kinesis://s?region=eu-west-1&endpoint_url={url}")
+            body = t.wire.body([b'{"Data":"","PartitionKey":"a"},'] * 2)
+            try:
+                seen = [(await t.put_records_body(body, 2)).shard_ids for _ in range(2)]
+                try:
+                    await t.put_records_body(body, 2)
+                except KinesisError as exc:
+                    return seen, exc
+                return seen, None
+            finally:
+                await t.close()
+
+    seen, error = run(main())
+    assert seen == [{"shardId-000000000003"}, None]
+    assert isinstance(error, KinesisError) and error.name == "InvalidResponse"

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import binascii
 from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
+import pybase64
 
 _LB = pa.large_binary()
 _LS = pa.large_string()
@@ -89,7 +89,7 @@ def to_large_binary(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
 
 
 def b64encode_array(arr: pa.Array) -> pa.Array:
-    """Base64 of every value of a binary-like array, vectorised (one ``b2a_base64`` call).
+    """Base64 of every value of a binary-like array, vectorised (one ``pybase64.b64encode`` call).
 
     Each value is padded with zero bytes to a multiple of 3, the concatenation is encoded at once,
     and the 'A's that encode the padding become '='. Nulls encode as empty strings.
@@ -105,7 +105,7 @@ def b64encode_array(arr: pa.Array) -> pa.Array:
     padded = pc.binary_join_element_wise(arr, _PADS.take(pa.array(rem)), _lb(b""))
     poffs = offsets(padded)
     raw = data_view(padded)[int(poffs[0]) : int(poffs[-1])]
-    out = np.frombuffer(bytearray(binascii.b2a_base64(raw, newline=False)), dtype=np.uint8)
+    out = np.frombuffer(bytearray(pybase64.b64encode(raw)), dtype=np.uint8)
     ends = (poffs[1:] - poffs[0]) // 3 * 4
     one = ends[rem == 2]
     out[one - 1] = _EQ

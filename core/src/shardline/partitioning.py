@@ -19,6 +19,7 @@ import numpy.typing as npt
 import xxhash
 
 from shardline.errors import PluginError
+from shardline.md5many import md5_many
 
 if TYPE_CHECKING:
     from shardline.transport import HashRange, StreamInfo
@@ -276,9 +277,12 @@ class ShardMap:
 
 def md5_hash_keys(keys: Sequence[str]) -> npt.NDArray[np.uint64]:
     """The 128-bit MD5 of each key's UTF-8 bytes as ``(n, 2)`` uint64 (high, low) halves: the hash
-    key Kinesis routes a PartitionKey by (one hashlib call per key: call it on distinct keys)."""
-    digests = b"".join(hashlib.md5(k.encode("utf-8"), usedforsecurity=False).digest() for k in keys)
-    return np.frombuffer(digests, dtype=">u8").astype(np.uint64).reshape(-1, 2)
+    key Kinesis routes a PartitionKey by (call it on distinct keys; see :mod:`shardline.md5many`
+    for the vectorised form over an Arrow column)."""
+    encoded = [k.encode("utf-8") for k in keys]
+    lengths = np.fromiter((len(k) for k in encoded), np.int64, len(encoded))
+    offsets = np.concatenate([np.zeros(1, np.int64), np.cumsum(lengths)])
+    return md5_many(offsets, np.frombuffer(b"".join(encoded), np.uint8))
 
 
 def hash_key_of(key: str) -> int:

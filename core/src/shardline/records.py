@@ -42,6 +42,7 @@ from shardline.arrowbin import (
 from shardline.errors import ConfigError, SchemaError
 from shardline.ipcrows import one_row_streams
 from shardline.jsontext import counting, escape_strings, json_is_string, json_values, text_values
+from shardline.md5many import md5_many
 from shardline.ownership import ShardOwnership
 from shardline.partitioning import Partitioner, ShardMap, md5_hash_keys, resolve_partitioner, xxh64_many
 from shardline.wire import Placement, Wire, WireLimits
@@ -309,6 +310,11 @@ class KeyValues(Sequence[str]):
 
     def __len__(self) -> int:
         return len(self._values)
+
+    @property
+    def array(self) -> pa.Array:
+        """The keys as Arrow text."""
+        return self._values
 
     def __getitem__(self, i: int) -> str:  # type: ignore[override]
         if self._list is not None:
@@ -626,7 +632,7 @@ class EncodedBatch:
     not_owned: int = 0  # rows left out because another writer owns them (shardline.ownership)
     generation: int = 0  # of the shard map the records were placed for
     shard_map: ShardMap | None = None
-    _frag_array: Any = None
+    fragment_array: Any = None  # the fragments as a large_binary array (``fragments`` is its buffer)
     _key_list: list[str] | None = None
 
     def key_list(self) -> list[str]:
@@ -663,6 +669,13 @@ class EncodedBatch:
         )
 
 
+def _md5_of_keys(keys: Sequence[str]) -> npt.NDArray[np.uint64]:
+    if isinstance(keys, KeyValues):
+        raw = keys.array.cast(_LB)
+        return md5_many(_offsets(raw), np.frombuffer(_data_view(raw), dtype=np.uint8))
+    return md5_hash_keys(keys)
+
+
 def _shards_for(
     cols: MappedColumns, shard_map: ShardMap, strategy: Partitioner, rr_start: int
 ) -> npt.NDArray[np.int64]:
@@ -679,7 +692,7 @@ def _shards_for(
         return rr
     if shard_map.hash_range and strategy.by_key_hash:  # where the stream routes each key
         if cols.key_hash_keys is None:
-            cols.key_hash_keys = md5_hash_keys(list(cols.key_values))  # once per distinct key
+            cols.key_hash_keys = _md5_of_keys(cols.key_values)  # once per distinct key
         per_key = shard_map.lanes_of_hash_keys(cols.key_hash_keys)
     else:
         per_key = np.asarray(strategy.per_key(cols.key_values, cols.key_hashes, shard_count), dtype=np.int64)
@@ -808,7 +821,7 @@ def place(
         origin_columns=cols.origin_columns,
         generation=shard_map.generation,
         shard_map=shard_map,
-        _frag_array=frags,
+        fragment_array=frags,
         not_owned=not_owned,
     )
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from shardline.lanes import Lane, Request, Seg, WholeFailure
+from shardline.lanes import Lane, Request, Seg, WholeFailure, part
 from shardline.metrics import SinkMetrics
 from shardline.plugins import call_observers
 from shardline.transport import PutFailure
@@ -64,7 +64,7 @@ class Settler:
         """Fatal: the engine failed; free the lanes, leave the records unacknowledged."""
         for lane, segs in request.by_lane():
             lane.busy = False
-            self._in_flight_done(lane, sum(s.end - s.start for s in segs))
+            self._in_flight_done(lane, sum(len(s) for s in segs))
 
     def written(self, request: Request) -> None:
         """Every record of the request was written."""
@@ -73,10 +73,9 @@ class Settler:
         for lane, segs in request.by_lane():
             n = 0
             for seg in segs:
-                k = seg.end - seg.start
-                enc = seg.batch.enc
+                k = len(seg)
                 seg.batch.remaining -= k
-                metrics.bytes += int(enc.data_offsets[seg.end] - enc.data_offsets[seg.start])
+                metrics.bytes += seg.data_bytes()
                 n += k
             lane.busy = False
             self._in_flight_done(lane, n)
@@ -99,9 +98,9 @@ class Settler:
             )
         for lane, segs in request.by_lane():
             lane.busy = False
-            n = sum(s.end - s.start for s in segs)
+            n = sum(len(s) for s in segs)
             self._in_flight_done(lane, n)
-            retried = [retried_part(s, s.start, s.end, now, whole.error) for s in segs]
+            retried = [retried_part(s, s.rows, now, whole.error) for s in segs]
             self.requeue(lane, retried, now)
             if whole.throttled:
                 lane.throttle.throttled(now)
@@ -121,7 +120,7 @@ class Settler:
         self.metrics.throttled_requests += bool((status == int(Outcome.THROTTLED)).any())
         pos = 0
         for lane, segs in request.by_lane():
-            n = sum(s.end - s.start for s in segs)
+            n = sum(len(s) for s in segs)
             self._settle_lane(lane, segs, status[pos : pos + n], messages, pos, now)
             pos += n
 
@@ -134,47 +133,43 @@ class Settler:
         offset: int,
         now: float,
     ) -> None:
-        """Settle one lane's part of an answered request (``status``: an Outcome per record).
-
-        A lane's part is often cut into many small segments (retries, skipped repeats of a key), so
-        this walks Python lists: numpy calls per tiny segment cost more than they save.
-        """
+        """Settle one lane's part of an answered request (``status``: an Outcome per record)."""
         lane.busy = False
         self._in_flight_done(lane, len(status))
-        codes: list[int] = status.tolist()
         retry: list[Seg] = []
         written = 0
         error = ""
         pos = 0
         for seg in segs:
-            k = seg.end - seg.start
-            part = codes[pos : pos + k]
-            ok, error = self._settle_segment(seg, part, messages, offset + pos, now, retry, error)
+            k = len(seg)
+            ok, error = self._settle_segment(
+                seg, status[pos : pos + k], messages, offset + pos, now, retry, error
+            )
             written += ok
             pos += k
         metrics = self.metrics
         if written:
             metrics.records += written
             metrics.shard_records[lane.shard] = metrics.shard_records.get(lane.shard, 0) + written
-        if _THROTTLED in codes:
+        if (status == _THROTTLED).any():
             lane.throttle.throttled(now, progressed=written > 0)
         elif written:
             lane.throttle.written()
         elif retry:
             lane.throttle.refused(now)
         metrics.shard_allowance[lane.shard] = lane.throttle.allowance
-        if _REFRESH in codes:
+        if (status == _REFRESH).any():
             self.refresh_soon()
         if retry:
             self.requeue(lane, retry, now)
-            self._note_retry(lane, sum(s.end - s.start for s in retry), error, retry)
+            self._note_retry(lane, sum(len(s) for s in retry), error, retry)
             if written and self.ordering == "none":
                 self._count_order_breaks(lane, segs, status)
 
     def _settle_segment(
         self,
         seg: Seg,
-        codes: list[int],
+        codes: npt.NDArray[np.int8],
         messages: dict[int, str],
         offset: int,
         now: float,
@@ -182,50 +177,35 @@ class Settler:
         error: str,
     ) -> tuple[int, str]:
         """Settle one segment (``codes``: its records' outcomes; ``messages`` from request index
-        ``offset``): runs of retried records go to ``retry``, permanent ones (or ones past the retry
-        deadline) to the dead letters. Returns (records written, the last retryable error)."""
-        k = seg.end - seg.start
-        enc = seg.batch.enc
-        offs = enc.data_offsets
-        seg_bytes = int(offs[seg.end] - offs[seg.start])
-        if not any(codes):  # all written
-            seg.batch.remaining -= k
-            self.metrics.bytes += seg_bytes
+        ``offset``): the retried records go to ``retry`` (one segment), permanent ones (or ones past
+        the retry deadline) to the dead letters. Returns (records written, the last retryable error)."""
+        k = len(seg)
+        batch = seg.batch
+        if not codes.any():  # all written
+            batch.remaining -= k
+            self.metrics.bytes += seg.data_bytes()
             return k, error
         deadline = self.retry_deadline_s
         first = seg.first_failure
         expired = deadline is not None and first is not None and now - first > deadline
-        run_start: int | None = None
-        for j, code in enumerate(codes):
-            if code == _WRITTEN:
-                if run_start is not None:
-                    retry.append(retried_part(seg, seg.start + run_start, seg.start + j, now, error))
-                    run_start = None
-                continue
-            i = seg.start + j
-            seg_bytes -= int(offs[i + 1] - offs[i])
-            message = messages[offset + j]
-            if code == _PERMANENT or expired:
-                if run_start is not None:
-                    retry.append(retried_part(seg, seg.start + run_start, i, now, error))
-                    run_start = None
-                reason = (
-                    "rejected by the stream"
-                    if code == _PERMANENT
-                    else f"retry deadline of {deadline:g} s exceeded after {seg.attempt + 1} attempts"
-                )
-                self.dead_letter(enc.record(i), message, reason)
-                seg.batch.remaining -= 1
-            else:
-                error = message
-                if run_start is None:
-                    run_start = j
-        if run_start is not None:
-            retry.append(retried_part(seg, seg.start + run_start, seg.end, now, error))
-        n_ok = codes.count(_WRITTEN)
+        ok = codes == _WRITTEN
+        dead = ~ok if expired else codes == _PERMANENT
+        for j in np.flatnonzero(dead).tolist():
+            reason = (
+                "rejected by the stream"
+                if codes[j] == _PERMANENT
+                else f"retry deadline of {deadline:g} s exceeded after {seg.attempt + 1} attempts"
+            )
+            self.dead_letter(batch.enc.record(int(seg.rows[j])), messages[offset + j], reason)
+        batch.remaining -= int(dead.sum())
+        again = np.flatnonzero(~ok & ~dead)
+        if len(again):
+            error = messages[offset + int(again[-1])]
+            retry.append(retried_part(seg, seg.rows[again], now, error))
+        n_ok = int(ok.sum())
         if n_ok:
-            seg.batch.remaining -= n_ok
-            self.metrics.bytes += seg_bytes
+            batch.remaining -= n_ok
+            self.metrics.bytes += part(seg, seg.rows[ok]).data_bytes()
         return n_ok, error
 
     def requeue(self, lane: Lane, retry: list[Seg], now: float) -> None:
@@ -234,7 +214,7 @@ class Settler:
             return
         lane.queue.extendleft(reversed(retry))
         lane.oldest = min(lane.oldest, now) if lane.pending else now
-        lane.pending += sum(s.end - s.start for s in retry)
+        lane.pending += sum(len(s) for s in retry)
         if self.stopping():
             lane.frozen = True
 
@@ -251,7 +231,7 @@ class Settler:
 
     def _count_order_breaks(self, lane: Lane, segs: list[Seg], status: npt.NDArray[np.int8]) -> None:
         """``ordering="none"``: count keys of which a record failed and a later one was written."""
-        keys = np.concatenate([s.batch.enc.key_hashes[s.start : s.end] for s in segs])
+        keys = np.concatenate([s.batch.enc.key_hashes[s.rows] for s in segs])
         again = np.flatnonzero((status != Outcome.WRITTEN) & (status != Outcome.PERMANENT))
         failed_keys, first = np.unique(keys[again], return_index=True)
         first_fail = again[first]
@@ -276,6 +256,6 @@ class Settler:
         self.metrics.shard_in_flight[lane.shard] = max(left, 0)
 
 
-def retried_part(seg: Seg, start: int, end: int, now: float, error: str) -> Seg:
-    """Records ``start:end`` of ``seg`` after a failed attempt."""
-    return Seg(seg.batch, start, end, seg.attempt + 1, seg.first_failure or now, error)
+def retried_part(seg: Seg, rows: npt.NDArray[np.int64], now: float, error: str) -> Seg:
+    """Records ``rows`` of ``seg``'s batch after a failed attempt."""
+    return Seg(seg.batch, rows, seg.attempt + 1, seg.first_failure or now, error)

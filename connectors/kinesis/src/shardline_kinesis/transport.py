@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -33,6 +34,10 @@ from shardline.errors import ConfigError, StreamExistsError, StreamNotFoundError
 _STREAM_NAME = re.compile(r"^[a-zA-Z0-9_.-]{1,128}$")
 _SHARD_ID = re.compile(rb'"ShardId"\s*:\s*"([^"]+)"')
 _ALL_WRITTEN = re.compile(rb'\s*\{\s*"FailedRecordCount"\s*:\s*0\s*[,}]')
+_SHARD_ID_FIELD = b'"ShardId":"'
+SHARD_READ_EVERY_S = 0.5
+"""An all-written answer's ShardIds (a new one reveals a reshard) are read at most this often;
+an answer with failures is always read in full."""
 ERROR_CODE = -1
 """``PutFailure.error_code`` of a Kinesis failure (Kinesis names errors; it has no numeric code)."""
 
@@ -141,6 +146,7 @@ class KinesisTransport:
 
             self.wire = AggregatingWire(self.stream_name)
         self._needles: tuple[tuple[str, bytes], ...] = ()  # the open shards of the last describe()
+        self._next_shard_read = 0.0  # when an all-written answer's ShardIds are read next
         self.client = KinesisClient(
             region=resolve_region(self.options),
             endpoint_url=self.options.endpoint_url,
@@ -247,9 +253,17 @@ class KinesisTransport:
         """
         payload = await self.client.call_raw("PutRecords", body, self.stream_name)
         if _ALL_WRITTEN.match(payload):
-            # the common answer: count each known shard's entries at C speed (a Python step per
-            # record here cost ~1.5 us of a ~5 us send, measured on 500-record requests); an
-            # unknown shard (a reshard) or other formatting falls back to a regex over the answer
+            # the common answer. Reading which shards the records landed on costs ~60 us per
+            # 500-record answer (4 shards; ~0.12 us/record of a ~1.5 us send, measured against
+            # the null endpoint), so it is read at most every SHARD_READ_EVERY_S; in between, one
+            # count checks that the answer lists every record
+            now = time.monotonic()
+            if now < self._next_shard_read and payload.count(_SHARD_ID_FIELD) == record_count:
+                return _body_result(record_count, [], None)
+            self._next_shard_read = now + SHARD_READ_EVERY_S
+            # count each known shard's entries at C speed (a Python step per record here cost
+            # ~1.5 us of a ~5 us send); an unknown shard (a reshard) or other formatting falls
+            # back to a regex over the answer
             counts = [(sid, payload.count(needle)) for sid, needle in self._needles]
             if counts and sum(c for _, c in counts) == record_count:
                 return _body_result(record_count, [], frozenset(sid for sid, c in counts if c))
@@ -345,5 +359,5 @@ def _covers(ranges: tuple[HashRange, ...]) -> bool:
     return all(a.end + 1 == b.start for a, b in itertools.pairwise(ranges))
 
 
-def _body_result(count: int, failures: list[PutFailure], shard_ids: frozenset[str]) -> PutBodyResult:
+def _body_result(count: int, failures: list[PutFailure], shard_ids: frozenset[str] | None) -> PutBodyResult:
     return PutBodyResult(count, failures, shard_ids=shard_ids)
