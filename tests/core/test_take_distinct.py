@@ -104,3 +104,62 @@ def test_take_distinct_stops_after_the_segment_cap() -> None:
     assert (taken, used) == (_SCAN_SEGMENTS, 10 * _SCAN_SEGMENTS)
     assert _flatten([seg for _, seg in pieces]) == [(0, i) for i in range(_SCAN_SEGMENTS)]
     assert _flatten(list(lane.queue)) == [(0, i) for i in range(_SCAN_SEGMENTS, n)]
+
+
+def _generation_segment(batch: SimpleNamespace, keys: np.ndarray) -> _Seg:
+    """A never-sent segment as the sink places it for ordering "strict": the batch's records
+    re-ordered by generation (each key's 1st record, then each key's 2nd, ...), with their ends.
+    ``batch.keys[pos]``: the key at queue position ``pos``."""
+    from shardline.records import _by_generation
+
+    n = len(keys)
+    order, _, rank = _by_generation(np.arange(n), np.zeros(n, np.int64), keys)
+    batch.keys = keys[order]
+    batch.enc.key_hashes = batch.keys.astype(np.uint64)
+    ends = np.append(np.flatnonzero(np.diff(rank)) + 1, n)
+    return _Seg(batch, np.arange(n, dtype=np.int64), gens=ends)
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_take_distinct_over_generations_takes_only_each_keys_earliest_record(seed: int) -> None:
+    """Segments with known generations (the fast path): over takes, failures put back at the front
+    and writes, every taken record is the earliest unwritten record of its key, no request holds a
+    key twice, a queue with records always gives some, and every record is written in the end."""
+    from shardline.settling import retried_part
+
+    rng = random.Random(seed)
+    lane = _Lane(shard=0, throttle=ShardThrottle(1000, 0.05, 5.0))
+    unwritten: dict[int, collections.deque[Record]] = collections.defaultdict(collections.deque)
+    for number in range(rng.randint(1, 4)):
+        n = rng.randint(1, 300)
+        keys = np.array([rng.randrange(rng.choice([2, 5, 40, 400])) for _ in range(n)], dtype=np.int64)
+        sizes = np.array([rng.randint(1, 30) for _ in range(n)], dtype=np.int64)
+        batch = SimpleNamespace(
+            number=number, enc=SimpleNamespace(offsets=np.concatenate(([0], np.cumsum(sizes))))
+        )
+        lane.queue.append(_generation_segment(batch, keys))
+        for pos in range(n):  # generations keep each key's records in write order
+            unwritten[int(batch.keys[pos])].append((number, pos))
+    for _ in range(100_000):
+        if not lane.queue:
+            break
+        pieces: list[tuple[_Lane, _Seg]] = []
+        want = rng.choice([1, 7, 64, 500])
+        taken, _used = BatchCreator.take_distinct(lane, pieces, want, rng.choice([10**9, 200]))
+        assert 0 < taken <= want
+        seen: set[int] = set()
+        failed: list[_Seg] = []
+        for _, seg in pieces:
+            ok = np.array([rng.random() > 0.3 for _ in range(len(seg))], dtype=bool)
+            for j, pos in enumerate(seg.rows.tolist()):
+                key = int(seg.batch.keys[pos])
+                assert key not in seen, "a key twice in one request"
+                seen.add(key)
+                assert unwritten[key][0] == (seg.batch.number, pos), "not the key's earliest unwritten record"
+                if ok[j]:
+                    unwritten[key].popleft()
+            if (~ok).any():
+                failed.append(retried_part(seg, seg.rows[~ok], 0.0, "refused"))
+        lane.queue.extendleft(reversed(failed))  # as Settler.requeue does
+    assert not lane.queue
+    assert not any(unwritten.values())

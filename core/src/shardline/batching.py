@@ -89,6 +89,7 @@ class BatchCreator:
                     queue.popleft()
                 else:
                     seg.rows = seg.rows[k:]
+                    seg.gens = None
                 taken += k
             if k < len(head) or k <= 0:
                 break
@@ -110,14 +111,17 @@ class BatchCreator:
         occurrence of every key), so the cost has no Python step per scanned record.
         """
         budget = max(want, 1) * SCAN_FACTOR
+        scan = budget  # records of segments of unknown keys to look at
         if lane.scan_hint:  # the last scan found only this many keys: look a few times that far
-            budget = min(budget, max(MIN_SCAN, lane.scan_hint * 2 * SCAN_FACTOR))
-        window, hashes, sizes = _scan_window(lane, budget)
+            scan = min(budget, max(MIN_SCAN, lane.scan_hint * 2 * SCAN_FACTOR))
+        window, hashes, sizes = _scan_window(lane, budget, scan, want)
         if not window:
             return 0, 0
-        all_hashes = hashes[0] if len(hashes) == 1 else np.concatenate(hashes)
-        take = first_occurrences(all_hashes)[:want]
-        taken_sizes = (sizes[0] if len(sizes) == 1 else np.concatenate(sizes))[take]
+        if len(window) == 1 and window[0][0].gens is not None:  # distinct keys, each the earliest
+            take = np.arange(min(window[0][1], want), dtype=np.int64)
+        else:
+            take = first_occurrences(np.concatenate(hashes))[:want]
+        taken_sizes = np.concatenate(sizes)[take]
         fits = int(np.searchsorted(np.cumsum(taken_sizes), room_bytes, side="right"))
         take = take[:fits]  # the first record that does not fit stays, and so does every later one
         used = int(taken_sizes[:fits].sum())
@@ -151,23 +155,37 @@ Window = list[tuple[Seg, int]]  # (segment, records of it in the scan window)
 
 
 def _scan_window(
-    lane: Lane, budget: int
+    lane: Lane, budget: int, scan: int, want: int
 ) -> tuple[Window, list[npt.NDArray[np.uint64]], list[npt.NDArray[np.int64]]]:
-    """Pop up to ``budget`` records (``SCAN_SEGMENTS`` segments) off the head of ``lane``'s queue:
-    the window's segments and, per segment, its window records' key hashes and fragment sizes."""
+    """Pop segments off the head of ``lane``'s queue for a scan window of up to ``budget`` records
+    (``SCAN_SEGMENTS`` segments), of which at most ``scan`` from segments of unknown keys: the
+    window's segments with how many of their leading records it holds and, per segment, those
+    records' key hashes and fragment sizes.
+
+    A segment whose leading keys are known (``gens``) shows only those: they are its only records
+    that may be taken. The window goes past it only when it is ``closed`` (its other records
+    repeat those keys, so no later segment's record of theirs can be taken) and only while the
+    window holds fewer than ``want`` records (a next batch's segment mostly repeats the same keys).
+    """
     queue = lane.queue
     window: Window = []
     hashes: list[npt.NDArray[np.uint64]] = []
     sizes: list[npt.NDArray[np.int64]] = []
     scanned = 0
     while queue and scanned < budget and len(window) < SCAN_SEGMENTS:
+        if queue[0].gens is None and scanned >= scan:
+            break
         seg = queue.popleft()
-        rows = seg.rows[: budget - scanned]
+        room = budget - scanned if seg.gens is not None else scan - scanned
+        head = int(seg.gens[0]) if seg.gens is not None else len(seg.rows)
+        rows = seg.rows[: min(head, room)]
         enc = seg.batch.enc
         window.append((seg, len(rows)))
         hashes.append(enc.key_hashes[rows])
         sizes.append(enc.offsets[rows + 1] - enc.offsets[rows])
         scanned += len(rows)
+        if seg.gens is not None and (len(rows) < head or not seg.closed or scanned >= want):
+            break
     return window, hashes, sizes
 
 
@@ -188,6 +206,10 @@ def _hand_out(lane: Lane, window: Window, take: npt.NDArray[np.int64], pieces: P
             else:
                 pieces.append((lane, part(seg, rows[local])))
                 seg.rows = np.delete(rows, local)
+            if seg.gens is not None:  # the taken records were all leading ones
+                gens = seg.gens - (hi - lo)
+                seg.closed = gens[0] == 0
+                seg.gens = gens[1:] if seg.closed else gens
         if len(seg.rows):
             keep.append(seg)
         base += n

@@ -411,7 +411,7 @@ class Engine:
                 )
             if not lane.pending:
                 lane.oldest = now
-            lane.queue.append(span(batch, start, end))
+            lane.queue.append(span(batch, start, end, enc.shard_generations.get(shard)))
             lane.pending += end - start
         self._progress()
         self._wake.set()
@@ -506,7 +506,11 @@ class Engine:
         while self._in_flight < opts.max_in_flight_requests and self._error is None:
             ready: list[Lane] = []
             due = False
+            short = 0  # records the ready lanes limited by their keys can give (see below)
+            waiting = False  # a lane in flight has records queued: it is ready again soon
             for lane in self._lanes.values():
+                if lane.busy and lane.pending:
+                    waiting = True
                 if not lane.pending or lane.busy or lane.frozen:
                     continue
                 not_before = lane.throttle.not_before
@@ -519,11 +523,22 @@ class Engine:
                     wait = d if wait is None else min(wait, d)
                     continue
                 ready.append(lane)
-                if urgent or lane.pending >= lane.throttle.allowance or now - lane.oldest >= linger:
+                allowance = lane.throttle.allowance
+                if urgent or now - lane.oldest >= linger:
                     due = True
-                else:
+                elif lane.pending >= allowance:
+                    # one record per key: a lane with few keys cannot fill its allowance however
+                    # much it holds; such lanes wait for each other (for a lane in flight to come
+                    # back, never longer than the linger) to share a request
+                    if lane.scan_hint and lane.scan_hint < allowance:
+                        short += lane.scan_hint
+                    else:
+                        due = True
+                if not due:
                     d = lane.oldest + linger - now
                     wait = d if wait is None else min(wait, d)
+            if short and (not waiting or short >= self.max_records):
+                due = True
             if not ready or not due:
                 break
             ready.sort(key=lambda ln: ln.oldest)

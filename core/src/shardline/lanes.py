@@ -45,6 +45,12 @@ class Seg:
     attempt: int = 0
     first_failure: float | None = None
     last_error: str = ""
+    # What is known of the keys (None: nothing): ``gens[0]`` leading records have distinct keys,
+    # each its key's earliest in the segment; ``gens`` are the ends of the generations after them
+    # (see EncodedBatch.shard_generations). ``closed``: every later record's key is among the
+    # leading ones (False once some leading records were taken: their keys may come again later).
+    gens: npt.NDArray[np.int64] | None = None
+    closed: bool = True
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -112,9 +118,9 @@ class WholeFailure:
     throttled: bool
 
 
-def span(batch: Batch, start: int, end: int) -> Seg:
-    """Records ``start:end`` of ``batch``, never sent."""
-    return Seg(batch, np.arange(start, end, dtype=np.int64))
+def span(batch: Batch, start: int, end: int, gens: npt.NDArray[np.int64] | None = None) -> Seg:
+    """Records ``start:end`` of ``batch``, never sent (``gens``: their generations' ends)."""
+    return Seg(batch, np.arange(start, end, dtype=np.int64), gens=gens)
 
 
 def part(seg: Seg, rows: npt.NDArray[np.int64]) -> Seg:

@@ -625,6 +625,10 @@ class EncodedBatch:
     send_shard_id: bool
     dead: list[tuple[int, str]]  # (row, reason) of rows that can never be written
     shard_bounds: dict[int, tuple[int, int]] = field(default_factory=dict)
+    # per shard (placed with generations): where each generation of its records ends, relative to
+    # its start in shard_bounds; a generation holds distinct keys, and every key of a generation is
+    # in the one before it
+    shard_generations: dict[int, npt.NDArray[np.int64]] = field(default_factory=dict)
     data_offsets: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(1, np.int64))
     row_base: int = 0
     origin: Origin | None = None
@@ -716,9 +720,15 @@ def place(
     *,
     wire: Wire,
     owned: ShardOwnership | None = None,
+    generations: bool = False,
 ) -> EncodedBatch:
     """Stage 2: assign each valid record a lane of ``shard_map`` (an int: a map of that many numbered
     shards) and encode the records' fragments with ``wire``, shard-sorted, in one buffer.
+
+    With ``generations`` (the engine's one-record-per-key ordering), each shard's records are
+    ordered by generation: every key's first record of the batch, then every key's second, ...,
+    each generation in write order. A key's records keep their order; a request that takes one
+    record per key then takes adjacent records (see :attr:`EncodedBatch.shard_generations`).
 
     With ``owned``, rows another writer owns (see :mod:`shardline.ownership`) are left out: they
     are neither records nor dead letters; ``EncodedBatch.not_owned`` counts them.
@@ -759,8 +769,11 @@ def place(
     valid_rows = np.flatnonzero(placed)
     order = valid_rows[np.argsort(shards[valid_rows], kind="stable")]
     m = len(order)
-    take = pa.array(order, pa.int64())
     sorted_shards = shards[order]
+    rank = None
+    if generations and cols.key_index is not None and m:
+        order, sorted_shards, rank = _by_generation(order, sorted_shards, cols.key_index[order])
+    take = pa.array(order, pa.int64())
     data = cols.data.take(take)
     if cols.key_index is not None:
         key_index = cols.key_index[order]
@@ -800,6 +813,12 @@ def place(
         uniq, starts = np.unique(sorted_shards, return_index=True)
         ends = np.append(starts[1:], m)
         bounds = {int(s): (int(a), int(b)) for s, a, b in zip(uniq, starts, ends, strict=True)}
+    gens: dict[int, npt.NDArray[np.int64]] = {}
+    if rank is not None:
+        steps = np.flatnonzero(np.diff(rank)) + 1  # where a shard's next generation (or shard) starts
+        for shard, (a, b) in bounds.items():
+            inner = steps[np.searchsorted(steps, a, side="right") : np.searchsorted(steps, b, side="left")]
+            gens[shard] = np.append(inner - a, b - a)
     return EncodedBatch(
         shard_count=shard_count,
         num_records=m,
@@ -815,6 +834,7 @@ def place(
         send_shard_id=addressed,
         dead=dead,
         shard_bounds=bounds,
+        shard_generations=gens,
         data_offsets=_offsets(data) if m else np.zeros(1, np.int64),
         row_base=cols.row_base,
         origin=cols.origin,
@@ -824,6 +844,25 @@ def place(
         fragment_array=frags,
         not_owned=not_owned,
     )
+
+
+def _by_generation(
+    order: npt.NDArray[np.int64], shards: npt.NDArray[np.int64], key_index: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Re-order shard-sorted records by (shard, rank of the record among its key's records on
+    that shard, write order); records without a key are each a generation-0 record of their own.
+    Returns (order, shards, rank) in the new order."""
+    m = len(order)
+    group = shards * (int(key_index.max()) + 2) + (key_index + 1)  # (shard, key); keyless: key 0
+    by_group = np.argsort(group, kind="stable")
+    grouped = group[by_group]
+    starts = np.flatnonzero(np.concatenate(([True], grouped[1:] != grouped[:-1])))
+    sizes = np.diff(np.append(starts, m))
+    rank = np.empty(m, np.int64)
+    rank[by_group] = np.arange(m) - np.repeat(starts, sizes)
+    rank[key_index < 0] = 0
+    regen = np.argsort(shards * (m + 1) + rank, kind="stable")
+    return order[regen], shards[regen], rank[regen]
 
 
 def dead_record(cols: MappedColumns, row: int) -> dict[str, Any]:

@@ -257,5 +257,6 @@ class Settler:
 
 
 def retried_part(seg: Seg, rows: npt.NDArray[np.int64], now: float, error: str) -> Seg:
-    """Records ``rows`` of ``seg``'s batch after a failed attempt."""
-    return Seg(seg.batch, rows, seg.attempt + 1, seg.first_failure or now, error)
+    """Records ``rows`` of ``seg``'s batch after a failed attempt (records of one request: one per
+    key, each its key's earliest queued one)."""
+    return Seg(seg.batch, rows, seg.attempt + 1, seg.first_failure or now, error, np.array([len(rows)]))

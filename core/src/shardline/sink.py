@@ -199,7 +199,15 @@ class _Core:
         pack = getattr(self.wire, "pack", None)  # optional: e.g. KPL aggregation of a key's records
         if pack is not None:
             cols = pack(cols)
-        enc = place(cols, self.engine.shard_map, self.strategy, self._rr, wire=self.wire, owned=self.owned)
+        enc = place(
+            cols,
+            self.engine.shard_map,
+            self.strategy,
+            self._rr,
+            wire=self.wire,
+            owned=self.owned,
+            generations=self.engine.options.ordering == "strict",
+        )
         self._rr = (self._rr + cols.num_rows) % max(self.engine.shard_count, 1)
         dead = [(dead_record(cols, row), reason) for row, reason in enc.dead]
         return enc, dead
