@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from shardline.arrowbin import b64encode_array
-    from shardline.checkpoint import CheckpointLockedError, CheckpointStore
+    from shardline.checkpoint import CheckpointLockedError, CheckpointStore, describe_state_errors
+    from shardline.cli import ShardlineGroup
     from shardline.config import PipelineConfig, load_pipeline
     from shardline.deadletter import DeadLetterWriter, dead_letter_entry
     from shardline.errors import (
@@ -31,14 +32,15 @@ if TYPE_CHECKING:
         StreamUnreachableError,
         TransportError,
     )
+    from shardline.expressions import FilterSyntaxError, compile_filter, filter_columns
     from shardline.hookspecs import hookimpl
     from shardline.metrics import SinkMetrics
     from shardline.ownership import ShardOwnership
-    from shardline.partitioning import Partitioner, ShardMap
+    from shardline.partitioning import Partitioner, ShardMap, jump_hash_array
     from shardline.pipeline import Runner, RunSummary, run_pipeline
-    from shardline.plugins import register_plugin
-    from shardline.progress import make_display
-    from shardline.records import RecordMapping
+    from shardline.plugins import register_plugin, registered
+    from shardline.progress import make_console, make_display
+    from shardline.records import MappedColumns, RecordMapping
     from shardline.redact import redact_url
     from shardline.runstatus import RunStatus
     from shardline.sink import AsyncStreamSink, StreamSink
@@ -67,6 +69,15 @@ if TYPE_CHECKING:
 
 # public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
+    "ShardlineGroup": "shardline.cli",
+    "FilterSyntaxError": "shardline.expressions",
+    "compile_filter": "shardline.expressions",
+    "filter_columns": "shardline.expressions",
+    "describe_state_errors": "shardline.checkpoint",
+    "MappedColumns": "shardline.records",
+    "jump_hash_array": "shardline.partitioning",
+    "make_console": "shardline.progress",
+    "registered": "shardline.plugins",
     "b64encode_array": "shardline.arrowbin",
     "join_fragments": "shardline.wire",
     "key_fields": "shardline.wire",
@@ -138,7 +149,9 @@ __all__ = [
     "ConfigError",
     "DeadLetterWriter",
     "DeliveryError",
+    "FilterSyntaxError",
     "HashRange",
+    "MappedColumns",
     "Outcome",
     "Partitioner",
     "PipelineConfig",
@@ -158,6 +171,7 @@ __all__ = [
     "ShardMap",
     "ShardOwnership",
     "ShardlineError",
+    "ShardlineGroup",
     "SinkMetrics",
     "SinkOptions",
     "Source",
@@ -177,14 +191,20 @@ __all__ = [
     "Wire",
     "WireLimits",
     "b64encode_array",
+    "compile_filter",
     "dead_letter_entry",
+    "describe_state_errors",
+    "filter_columns",
     "hookimpl",
     "join_fragments",
+    "jump_hash_array",
     "key_fields",
     "load_pipeline",
+    "make_console",
     "make_display",
     "redact_url",
     "register_plugin",
+    "registered",
     "run_pipeline",
 ]
 

@@ -114,20 +114,35 @@ class BatchCreator:
         scan = budget  # records of segments of unknown keys to look at
         if lane.scan_hint:  # the last scan found only this many keys: look a few times that far
             scan = min(budget, max(MIN_SCAN, lane.scan_hint * 2 * SCAN_FACTOR))
-        window, hashes, sizes = _scan_window(lane, budget, scan, want)
+        window = _scan_window(lane, budget, scan, want)
         if not window:
             return 0, 0
         if len(window) == 1 and window[0][0].gens is not None:  # distinct keys, each the earliest
-            take = np.arange(min(window[0][1], want), dtype=np.int64)
+            seg, n = window[0]
+            take = None  # the window's first records
+            sizes = fragment_sizes(seg.batch.enc.offsets, seg.rows[: min(n, want)])
         else:
-            take = first_occurrences(np.concatenate(hashes))[:want]
-        taken_sizes = np.concatenate(sizes)[take]
-        fits = int(np.searchsorted(np.cumsum(taken_sizes), room_bytes, side="right"))
-        take = take[:fits]  # the first record that does not fit stays, and so does every later one
-        used = int(taken_sizes[:fits].sum())
-        _hand_out(lane, window, take, pieces)
-        lane.scan_hint = len(take) if len(take) < want else 0
-        return len(take), used
+            take = first_occurrences(np.concatenate([s.batch.enc.key_hashes[s.rows[:n]] for s, n in window]))
+            take = take[:want]
+            sizes = np.concatenate([fragment_sizes(s.batch.enc.offsets, s.rows[:n]) for s, n in window])[take]
+        ends = np.cumsum(sizes)
+        fits = int(np.searchsorted(ends, room_bytes, side="right"))
+        used = int(ends[fits - 1]) if fits else 0
+        if take is None:  # the first record that does not fit stays, and so does every later one
+            _hand_out_head(lane, window[0][0], fits, pieces)
+        else:
+            _hand_out(lane, window, take[:fits], pieces)
+        lane.scan_hint = fits if fits < want else 0
+        return fits, used
+
+
+def fragment_sizes(offsets: npt.NDArray[np.int64], rows: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """The fragment bytes of records ``rows`` (a slice of ``offsets`` when they are adjacent)."""
+    if len(rows) and int(rows[-1]) - int(rows[0]) + 1 == len(rows):
+        sizes: npt.NDArray[np.int64] = np.diff(offsets[int(rows[0]) : int(rows[-1]) + 2])
+    else:
+        sizes = offsets[rows + 1] - offsets[rows]
+    return sizes
 
 
 def first_occurrences(hashes: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
@@ -154,39 +169,56 @@ def first_occurrences(hashes: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
 Window = list[tuple[Seg, int]]  # (segment, records of it in the scan window)
 
 
-def _scan_window(
-    lane: Lane, budget: int, scan: int, want: int
-) -> tuple[Window, list[npt.NDArray[np.uint64]], list[npt.NDArray[np.int64]]]:
+def _scan_window(lane: Lane, budget: int, scan: int, want: int) -> Window:
     """Pop segments off the head of ``lane``'s queue for a scan window of up to ``budget`` records
     (``SCAN_SEGMENTS`` segments), of which at most ``scan`` from segments of unknown keys: the
-    window's segments with how many of their leading records it holds and, per segment, those
-    records' key hashes and fragment sizes.
+    window's segments, each with how many of its leading records the window holds.
 
-    A segment whose leading keys are known (``gens``) shows only those: they are its only records
-    that may be taken. The window goes past it only when it is ``closed`` (its other records
-    repeat those keys, so no later segment's record of theirs can be taken) and only while the
-    window holds fewer than ``want`` records (a next batch's segment mostly repeats the same keys).
+    A segment whose leading keys are known (``gens``) shows only those, at most ``want``: they are
+    its only records that may be taken. The window goes past it only when it is ``closed`` (its
+    other records repeat those keys, so no later segment's record of theirs can be taken) and only
+    while the window holds fewer than ``want`` records (a next batch's segment mostly repeats the
+    same keys).
     """
     queue = lane.queue
     window: Window = []
-    hashes: list[npt.NDArray[np.uint64]] = []
-    sizes: list[npt.NDArray[np.int64]] = []
     scanned = 0
     while queue and scanned < budget and len(window) < SCAN_SEGMENTS:
         if queue[0].gens is None and scanned >= scan:
             break
         seg = queue.popleft()
-        room = budget - scanned if seg.gens is not None else scan - scanned
-        head = int(seg.gens[0]) if seg.gens is not None else len(seg.rows)
-        rows = seg.rows[: min(head, room)]
-        enc = seg.batch.enc
-        window.append((seg, len(rows)))
-        hashes.append(enc.key_hashes[rows])
-        sizes.append(enc.offsets[rows + 1] - enc.offsets[rows])
-        scanned += len(rows)
-        if seg.gens is not None and (len(rows) < head or not seg.closed or scanned >= want):
+        if seg.gens is None:
+            n = min(len(seg.rows), scan - scanned)
+            window.append((seg, n))
+            scanned += n
+            continue
+        head = int(seg.gens[0])
+        n = min(head, budget - scanned, want)
+        window.append((seg, n))
+        scanned += n
+        if n < head or not seg.closed or scanned >= want:
             break
-    return window, hashes, sizes
+    return window
+
+
+def _hand_out_head(lane: Lane, seg: Seg, k: int, pieces: Pieces) -> None:
+    """Hand out the first ``k`` records of ``seg`` (known distinct leading keys); the rest goes
+    back to the head of the queue."""
+    if k:
+        pieces.append((lane, part(seg, seg.rows[:k])))
+        seg.rows = seg.rows[k:]
+        _taken_leading(seg, k)
+    if len(seg.rows):
+        lane.queue.appendleft(seg)
+
+
+def _taken_leading(seg: Seg, k: int) -> None:
+    """``k`` of ``seg``'s known leading records were taken: the next generation leads once the
+    current one is gone (and is closed again), else the rest of the current one (not closed)."""
+    assert seg.gens is not None
+    gens = seg.gens - k
+    seg.closed = bool(gens[0] == 0)
+    seg.gens = gens[1:] if seg.closed else gens
 
 
 def _hand_out(lane: Lane, window: Window, take: npt.NDArray[np.int64], pieces: Pieces) -> None:
@@ -207,9 +239,7 @@ def _hand_out(lane: Lane, window: Window, take: npt.NDArray[np.int64], pieces: P
                 pieces.append((lane, part(seg, rows[local])))
                 seg.rows = np.delete(rows, local)
             if seg.gens is not None:  # the taken records were all leading ones
-                gens = seg.gens - (hi - lo)
-                seg.closed = gens[0] == 0
-                seg.gens = gens[1:] if seg.closed else gens
+                _taken_leading(seg, hi - lo)
         if len(seg.rows):
             keep.append(seg)
         base += n

@@ -10,7 +10,7 @@ from typing import Protocol
 
 from aiohttp import web
 from aiohttp.web_request import BaseRequest
-from shardline.errors import ShardlineError
+from shardline import ShardlineError
 
 
 class Handler(Protocol):

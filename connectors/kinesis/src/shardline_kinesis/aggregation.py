@@ -43,7 +43,7 @@ import pyarrow.compute as pc
 from shardline_kinesis.wire import MAX_RECORD_BYTES, KinesisWire
 
 if TYPE_CHECKING:
-    from shardline.records import MappedColumns
+    from shardline import MappedColumns
 
 MAGIC = b"\xf3\x89\x9a\xc2"
 DIGEST_BYTES = 16

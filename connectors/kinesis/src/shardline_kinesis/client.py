@@ -25,7 +25,7 @@ from typing import Any
 
 import aiohttp
 import orjson
-from shardline.errors import (
+from shardline import (
     AccessDeniedError,
     ConfigError,
     ShardlineError,

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from shardline.errors import ShardlineError
+from shardline import ShardlineError
 
 REGION = "us-east-1"
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import orjson
 from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
 from aiohttp.web_request import BaseRequest
-from shardline.errors import ConfigError
+from shardline import ConfigError
 
 from shardline_kinesis._aiothread import ThreadedServer
 

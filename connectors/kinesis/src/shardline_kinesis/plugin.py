@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from shardline.hookspecs import hookimpl
+from shardline import hookimpl
 
 from shardline_kinesis.transport import KinesisOptions, validate  # light: no aiohttp, no botocore
 

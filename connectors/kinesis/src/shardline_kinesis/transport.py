@@ -21,15 +21,17 @@ import orjson
 import pybase64
 from pydantic import Field
 from shardline import (
+    ConfigError,
     HashRange,
     PutBodyResult,
     PutFailure,
     PutRecord,
     PutResult,
+    StreamExistsError,
     StreamInfo,
+    StreamNotFoundError,
     TransportOptions,
 )
-from shardline.errors import ConfigError, StreamExistsError, StreamNotFoundError
 
 _STREAM_NAME = re.compile(r"^[a-zA-Z0-9_.-]{1,128}$")
 _SHARD_ID = re.compile(rb'"ShardId"\s*:\s*"([^"]+)"')

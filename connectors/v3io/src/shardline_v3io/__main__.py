@@ -6,7 +6,7 @@ Tests start the server this way so that a broken third-party plugin cannot stop 
 from __future__ import annotations
 
 import click
-from shardline.cli import ShardlineGroup
+from shardline import ShardlineGroup
 
 from shardline_v3io.plugin import shardline_register_commands
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from shardline.transport import PutRecord, PutResult, StreamInfo
+from shardline import PutRecord, PutResult, StreamInfo
 
 from shardline_v3io.client import GetRecordsResult, StreamRecord, V3ioClient
 from shardline_v3io.local import LocalTransport, map_store_error
@@ -164,7 +164,7 @@ def open_access(url: str, *, access_key: str | None = None) -> StreamAccess:
     """
     scheme = url.partition("://")[0].lower() if isinstance(url, str) else ""
     if scheme not in _V3IO_SCHEMES:
-        from shardline.plugins import registered
+        from shardline import registered
 
         opener = getattr(registered("transports").get(scheme), "stream_access", None)
         if callable(opener):

@@ -18,8 +18,7 @@ from urllib.parse import quote
 
 import aiohttp
 import orjson
-from shardline.errors import AccessDeniedError, StreamNotFoundError, TransportError
-from shardline.transport import PutRecord, PutResult, StreamInfo
+from shardline import AccessDeniedError, PutRecord, PutResult, StreamInfo, StreamNotFoundError, TransportError
 
 from shardline_v3io.errors import record_error_detail
 

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 
 import click
-from shardline.errors import ConfigError
+from shardline import ConfigError
 
 from shardline_v3io.guard import (
     DEFAULT_BODY_TIMEOUT_S,

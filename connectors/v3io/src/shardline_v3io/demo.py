@@ -24,8 +24,7 @@ from pathlib import Path
 import click
 import orjson
 from rich.table import Table
-from shardline.errors import ConfigError
-from shardline.progress import make_console
+from shardline import ConfigError, make_console
 
 from shardline_v3io.client import V3ioClient
 
@@ -167,7 +166,7 @@ async def _reset_stream(url: str) -> None:
 def demo_command(data_dir: str, config_path: str | None, rows: int, shards: int) -> None:
     """Backfill sample Parquet into a stream on the embedded server, then read it back and check it."""
     try:
-        from shardline.pipeline import run_pipeline
+        from shardline import run_pipeline
         from shardline_parquet import write_sample
     except ImportError as exc:  # the demo needs the Parquet plugin
         raise ConfigError(f"the demo needs shardline-parquet ({exc}); pip install shardline-parquet") from exc

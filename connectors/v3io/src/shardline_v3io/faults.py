@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-from shardline.errors import ConfigError
+from shardline import ConfigError
 
 SHAPES = ("random", "tail")
 

@@ -13,9 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from shardline.errors import AccessDeniedError, StreamNotFoundError, TransportError
-from shardline.redact import redact_url
-from shardline.transport import PutBodyResult, PutFailure, PutRecord, PutResult, StreamInfo
+from shardline import (
+    AccessDeniedError,
+    PutBodyResult,
+    PutFailure,
+    PutRecord,
+    PutResult,
+    StreamInfo,
+    StreamNotFoundError,
+    TransportError,
+    redact_url,
+)
 
 from shardline_v3io.errors import record_error_detail
 from shardline_v3io.store import StoreError, StreamStore

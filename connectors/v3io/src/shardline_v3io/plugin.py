@@ -6,8 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pydantic import Field
-from shardline.hookspecs import hookimpl
-from shardline.transport import TransportOptions
+from shardline import TransportOptions, hookimpl
 
 from shardline_v3io.urls import MAX_SHARDS, validate_stream_url  # light: no aiohttp, no store
 

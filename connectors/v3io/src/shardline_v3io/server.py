@@ -46,7 +46,7 @@ import orjson
 from aiohttp import ClientPayloadError, web
 from aiohttp.http_exceptions import PayloadEncodingError
 from aiohttp.web_request import BaseRequest
-from shardline.errors import ConfigError
+from shardline import ConfigError
 
 from shardline_v3io import errors as E
 from shardline_v3io.faults import FaultConfig

@@ -15,9 +15,7 @@ from typing import Any, TypeVar
 
 import click
 import orjson
-from shardline.errors import ConfigError, ShardlineError
-from shardline.redact import redact_url
-from shardline.transport import PutRecord
+from shardline import ConfigError, PutRecord, ShardlineError, redact_url
 
 from shardline_v3io.access import StreamAccess, open_access
 

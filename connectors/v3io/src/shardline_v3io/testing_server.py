@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from shardline.errors import ShardlineError
+from shardline import ShardlineError
 
 _LISTENING = "listening on "
 _METRICS = "metrics on "

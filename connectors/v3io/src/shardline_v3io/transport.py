@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from shardline.redact import redact_url
-from shardline.transport import PutBodyResult, PutFailure, PutRecord, PutResult, StreamInfo
+from shardline import PutBodyResult, PutFailure, PutRecord, PutResult, StreamInfo, redact_url
 
 from shardline_v3io.client import V3ioClient
 from shardline_v3io.errors import record_error_detail

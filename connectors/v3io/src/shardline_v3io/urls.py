@@ -33,8 +33,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from shardline.errors import ConfigError
-from shardline.redact import redact_url
+from shardline import ConfigError, redact_url
 
 STORE_MARKER = "shardline-store.json"
 """The file that marks a directory as a shardline stream store."""

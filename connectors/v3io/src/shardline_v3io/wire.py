@@ -22,10 +22,19 @@ from typing import Final
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from shardline import b64encode_array
-from shardline.errors import AccessDeniedError, StreamNotFoundError, TransportError
-from shardline.transport import PutFailure
-from shardline.wire import Outcome, Placement, RequestOutcome, WireLimits, join_fragments, key_fields
+from shardline import (
+    AccessDeniedError,
+    Outcome,
+    Placement,
+    PutFailure,
+    RequestOutcome,
+    StreamNotFoundError,
+    TransportError,
+    WireLimits,
+    b64encode_array,
+    join_fragments,
+    key_fields,
+)
 
 from shardline_v3io import errors as E
 

@@ -30,7 +30,7 @@ import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from shardline.errors import ConfigError
+from shardline import ConfigError
 
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 _GLOB_CHARS = frozenset("*?[")

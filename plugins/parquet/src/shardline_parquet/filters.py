@@ -6,6 +6,6 @@ stay for code that imported them from here.
 
 from __future__ import annotations
 
-from shardline.expressions import FilterSyntaxError, compile_filter, filter_columns
+from shardline import FilterSyntaxError, compile_filter, filter_columns
 
 __all__ = ["FilterSyntaxError", "compile_filter", "filter_columns"]

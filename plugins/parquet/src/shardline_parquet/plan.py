@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from shardline.errors import SchemaError, ShardlineError
+from shardline import SchemaError, ShardlineError
 
 from shardline_parquet.discovery import DataFile
 

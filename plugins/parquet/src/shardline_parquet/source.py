@@ -47,9 +47,15 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pydantic import Field, ValidationError, field_validator
-from shardline.checkpoint import describe_state_errors
-from shardline.errors import CheckpointError, ShardlineError
-from shardline.source import Source, SourceCheckpoint, SourceGauge, SourceOptions
+from shardline import (
+    CheckpointError,
+    ShardlineError,
+    Source,
+    SourceCheckpoint,
+    SourceGauge,
+    SourceOptions,
+    describe_state_errors,
+)
 
 from shardline_parquet.discovery import discover
 from shardline_parquet.filters import FilterSyntaxError, compile_filter, filter_columns

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
-from shardline.errors import ConfigError
+from shardline import ConfigError
 
 from shardline_v3io import errors as E
 from shardline_v3io.store.errors import StoreError

@@ -27,7 +27,7 @@ import numpy.typing as npt
 import orjson
 import pybase64
 import xxhash
-from shardline.partitioning import jump_hash_array
+from shardline import jump_hash_array
 
 from shardline_v3io import errors as E
 from shardline_v3io.faults import FaultConfig
