@@ -163,3 +163,28 @@ def test_take_distinct_over_generations_takes_only_each_keys_earliest_record(see
         lane.queue.extendleft(reversed(failed))  # as Settler.requeue does
     assert not lane.queue
     assert not any(unwritten.values())
+
+
+@pytest.mark.parametrize(
+    "rows", [[5, 6, 7, 8], [5, 7, 6, 8], [8, 7, 6, 5], [2, 9, 4], [3], [0, 1], [1, 0], [4, 6, 5]]
+)
+def test_a_segments_fragments_follow_its_rows_order(rows: list[int]) -> None:
+    """A request body lists a segment's records in the order of its ``rows``, which need not
+    ascend (generations re-order a queue): the settler maps the answer's entries back by that
+    order, so a body in any other order would settle one record's outcome onto another."""
+    import pyarrow as pa
+    from shardline.batching import fragment_sizes
+
+    values = [f"<{i}:{'x' * i}>".encode() for i in range(10)]
+    frags = pa.array(values, pa.large_binary())
+    offsets = np.frombuffer(frags.buffers()[1], np.int64, 11)
+    enc = SimpleNamespace(
+        fragments=memoryview(frags.buffers()[2]),
+        offsets=offsets,
+        fragment_array=frags,
+        data_offsets=offsets,
+    )
+    seg = _Seg(SimpleNamespace(enc=enc), np.array(rows, np.int64))
+    assert bytes(seg.fragments()) == b"".join(values[r] for r in rows)
+    assert fragment_sizes(offsets, seg.rows).tolist() == [len(values[r]) for r in rows]
+    assert seg.data_bytes() == sum(len(values[r]) for r in rows)

@@ -33,8 +33,10 @@ class Batch:
 
 @dataclass(slots=True)
 class Seg:
-    """Records ``rows`` of one batch (ascending positions in its :class:`EncodedBatch`), all of one
-    shard, in write order, with their retry state.
+    """Records ``rows`` of one batch (positions in its :class:`EncodedBatch`), all of one shard,
+    with their retry state. In queue order, which keeps each key's records in write order but may
+    put a record of one key before an earlier record of another (generations, see
+    :mod:`shardline.batching`).
 
     Positions rather than a ``start:end`` run: one-record-per-key packing takes scattered records
     of a queue, and a run per taken record cost a Python object each (the sink's hot path).
@@ -51,6 +53,7 @@ class Seg:
     # leading ones (False once some leading records were taken: their keys may come again later).
     gens: npt.NDArray[np.int64] | None = None
     closed: bool = True
+    next_closed: bool = True  # ``closed`` of the generation after the leading one, once it leads
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -59,7 +62,7 @@ class Seg:
         """Bytes of Data of the records (before any encoding)."""
         offs = self.batch.enc.data_offsets
         rows = self.rows
-        if _contiguous(rows):
+        if adjacent(rows):
             return int(offs[rows[-1] + 1] - offs[rows[0]])
         return int((offs[rows + 1] - offs[rows]).sum())
 
@@ -68,7 +71,7 @@ class Seg:
         records are adjacent, else gathered by Arrow's ``take``)."""
         enc = self.batch.enc
         rows = self.rows
-        if _contiguous(rows):
+        if adjacent(rows):
             return enc.fragments[enc.offsets[rows[0]] : enc.offsets[rows[-1] + 1]]
         taken = enc.fragment_array.take(pa.array(rows, pa.int64()))
         offs = np.frombuffer(taken.buffers()[1], np.int64, len(rows) + 1, taken.offset * 8)
@@ -128,5 +131,9 @@ def part(seg: Seg, rows: npt.NDArray[np.int64]) -> Seg:
     return Seg(seg.batch, rows, seg.attempt, seg.first_failure, seg.last_error)
 
 
-def _contiguous(rows: npt.NDArray[np.int64]) -> bool:
-    return len(rows) > 0 and int(rows[-1]) - int(rows[0]) + 1 == len(rows)
+def adjacent(rows: npt.NDArray[np.int64]) -> bool:
+    """True when ``rows`` are ``r, r + 1, ..., r + n - 1`` in that order (a slice of the batch)."""
+    n = len(rows)
+    if n == 0 or int(rows[-1]) - int(rows[0]) + 1 != n:
+        return False
+    return n <= 2 or bool((rows[1:] - rows[:-1] == 1).all())  # rows need not ascend (see Seg)
