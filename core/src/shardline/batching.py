@@ -192,8 +192,6 @@ def _scan_window(lane: Lane, budget: int, scan: int, want: int) -> Window:
             window.append((seg, n))
             scanned += n
             continue
-        if not seg.closed and seg.gens[0] < want and len(seg.gens) > 1:
-            _merge_next_generation(seg)
         head = int(seg.gens[0])
         n = min(head, budget - scanned, want)
         window.append((seg, n))
@@ -221,32 +219,10 @@ def _taken_leading(seg: Seg, k: int) -> None:
     gens = seg.gens - k
     if gens[0] == 0:
         seg.gens = gens[1:]
-        seg.closed, seg.next_closed = seg.next_closed, True
+        seg.closed = True
     else:
         seg.gens = gens
         seg.closed = False
-
-
-def _merge_next_generation(seg: Seg) -> None:
-    """Grow a segment's leading records that are not ``closed`` (some of the generation were taken
-    earlier) by the records of the next generation whose keys they do not hold: those keys' earlier
-    records were taken, so these are now their keys' earliest (a key's records keep their order).
-    The leading records are closed again when the next generation was whole; what is left of it is
-    not closed (keys moved up may come again after it)."""
-    assert seg.gens is not None
-    keys = seg.batch.enc.key_hashes
-    lead, nxt = int(seg.gens[0]), int(seg.gens[1])
-    rows = seg.rows
-    following = rows[lead:nxt]
-    free = ~np.isin(keys[following], keys[rows[:lead]])
-    moved = int(free.sum())
-    if moved:
-        seg.rows = np.concatenate([rows[:lead], following[free], following[~free], rows[nxt:]])
-    seg.gens = np.concatenate([[lead + moved], seg.gens[1:]]) if moved < nxt - lead else seg.gens[1:]
-    # closed only if no record had left the next generation before (a key moved up then and taken
-    # since may come again in the generation after it, and is not among the leading records)
-    seg.closed = seg.next_closed
-    seg.next_closed = moved == nxt - lead
 
 
 def _hand_out(lane: Lane, window: Window, take: npt.NDArray[np.int64], pieces: Pieces) -> None:

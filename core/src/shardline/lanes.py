@@ -34,9 +34,8 @@ class Batch:
 @dataclass(slots=True)
 class Seg:
     """Records ``rows`` of one batch (positions in its :class:`EncodedBatch`), all of one shard,
-    with their retry state. In queue order, which keeps each key's records in write order but may
-    put a record of one key before an earlier record of another (generations, see
-    :mod:`shardline.batching`).
+    with their retry state, in queue order (each key's records in write order; placement by
+    generations puts a record of one key before an earlier record of another).
 
     Positions rather than a ``start:end`` run: one-record-per-key packing takes scattered records
     of a queue, and a run per taken record cost a Python object each (the sink's hot path).
@@ -53,7 +52,6 @@ class Seg:
     # leading ones (False once some leading records were taken: their keys may come again later).
     gens: npt.NDArray[np.int64] | None = None
     closed: bool = True
-    next_closed: bool = True  # ``closed`` of the generation after the leading one, once it leads
 
     def __len__(self) -> int:
         return len(self.rows)
