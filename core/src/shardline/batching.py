@@ -8,6 +8,15 @@ allowance. The ordering policy decides *which* records of a lane go:
 ``"none"``: the head of the queue, in order (:meth:`take_run`).
 
 Both are numpy over the queue's offsets: no Python step per record (the hot path of the sink).
+
+For ``"strict"`` the sink places each shard's records of a batch *by generation* (every key's first
+record of the batch, then every key's second, ...; see :func:`shardline.records.place`), which
+keeps each key's records in write order. A segment then knows its leading generation
+(:attr:`Seg.gens <shardline.lanes.Seg>`): distinct keys, each its key's earliest record, and every
+later record of the segment repeats one of them. A take is then the first records of the segment,
+with no scan and no copy; only where several segments share a window (a batch's last, small
+generations and the next batch) are keys de-duplicated across them (:func:`first_occurrences`).
+Segments whose keys are unknown (e.g. retries of mixed origin) are scanned as before.
 """
 
 from __future__ import annotations
