@@ -173,7 +173,7 @@ def test_a_segments_fragments_follow_its_rows_order(rows: list[int]) -> None:
     ascend (generations re-order a queue): the settler maps the answer's entries back by that
     order, so a body in any other order would settle one record's outcome onto another."""
     import pyarrow as pa
-    from shardline.batching import fragment_sizes
+    from shardline.lanes import record_sizes
 
     values = [f"<{i}:{'x' * i}>".encode() for i in range(10)]
     frags = pa.array(values, pa.large_binary())
@@ -186,5 +186,5 @@ def test_a_segments_fragments_follow_its_rows_order(rows: list[int]) -> None:
     )
     seg = _Seg(SimpleNamespace(enc=enc), np.array(rows, np.int64))
     assert bytes(seg.fragments()) == b"".join(values[r] for r in rows)
-    assert fragment_sizes(offsets, seg.rows).tolist() == [len(values[r]) for r in rows]
+    assert record_sizes(offsets, seg.rows).tolist() == [len(values[r]) for r in rows]
     assert seg.data_bytes() == sum(len(values[r]) for r in rows)

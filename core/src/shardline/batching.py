@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from shardline.lanes import Lane, Request, Seg, adjacent, part
+from shardline.lanes import Lane, Request, Seg, part, record_sizes
 from shardline.metrics import SinkMetrics
 
 SCAN_FACTOR = 4
@@ -129,11 +129,11 @@ class BatchCreator:
         if len(window) == 1 and window[0][0].gens is not None:  # distinct keys, each the earliest
             seg, n = window[0]
             take = None  # the window's first records
-            sizes = fragment_sizes(seg.batch.enc.offsets, seg.rows[: min(n, want)])
+            sizes = record_sizes(seg.batch.enc.offsets, seg.rows[:n])  # n <= want
         else:
             take = first_occurrences(np.concatenate([s.batch.enc.key_hashes[s.rows[:n]] for s, n in window]))
             take = take[:want]
-            sizes = np.concatenate([fragment_sizes(s.batch.enc.offsets, s.rows[:n]) for s, n in window])[take]
+            sizes = np.concatenate([record_sizes(s.batch.enc.offsets, s.rows[:n]) for s, n in window])[take]
         ends = np.cumsum(sizes)
         fits = int(np.searchsorted(ends, room_bytes, side="right"))
         used = int(ends[fits - 1]) if fits else 0
@@ -143,15 +143,6 @@ class BatchCreator:
             _hand_out(lane, window, take[:fits], pieces)
         lane.scan_hint = fits if fits < want else 0
         return fits, used
-
-
-def fragment_sizes(offsets: npt.NDArray[np.int64], rows: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-    """The fragment bytes of records ``rows`` (a slice of ``offsets`` when they are adjacent)."""
-    if adjacent(rows):
-        sizes: npt.NDArray[np.int64] = np.diff(offsets[int(rows[0]) : int(rows[-1]) + 2])
-    else:
-        sizes = offsets[rows + 1] - offsets[rows]
-    return sizes
 
 
 def first_occurrences(hashes: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
@@ -214,11 +205,17 @@ def _hand_out_head(lane: Lane, seg: Seg, k: int, pieces: Pieces) -> None:
     """Hand out the first ``k`` records of ``seg`` (known distinct leading keys); the rest goes
     back to the head of the queue."""
     if k:
-        pieces.append((lane, part(seg, seg.rows[:k])))
-        seg.rows = seg.rows[k:]
-        _taken_leading(seg, k)
+        _take_first(lane, seg, k, pieces)
     if len(seg.rows):
         lane.queue.appendleft(seg)
+
+
+def _take_first(lane: Lane, seg: Seg, k: int, pieces: Pieces) -> None:
+    """Move the first ``k`` records of ``seg`` to ``pieces`` (views, no copies)."""
+    pieces.append((lane, part(seg, seg.rows[:k])))
+    seg.rows = seg.rows[k:]
+    if seg.gens is not None:  # the taken records were leading ones
+        _taken_leading(seg, k)
 
 
 def _taken_leading(seg: Seg, k: int) -> None:
@@ -244,15 +241,13 @@ def _hand_out(lane: Lane, window: Window, take: npt.NDArray[np.int64], pieces: P
         lo, hi = bounds[i], bounds[i + 1]
         if hi > lo:
             local = take[lo:hi] - base
-            rows = seg.rows
-            if hi - lo == int(local[-1]) + 1:  # the segment's first records: views, no copies
-                pieces.append((lane, part(seg, rows[: hi - lo])))
-                seg.rows = rows[hi - lo :]
+            if hi - lo == int(local[-1]) + 1:  # the segment's first records
+                _take_first(lane, seg, hi - lo, pieces)
             else:
-                pieces.append((lane, part(seg, rows[local])))
-                seg.rows = np.delete(rows, local)
-            if seg.gens is not None:  # the taken records were all leading ones
-                _taken_leading(seg, hi - lo)
+                pieces.append((lane, part(seg, seg.rows[local])))
+                seg.rows = np.delete(seg.rows, local)
+                if seg.gens is not None:  # the taken records were all leading ones
+                    _taken_leading(seg, hi - lo)
         if len(seg.rows):
             keep.append(seg)
         base += n

@@ -58,11 +58,7 @@ class Seg:
 
     def data_bytes(self) -> int:
         """Bytes of Data of the records (before any encoding)."""
-        offs = self.batch.enc.data_offsets
-        rows = self.rows
-        if adjacent(rows):
-            return int(offs[rows[-1] + 1] - offs[rows[0]])
-        return int((offs[rows + 1] - offs[rows]).sum())
+        return int(record_sizes(self.batch.enc.data_offsets, self.rows).sum())
 
     def fragments(self) -> memoryview:
         """The records' wire fragments, joined in order (a slice of the batch's buffer when the
@@ -135,3 +131,13 @@ def adjacent(rows: npt.NDArray[np.int64]) -> bool:
     if n == 0 or int(rows[-1]) - int(rows[0]) + 1 != n:
         return False
     return n <= 2 or bool((rows[1:] - rows[:-1] == 1).all())  # rows need not ascend (see Seg)
+
+
+def record_sizes(offsets: npt.NDArray[np.int64], rows: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """The sizes of values ``rows`` of a binary buffer given by its ``offsets`` (a slice of
+    ``offsets`` when the rows are adjacent)."""
+    if adjacent(rows):
+        sizes: npt.NDArray[np.int64] = np.diff(offsets[int(rows[0]) : int(rows[-1]) + 2])
+    else:
+        sizes = offsets[rows + 1] - offsets[rows]
+    return sizes

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from shardline.lanes import Lane, Request, Seg, WholeFailure, part
+from shardline.lanes import Lane, Request, Seg, WholeFailure, record_sizes
 from shardline.metrics import SinkMetrics
 from shardline.plugins import call_observers
 from shardline.transport import PutFailure
@@ -205,7 +205,7 @@ class Settler:
         n_ok = int(ok.sum())
         if n_ok:
             batch.remaining -= n_ok
-            self.metrics.bytes += part(seg, seg.rows[ok]).data_bytes()
+            self.metrics.bytes += int(record_sizes(batch.enc.data_offsets, seg.rows[ok]).sum())
         return n_ok, error
 
     def requeue(self, lane: Lane, retry: list[Seg], now: float) -> None:
@@ -259,4 +259,4 @@ class Settler:
 def retried_part(seg: Seg, rows: npt.NDArray[np.int64], now: float, error: str) -> Seg:
     """Records ``rows`` of ``seg``'s batch after a failed attempt (records of one request: one per
     key, each its key's earliest queued one)."""
-    return Seg(seg.batch, rows, seg.attempt + 1, seg.first_failure or now, error, np.array([len(rows)]))
+    return Seg(seg.batch, rows, seg.attempt + 1, seg.first_failure or now, error, gens=np.array([len(rows)]))
