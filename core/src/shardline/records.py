@@ -307,14 +307,17 @@ class KeyValues(Sequence[str]):
     def __init__(self, values: pa.Array) -> None:
         self._values = values
         self._list: list[str] | None = None
+        self._utf8: tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]] | None = None
 
     def __len__(self) -> int:
         return len(self._values)
 
-    @property
-    def array(self) -> pa.Array:
-        """The keys as Arrow text."""
-        return self._values
+    def utf8(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]:
+        """The keys' UTF-8 bytes as (offsets, bytes), for the vectorised hashes (read once)."""
+        if self._utf8 is None:
+            raw = self._values.cast(_LB)
+            self._utf8 = (_offsets(raw), np.frombuffer(_data_view(raw), dtype=np.uint8))
+        return self._utf8
 
     def __getitem__(self, i: int) -> str:  # type: ignore[override]
         if self._list is not None:
@@ -514,12 +517,12 @@ def map_columns(
         idx = denc.indices
         index = np.asarray(idx.fill_null(-1), dtype=np.int64) if idx.null_count else np.asarray(idx, np.int64)
         text = uniques.cast(_LS)
-        raw = text.cast(_LB)
-        out.key_values = KeyValues(text)
-        out.key_hashes = xxh64_many(_offsets(raw), np.frombuffer(_data_view(raw), dtype=np.uint8))
+        out.key_values = key_values = KeyValues(text)
+        key_offsets, key_data = key_values.utf8()
+        out.key_hashes = xxh64_many(key_offsets, key_data)
         out.key_index = index
         out.key_json = _escape_strings(text)
-        key_bytes = np.concatenate([np.diff(_offsets(raw)), np.zeros(1, np.int64)])[index]
+        key_bytes = np.concatenate([np.diff(key_offsets), np.zeros(1, np.int64)])[index]
         _check_keys(mark, limits, text, index, key_bytes)
     dlen = np.diff(_offsets(data))
     _check_record_sizes(mark, limits, dlen, key_bytes)
@@ -675,8 +678,7 @@ class EncodedBatch:
 
 def _md5_of_keys(keys: Sequence[str]) -> npt.NDArray[np.uint64]:
     if isinstance(keys, KeyValues):
-        raw = keys.array.cast(_LB)
-        return md5_many(_offsets(raw), np.frombuffer(_data_view(raw), dtype=np.uint8))
+        return md5_many(*keys.utf8())  # the bytes the keys' xxh64 was taken of
     return md5_hash_keys(keys)
 
 
