@@ -22,7 +22,7 @@ from typing import Any, Unpack
 import numpy as np
 import pyarrow as pa
 
-from shardline.config import CheckedSinkOptions, check_sink_options
+from shardline.config import CheckedSinkOptions, LimitsOptions, check_sink_options
 from shardline.deadletter import DeadLetterWriter
 from shardline.engine import Engine, EngineOptions
 from shardline.errors import ConfigError, SchemaError, ShardlineError
@@ -81,16 +81,7 @@ def _validated(o: SinkOptions, origin: str) -> CheckedSinkOptions:
         ordering=o.ordering,
         data=o.data,
         partitioner=o.partitioner,
-        limits={
-            "max_in_flight_bytes": o.max_in_flight_bytes,
-            "max_in_flight_requests": o.max_in_flight_requests,
-            "linger_ms": o.linger_ms,
-            "retry_deadline_s": o.retry_deadline_s,
-            "shard_refresh_s": o.shard_refresh_s,
-            "start_timeout_s": o.start_timeout_s,
-            "max_records_per_request": o.max_records_per_request,
-            "max_request_bytes": o.max_request_bytes,
-        },
+        limits={name: getattr(o, name) for name in LimitsOptions.model_fields},
         backoff={"backoff_base_s": o.backoff_base_s, "backoff_max_s": o.backoff_max_s},
         mapping={
             "partition_key": o.partition_key,
@@ -105,19 +96,12 @@ def _validated(o: SinkOptions, origin: str) -> CheckedSinkOptions:
 
 
 def _engine_options(o: SinkOptions, checked: CheckedSinkOptions) -> EngineOptions:
-    limits = checked.limits
+    limits = {name: getattr(checked.limits, name) for name in LimitsOptions.model_fields}
     return EngineOptions(
-        max_in_flight_bytes=limits.max_in_flight_bytes,
-        max_in_flight_requests=limits.max_in_flight_requests,
-        linger_ms=limits.linger_ms,
-        retry_deadline_s=limits.retry_deadline_s,
+        **limits,  # the [sink.limits] of a config, as validated
         ordering=o.ordering,
-        shard_refresh_s=limits.shard_refresh_s,
         backoff_base_s=checked.backoff_base_s,
         backoff_max_s=checked.backoff_max_s,
-        start_timeout_s=limits.start_timeout_s,
-        max_records_per_request=limits.max_records_per_request,
-        max_request_bytes=limits.max_request_bytes,
     )
 
 
