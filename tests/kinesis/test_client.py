@@ -349,3 +349,45 @@ def test_shard_ids_of_all_written_answers_are_read_at_most_every_half_second(
     seen, error = run(main())
     assert seen == [{"shardId-000000000003"}, None]
     assert isinstance(error, KinesisError) and error.name == "InvalidResponse"
+
+
+def test_waits_for_a_stream_poll_again_and_give_up_at_their_deadline(shardline_kinesis_env: None) -> None:
+    """A stream that stays CREATING, and open shards that never cover the hash-key space (a reshard
+    that does not finish): both waits ask again and again, then end with a retryable error that
+    says what they waited for; neither waits for ever."""
+    from shardline_kinesis.transport import KinesisTransport
+
+    summary = {"StreamDescriptionSummary": {"StreamStatus": "CREATING", "RetentionPeriodHours": 24}}
+    half = {  # one open shard over the lower half of the hash-key space only
+        "Shards": [
+            {
+                "ShardId": "shardId-000000000000",
+                "HashKeyRange": {"StartingHashKey": "0", "EndingHashKey": str(2**127 - 1)},
+                "SequenceNumberRange": {"StartingSequenceNumber": "1"},
+            }
+        ]
+    }
+
+    def answer(request: web.Request, body: bytes) -> web.Response:
+        op = request.headers["X-Amz-Target"].rsplit(".", 1)[1]
+        return web.json_response(half if op == "ListShards" else summary)
+
+    async def main() -> tuple[Exception, Exception, int]:
+        async with serve(answer) as (app, url):
+            client = KinesisClient(region="eu-west-1", endpoint_url=url)
+            t = KinesisTransport(f"kinesis://s?region=eu-west-1&endpoint_url={url}", create_timeout_s=0.3)
+            try:
+                with pytest.raises(KinesisError) as active:
+                    await client.wait_active("s", timeout_s=0.3)
+                with pytest.raises(KinesisError) as covered:
+                    await t.describe()
+                return active.value, covered.value, len(app.requests)
+            finally:
+                await client.close()
+                await t.close()
+
+    active, covered, requests = run(main())
+    assert active.retryable and active.name == "Timeout" and "still CREATING after 0.3 s" in str(active)
+    assert covered.retryable and covered.name == "ResourceInUseException"
+    assert "do not cover the hash-key space after 0.3 s" in str(covered)
+    assert requests >= 6  # each wait asked more than once before giving up

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
@@ -34,6 +34,7 @@ from shardline import (
     TransportError,
 )
 
+T = TypeVar("T")
 _TARGET = "Kinesis_20131202."
 _CONTENT_TYPE = "application/x-amz-json-1.1"
 
@@ -415,28 +416,46 @@ class KinesisClient:
 
     async def wait_active(self, stream: str, timeout_s: float = 60.0) -> dict[str, Any]:
         """Poll DescribeStreamSummary until the stream is ACTIVE (a deadline, never forever)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        delay = 0.05
-        while True:
+        summary: dict[str, Any] = {}
+
+        async def active() -> dict[str, Any] | None:
+            nonlocal summary
             summary = await self.describe_stream_summary(stream)
-            if summary.get("StreamStatus") == "ACTIVE":
-                return summary
-            if loop.time() > deadline:
-                raise KinesisError(
-                    f"Kinesis stream {stream!r} is still {summary.get('StreamStatus')} after {timeout_s} s",
-                    name="Timeout",
-                    status=None,
-                    retryable=True,
-                )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+            return summary if summary.get("StreamStatus") == "ACTIVE" else None
+
+        return await poll(
+            active,
+            timeout_s,
+            lambda: f"Kinesis stream {stream!r} is still {summary.get('StreamStatus')} after {timeout_s} s",
+        )
 
     async def close(self) -> None:
         """Close the connection pool."""
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+async def poll(
+    ready: Callable[[], Awaitable[T | None]],
+    timeout_s: float,
+    timed_out: Callable[[], str],
+    name: str = "Timeout",
+) -> T:
+    """Await ``ready()`` until it gives a value (not None), sleeping 50 ms, doubling to 1 s, between
+    calls; once ``timeout_s`` have passed, a retryable :class:`KinesisError` named ``name`` with the
+    message ``timed_out()`` (a wait with a deadline, never forever)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    delay = 0.05
+    while True:
+        value = await ready()
+        if value is not None:
+            return value
+        if loop.time() > deadline:
+            raise KinesisError(timed_out(), name=name, status=None, retryable=True)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 1.0)
 
 
 def _chain_credentials(profile: str | None) -> Any:

@@ -9,7 +9,6 @@ ShardMap routes as Kinesis does (MD5 of the key over the ranges).
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import re
 import time
@@ -165,12 +164,9 @@ class KinesisTransport:
         state) is read again until its open shards cover the hash-key space (a deadline:
         ``create_timeout_s``; then a retryable :class:`KinesisError`).
         """
-        from shardline_kinesis.client import KinesisError
+        from shardline_kinesis.client import poll
 
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.options.create_timeout_s
-        delay = 0.05
-        while True:
+        async def covering() -> StreamInfo | None:
             summary = await self.client.describe_stream_summary(self.stream_name)
             shards = await self.client.list_shards(self.stream_name)
             ranges = tuple(
@@ -178,25 +174,24 @@ class KinesisTransport:
                     (HashRange(s.shard_id, s.start, s.end) for s in shards if s.open), key=lambda r: r.start
                 )
             )
-            if _covers(ranges):
-                self._needles = tuple(
-                    (r.shard_id, b'"ShardId":"' + r.shard_id.encode() + b'"') for r in ranges
-                )
-                return StreamInfo(
-                    shard_count=len(ranges),
-                    retention_hours=int(summary.get("RetentionPeriodHours", 24)),
-                    shards=ranges,
-                )
-            if loop.time() > deadline:
-                raise KinesisError(
-                    f"kinesis://{self.stream_name}: the open shards do not cover the hash-key space "
-                    f"after {self.options.create_timeout_s} s (a reshard that does not finish?)",
-                    name="ResourceInUseException",
-                    status=None,
-                    retryable=True,
-                )
-            await asyncio.sleep(delay)
-            delay = min(2 * delay, 1.0)
+            if not _covers(ranges):
+                return None
+            self._needles = tuple((r.shard_id, _SHARD_ID_FIELD + r.shard_id.encode() + b'"') for r in ranges)
+            return StreamInfo(
+                shard_count=len(ranges),
+                retention_hours=int(summary.get("RetentionPeriodHours", 24)),
+                shards=ranges,
+            )
+
+        return await poll(
+            covering,
+            self.options.create_timeout_s,
+            lambda: (
+                f"kinesis://{self.stream_name}: the open shards do not cover the hash-key space "
+                f"after {self.options.create_timeout_s} s (a reshard that does not finish?)"
+            ),
+            name="ResourceInUseException",
+        )
 
     async def create(self, shard_count: int, retention_hours: int) -> bool:
         """CreateStream and wait until it is ACTIVE; raise retention above 24 h when asked;
@@ -213,29 +208,28 @@ class KinesisTransport:
 
     async def update(self, shard_count: int) -> None:
         """UpdateShardCount (UNIFORM_SCALING) to ``shard_count`` and wait until ACTIVE again."""
-        from shardline_kinesis.client import KinesisError
+        from shardline_kinesis.client import poll
 
         await self.client.update_shard_count(self.stream_name, shard_count)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.options.create_timeout_s
-        delay = 0.05
-        while True:  # ACTIVE may still be the state before the update (kinesis-mock): count too
+
+        async def reached() -> bool | None:  # ACTIVE may still be the state before the update
+            # (kinesis-mock): count the open shards too
             summary = await self.client.wait_active(self.stream_name, self.options.create_timeout_s)
             if (
                 summary.get("OpenShardCount") == shard_count
                 and (await self.describe()).shard_count == shard_count
             ):
-                return
-            if loop.time() > deadline:
-                raise KinesisError(
-                    f"kinesis://{self.stream_name} has not reached {shard_count} open shards after "
-                    f"{self.options.create_timeout_s} s",
-                    name="Timeout",
-                    status=None,
-                    retryable=True,
-                )
-            await asyncio.sleep(delay)
-            delay = min(2 * delay, 1.0)
+                return True
+            return None
+
+        await poll(
+            reached,
+            self.options.create_timeout_s,
+            lambda: (
+                f"kinesis://{self.stream_name} has not reached {shard_count} open shards after "
+                f"{self.options.create_timeout_s} s"
+            ),
+        )
 
     async def delete(self) -> bool:
         """DeleteStream; False when it did not exist."""
