@@ -63,6 +63,7 @@ if TYPE_CHECKING:
         RequestOutcome,
         Wire,
         WireLimits,
+        b64_fields,
         join_fragments,
         key_fields,
     )
@@ -80,6 +81,7 @@ _EXPORTS: dict[str, str] = {
     "registered": "shardline.plugins",
     "b64encode_array": "shardline.arrowbin",
     "join_fragments": "shardline.wire",
+    "b64_fields": "shardline.wire",
     "key_fields": "shardline.wire",
     "CheckpointLock": "shardline.checkpoint",
     "CheckpointLockedError": "shardline.checkpoint",
@@ -190,6 +192,7 @@ __all__ = [
     "TransportOptions",
     "Wire",
     "WireLimits",
+    "b64_fields",
     "b64encode_array",
     "compile_filter",
     "dead_letter_entry",

@@ -48,7 +48,15 @@ from shardline.arrowbin import b64encode_array
 from shardline.errors import AccessDeniedError, StreamNotFoundError, TransportError
 from shardline.partitioning import hash_key_of, shard_for_key
 from shardline.transport import HashRange, PutBodyResult, PutFailure, PutRecord, PutResult, StreamInfo
-from shardline.wire import Outcome, Placement, RequestOutcome, WireLimits, join_fragments, key_fields
+from shardline.wire import (
+    Outcome,
+    Placement,
+    RequestOutcome,
+    WireLimits,
+    b64_fields,
+    join_fragments,
+    key_fields,
+)
 
 FAKE_LIMITS = WireLimits(
     max_records_per_request=1000,
@@ -95,10 +103,7 @@ class FakeWire:
             lanes = [b',"s":' + orjson.dumps(p.shard_map.address(lane)) for lane in range(count)]
             pieces.append(pa.array([*lanes, b""], _LB).take(pa.array(np.minimum(p.shards, count))))
         if p.client_info is not None:
-            info = pc.binary_join_element_wise(
-                _lb(b',"c":"'), b64encode_array(p.client_info), _lb(b'"'), _lb(b"")
-            )
-            pieces.append(pc.if_else(pc.is_valid(p.client_info), info, _lb(b"")))
+            pieces.append(b64_fields(b',"c":"', p.client_info))
         pieces.append(_lb(b"},"))
         return pc.binary_join_element_wise(*pieces, _lb(b""))
 

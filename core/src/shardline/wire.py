@@ -155,6 +155,18 @@ def key_fields(field: bytes, key_json: pa.Array, key_index: npt.NDArray[np.int64
     return keys.take(pa.array(np.where(key_index < 0, len(keys) - 1, key_index), pa.int64()))
 
 
+def b64_fields(field: bytes, values: pa.Array) -> pa.Array:
+    """Per record, ``field`` then the value in base64 and a closing quote
+    (``b',"ClientInfo":"'`` + ``b'aGk='`` + ``b'"'``), or ``b""`` for a null value; ``large_binary``,
+    column at a time."""
+    from shardline.arrowbin import b64encode_array
+
+    present = pc.binary_join_element_wise(
+        pa.scalar(field, _LB), b64encode_array(values), pa.scalar(b'"', _LB), pa.scalar(b"", _LB)
+    )
+    return pc.if_else(pc.is_valid(values), present, pa.scalar(b"", _LB))
+
+
 def join_fragments(prefix: bytes, parts: Sequence[memoryview | bytes], suffix: bytes) -> bytes:
     """A request body: ``prefix``, the runs of ``{...},`` fragments in order with the last comma
     dropped, ``suffix`` (``prefix + suffix`` when there are none)."""

@@ -31,6 +31,7 @@ from shardline import (
     StreamNotFoundError,
     TransportError,
     WireLimits,
+    b64_fields,
     b64encode_array,
     join_fragments,
     key_fields,
@@ -122,10 +123,7 @@ class V3ioWire:
             count = max(p.shard_map.shard_count, 1)
             pieces.append(self._shard_fields(count).take(pa.array(np.minimum(p.shards, count))))
         if p.client_info is not None:
-            ci_b64 = pc.binary_join_element_wise(
-                _lb(b',"ClientInfo":"'), b64encode_array(p.client_info), _lb(b'"'), _lb(b"")
-            )
-            pieces.append(pc.if_else(pc.is_valid(p.client_info), ci_b64, _lb(b"")))
+            pieces.append(b64_fields(b',"ClientInfo":"', p.client_info))
         pieces.append(_lb(b"},"))
         return pc.binary_join_element_wise(*pieces, _lb(b""))
 
