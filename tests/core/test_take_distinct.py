@@ -66,7 +66,8 @@ def test_take_distinct_matches_the_per_record_rule(seed: int) -> None:
         i = 0
         while i < batch.n:
             j = min(batch.n, i + rng.choice([1, 2, 3] if fragmented else [1, 2, 3, 50, 400]))
-            lane.queue.append(_Seg(batch, np.arange(i, j), attempt=rng.randint(0, 2)))
+            run = rng.choice([True, None])  # known to be a run (as span() makes them) or not yet
+            lane.queue.append(_Seg(batch, np.arange(i, j), attempt=rng.randint(0, 2), run=run))
             i = j
     queue = _flatten(list(lane.queue))
     limit = sum(len(seg) for seg in list(lane.queue)[:_SCAN_SEGMENTS])
@@ -89,6 +90,15 @@ def test_take_distinct_matches_the_per_record_rule(seed: int) -> None:
     assert all(lane is owner for owner, _ in pieces)
     assert all(len(seg) > 0 for seg in lane.queue)
     assert isinstance(lane.queue, collections.deque)
+    _assert_runs_true([seg for _, seg in pieces] + list(lane.queue))
+
+
+def _assert_runs_true(segs: list[_Seg]) -> None:
+    """A segment that says its rows are a run (``Seg.run``, so its body is one buffer slice) has
+    rows ``r, r + 1, ...``."""
+    for seg in segs:
+        rows = seg.rows.tolist()
+        assert seg.run is not True or rows == list(range(rows[0], rows[0] + len(rows))), rows
 
 
 def test_take_distinct_stops_after_the_segment_cap() -> None:
@@ -117,7 +127,7 @@ def _generation_segment(batch: SimpleNamespace, keys: np.ndarray) -> _Seg:
     batch.keys = keys[order]
     batch.enc.key_hashes = batch.keys.astype(np.uint64)
     ends = np.append(np.flatnonzero(np.diff(rank)) + 1, n)
-    return _Seg(batch, np.arange(n, dtype=np.int64), gens=ends)
+    return _Seg(batch, np.arange(n, dtype=np.int64), gens=ends, run=True)
 
 
 @pytest.mark.parametrize("seed", range(60))
@@ -147,6 +157,7 @@ def test_take_distinct_over_generations_takes_only_each_keys_earliest_record(see
         want = rng.choice([1, 7, 64, 500])
         taken, _used = BatchCreator.take_distinct(lane, pieces, want, rng.choice([10**9, 200]))
         assert 0 < taken <= want
+        _assert_runs_true([seg for _, seg in pieces] + list(lane.queue))
         seen: set[int] = set()
         failed: list[_Seg] = []
         for _, seg in pieces:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from shardline.lanes import Lane, Request, Seg, part, record_sizes
+from shardline.lanes import Lane, Request, Seg, part, prefix, record_sizes
 from shardline.metrics import SinkMetrics
 
 SCAN_FACTOR = 4
@@ -87,17 +87,15 @@ class BatchCreator:
         queue = lane.queue
         while queue and taken < want:
             seg = queue[0]
-            offs = seg.batch.enc.offsets
             head = seg.rows[: want - taken]
-            sizes = np.cumsum(offs[head + 1] - offs[head])
+            sizes = np.cumsum(record_sizes(seg.batch.enc.offsets, head, seg.run or None))
             k = int(np.searchsorted(sizes, room_bytes - used, side="right"))
             if k > 0:
-                pieces.append((lane, part(seg, head[:k])))
+                pieces.append((lane, prefix(seg, k)))
                 used += int(sizes[k - 1])
-                if k == len(seg.rows):
+                if not len(seg.rows):
                     queue.popleft()
                 else:
-                    seg.rows = seg.rows[k:]
                     seg.gens = None
                 taken += k
             if k < len(head) or k <= 0:
@@ -129,11 +127,13 @@ class BatchCreator:
         if len(window) == 1 and window[0][0].gens is not None:  # distinct keys, each the earliest
             seg, n = window[0]
             take = None  # the window's first records
-            sizes = record_sizes(seg.batch.enc.offsets, seg.rows[:n])  # n <= want
+            sizes = record_sizes(seg.batch.enc.offsets, seg.rows[:n], seg.run or None)  # n <= want
         else:
             take = first_occurrences(np.concatenate([s.batch.enc.key_hashes[s.rows[:n]] for s, n in window]))
             take = take[:want]
-            sizes = np.concatenate([record_sizes(s.batch.enc.offsets, s.rows[:n]) for s, n in window])[take]
+            sizes = np.concatenate(
+                [record_sizes(s.batch.enc.offsets, s.rows[:n], s.run or None) for s, n in window]
+            )[take]
         ends = np.cumsum(sizes)
         fits = int(np.searchsorted(ends, room_bytes, side="right"))
         used = int(ends[fits - 1]) if fits else 0
@@ -212,8 +212,7 @@ def _hand_out_head(lane: Lane, seg: Seg, k: int, pieces: Pieces) -> None:
 
 def _take_first(lane: Lane, seg: Seg, k: int, pieces: Pieces) -> None:
     """Move the first ``k`` records of ``seg`` to ``pieces`` (views, no copies)."""
-    pieces.append((lane, part(seg, seg.rows[:k])))
-    seg.rows = seg.rows[k:]
+    pieces.append((lane, prefix(seg, k)))
     if seg.gens is not None:  # the taken records were leading ones
         _taken_leading(seg, k)
 
@@ -246,6 +245,7 @@ def _hand_out(lane: Lane, window: Window, take: npt.NDArray[np.int64], pieces: P
             else:
                 pieces.append((lane, part(seg, seg.rows[local])))
                 seg.rows = np.delete(seg.rows, local)
+                seg.run = None
                 if seg.gens is not None:  # the taken records were all leading ones
                     _taken_leading(seg, hi - lo)
         if len(seg.rows):

@@ -52,20 +52,30 @@ class Seg:
     # leading ones (False once some leading records were taken: their keys may come again later).
     gens: npt.NDArray[np.int64] | None = None
     closed: bool = True
+    # True: ``rows`` are known to be ``r, r + 1, ...`` (a slice of the batch); None: not known yet.
+    # Whoever assigns ``rows`` keeps it true only for a slice of a run, else resets it to None.
+    run: bool | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
 
+    def is_run(self) -> bool:
+        """True when the rows are ``r, r + 1, ..., r + n - 1`` in that order (checked once: a
+        numpy pass over ~500 rows per request piece cost ~0.1 us/record of the sink thread)."""
+        if self.run is None:
+            self.run = adjacent(self.rows)
+        return self.run
+
     def data_bytes(self) -> int:
         """Bytes of Data of the records (before any encoding)."""
-        return int(record_sizes(self.batch.enc.data_offsets, self.rows).sum())
+        return int(record_sizes(self.batch.enc.data_offsets, self.rows, self.is_run()).sum())
 
     def fragments(self) -> memoryview:
         """The records' wire fragments, joined in order (a slice of the batch's buffer when the
         records are adjacent, else gathered by Arrow's ``take``)."""
         enc = self.batch.enc
         rows = self.rows
-        if adjacent(rows):
+        if self.is_run():
             return enc.fragments[enc.offsets[rows[0]] : enc.offsets[rows[-1] + 1]]
         taken = enc.fragment_array.take(pa.array(rows, pa.int64()))
         offs = np.frombuffer(taken.buffers()[1], np.int64, len(rows) + 1, taken.offset * 8)
@@ -117,12 +127,21 @@ class WholeFailure:
 
 def span(batch: Batch, start: int, end: int, gens: npt.NDArray[np.int64] | None = None) -> Seg:
     """Records ``start:end`` of ``batch``, never sent (``gens``: their generations' ends)."""
-    return Seg(batch, np.arange(start, end, dtype=np.int64), gens=gens)
+    return Seg(batch, np.arange(start, end, dtype=np.int64), gens=gens, run=True)
 
 
-def part(seg: Seg, rows: npt.NDArray[np.int64]) -> Seg:
-    """Records ``rows`` of ``seg``'s batch, with ``seg``'s retry state."""
-    return Seg(seg.batch, rows, seg.attempt, seg.first_failure, seg.last_error)
+def part(seg: Seg, rows: npt.NDArray[np.int64], run: bool | None = None) -> Seg:
+    """Records ``rows`` of ``seg``'s batch, with ``seg``'s retry state (``run``: see :attr:`Seg.run`)."""
+    return Seg(seg.batch, rows, seg.attempt, seg.first_failure, seg.last_error, run=run)
+
+
+def prefix(seg: Seg, k: int) -> Seg:
+    """The first ``k`` records of ``seg`` as a part (a view); ``seg`` keeps the rest."""
+    head = part(seg, seg.rows[:k], True if seg.run else None)
+    seg.rows = seg.rows[k:]
+    if not seg.run:
+        seg.run = None
+    return head
 
 
 def adjacent(rows: npt.NDArray[np.int64]) -> bool:
@@ -133,10 +152,12 @@ def adjacent(rows: npt.NDArray[np.int64]) -> bool:
     return n <= 2 or bool((rows[1:] - rows[:-1] == 1).all())  # rows need not ascend (see Seg)
 
 
-def record_sizes(offsets: npt.NDArray[np.int64], rows: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+def record_sizes(
+    offsets: npt.NDArray[np.int64], rows: npt.NDArray[np.int64], run: bool | None = None
+) -> npt.NDArray[np.int64]:
     """The sizes of values ``rows`` of a binary buffer given by its ``offsets`` (a slice of
-    ``offsets`` when the rows are adjacent)."""
-    if adjacent(rows):
+    ``offsets`` when the rows are adjacent; ``run``: whether they are, None to check)."""
+    if run if run is not None else adjacent(rows):
         sizes: npt.NDArray[np.int64] = np.diff(offsets[int(rows[0]) : int(rows[-1]) + 2])
     else:
         sizes = offsets[rows + 1] - offsets[rows]
