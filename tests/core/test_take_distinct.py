@@ -199,3 +199,41 @@ def test_a_segments_fragments_follow_its_rows_order(rows: list[int]) -> None:
     assert bytes(seg.fragments()) == b"".join(values[r] for r in rows)
     assert record_sizes(offsets, seg.rows).tolist() == [len(values[r]) for r in rows]
     assert seg.data_bytes() == sum(len(values[r]) for r in rows)
+
+
+def _keyed_lane(shard: int, keys: int, number: int) -> _Lane:
+    """A lane holding one never-sent segment of ``keys`` distinct keys (its one generation)."""
+    enc = SimpleNamespace(
+        key_hashes=np.arange(keys, dtype=np.uint64) + np.uint64(number << 20),
+        offsets=np.arange(keys + 1, dtype=np.int64) * 10,
+    )
+    batch = SimpleNamespace(number=number, enc=enc)
+    lane = _Lane(shard=shard, throttle=ShardThrottle(500, 0.05, 5.0))
+    lane.throttle.allowance = 500
+    lane.queue.append(_Seg(batch, np.arange(keys, dtype=np.int64), gens=np.array([keys]), run=True))
+    lane.pending = keys
+    return lane
+
+
+def test_a_lane_that_would_give_a_sliver_of_its_keys_leads_the_next_request() -> None:
+    """Strict: a lane is in one request at a time, so one cut to a few records by a request's
+    room would give nothing more until that request is answered. It is left for the next request;
+    a lane that fits goes on filling this one."""
+    from shardline.metrics import SinkMetrics
+
+    creator = BatchCreator(
+        "strict", max_records=500, max_request_bytes=10**9, body_overhead=0, metrics=SinkMetrics()
+    )
+    a, b, c, d = (_keyed_lane(i, n, i) for i, n in enumerate([249, 239, 250, 10]))
+    first = creator.build([a, b, c, d])
+    assert first is not None
+    assert [(lane.shard, len(seg)) for lane, seg in first.pieces] == [(0, 249), (1, 239), (3, 10)]
+    assert not c.busy and c.pending == 250
+    second = creator.build([c])
+    assert second is not None and second.count == 250
+    # the first lane of a request is never left out, however little room there is
+    small = BatchCreator(
+        "strict", max_records=5, max_request_bytes=10**9, body_overhead=0, metrics=SinkMetrics()
+    )
+    only = small.build([_keyed_lane(0, 250, 9)])
+    assert only is not None and only.count == 5

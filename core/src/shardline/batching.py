@@ -58,11 +58,16 @@ class BatchCreator:
         pieces: Pieces = []
         count = 0
         body = self.body_overhead
-        take = self.take_distinct if self.ordering == "strict" else self.take_run
+        strict = self.ordering == "strict"
+        take = self.take_distinct if strict else self.take_run
         in_flight = self.metrics.shard_in_flight
         for lane in lanes:
             if room_records <= 0 or room_bytes <= 0:
                 break
+            if strict and pieces and room_records * 2 < _could_give(lane):
+                # a lane is in one request at a time: cut to a sliver here, it would give nothing
+                # more until this request is answered; it leads the next request instead
+                continue
             taken, used = take(lane, pieces, min(room_records, lane.throttle.allowance), room_bytes)
             room_records -= taken
             room_bytes -= used
@@ -143,6 +148,15 @@ class BatchCreator:
             _hand_out(lane, window, take[:fits], pieces)
         lane.scan_hint = fits if fits < want else 0
         return fits, used
+
+
+def _could_give(lane: Lane) -> int:
+    """About how many records a one-per-key take of ``lane`` gives: its head segment's known
+    leading keys, else what its last take found, within its allowance and what it holds."""
+    head = lane.queue[0] if lane.queue else None
+    known = int(head.gens[0]) if head is not None and head.gens is not None and len(head.gens) else 0
+    could = known or lane.scan_hint or lane.throttle.allowance
+    return min(could, lane.throttle.allowance, lane.pending)
 
 
 def first_occurrences(hashes: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
