@@ -180,3 +180,31 @@ def test_vectorised_md5_equals_hashlib_for_keys_of_every_length(seed: int) -> No
     want = [int.from_bytes(hashlib.md5(e).digest(), "big") for e in encoded]
     assert [int(hi) << 64 | int(lo) for hi, lo in got.tolist()] == want
     assert md5_hash_keys(keys).tolist() == got.tolist()
+
+
+def test_records_are_told_apart_by_their_keys_md5_on_a_hash_range_map_and_xxh64_on_a_count_map() -> None:
+    """The engine's per-record key hash (one record per hash per request): the low half of the
+    MD5 placement already took on a hash-range map, xxh64 on a count map; the same key gets the
+    same hash in every batch."""
+    import xxhash
+    from shardline.faketransport import FakeWire
+    from shardline.records import RecordMapping, map_columns, place
+
+    wire = FakeWire()
+    keys = [f"key-{i % 7}" for i in range(40)]
+    mapping = RecordMapping(data="raw", data_column="d", partition_key="k")
+    hash_range = _map([0, HASH_KEY_SPACE // 3, 2 * HASH_KEY_SPACE // 3])
+    for shard_map, expected in (
+        (hash_range, {k: hash_key_of(k) & (2**64 - 1) for k in keys}),
+        (ShardMap(3), {k: xxhash.xxh64_intdigest(k.encode()) for k in keys}),
+    ):
+        seen: dict[str, int] = {}
+        for start in (0, 3):  # two batches: the keys come in another order in the second
+            batch = pa.record_batch({"k": keys[start:] + keys[:start], "d": [b"x"] * len(keys)})
+            cols = map_columns(batch, mapping, wire.limits)
+            enc = place(cols, shard_map, wire=wire)
+            for i in range(enc.num_records):
+                key = enc.key_values[int(enc.key_index[i])]
+                assert int(enc.key_hashes[i]) == expected[key]
+                assert seen.setdefault(key, int(enc.key_hashes[i])) == int(enc.key_hashes[i])
+        assert len(set(seen.values())) == 7

@@ -341,7 +341,8 @@ class MappedColumns:
     invalid: npt.NDArray[np.bool_]
     key_index: npt.NDArray[np.int64] | None = None  # per row index into key_values, -1 = no key
     key_values: Sequence[str] = ()
-    key_hashes: npt.NDArray[np.uint64] = field(default_factory=lambda: np.zeros(0, np.uint64))
+    # per distinct key: a 64-bit hash naming it in the engine (see key_hashes_of); None until asked
+    key_hashes: npt.NDArray[np.uint64] | None = None
     key_json: pa.Array | None = None  # per distinct key: its JSON string literal
     key_hash_keys: npt.NDArray[np.uint64] | None = None  # per distinct key: MD5 halves (hash-range maps)
     client_info: pa.Array | None = None  # large_binary or None
@@ -518,8 +519,7 @@ def map_columns(
         index = np.asarray(idx.fill_null(-1), dtype=np.int64) if idx.null_count else np.asarray(idx, np.int64)
         text = uniques.cast(_LS)
         out.key_values = key_values = KeyValues(text)
-        key_offsets, key_data = key_values.utf8()
-        out.key_hashes = xxh64_many(key_offsets, key_data)
+        key_offsets = key_values.utf8()[0]
         out.key_index = index
         out.key_json = _escape_strings(text)
         key_bytes = np.concatenate([np.diff(key_offsets), np.zeros(1, np.int64)])[index]
@@ -676,6 +676,27 @@ class EncodedBatch:
         )
 
 
+def key_hashes_of(cols: MappedColumns) -> npt.NDArray[np.uint64]:
+    """Per distinct key of ``cols``: the 64-bit hash the engine tells keys apart by (one request
+    holds one record per hash), computed once. The low half of the key's MD5 when placement already
+    took it (a hash-range map routing by key: every batch of such a sink), else xxh64 of its UTF-8
+    bytes (the count map's jump hash uses that one). Two keys of one hash are only held to one
+    record per request together: never out of order."""
+    if cols.key_hashes is None:
+        if cols.key_hash_keys is not None:
+            cols.key_hashes = np.ascontiguousarray(cols.key_hash_keys[:, 1])  # saves xxh64's pass
+        elif isinstance(cols.key_values, KeyValues):
+            cols.key_hashes = xxh64_many(*cols.key_values.utf8())
+        else:
+            cols.key_hashes = xxh64_many(*_utf8_columns(list(cols.key_values)))
+    return cols.key_hashes
+
+
+def _utf8_columns(keys: list[str]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]:
+    raw = pa.array(keys, _LS).cast(_LB)
+    return _offsets(raw), np.frombuffer(_data_view(raw), dtype=np.uint8)
+
+
 def _md5_of_keys(keys: Sequence[str]) -> npt.NDArray[np.uint64]:
     if isinstance(keys, KeyValues):
         return md5_many(*keys.utf8())  # the bytes the keys' xxh64 was taken of
@@ -701,7 +722,9 @@ def _shards_for(
             cols.key_hash_keys = _md5_of_keys(cols.key_values)  # once per distinct key
         per_key = shard_map.lanes_of_hash_keys(cols.key_hash_keys)
     else:
-        per_key = np.asarray(strategy.per_key(cols.key_values, cols.key_hashes, shard_count), dtype=np.int64)
+        per_key = np.asarray(
+            strategy.per_key(cols.key_values, key_hashes_of(cols), shard_count), dtype=np.int64
+        )
     if per_key.shape != (len(cols.key_values),):
         raise SchemaError(
             f"partitioner {strategy.name!r} returned {per_key.shape} shards for {len(cols.key_values)} keys"
@@ -779,7 +802,7 @@ def place(
     data = cols.data.take(take)
     if cols.key_index is not None:
         key_index = cols.key_index[order]
-        hashes_ext = np.concatenate([cols.key_hashes, np.zeros(1, np.uint64)])
+        hashes_ext = np.concatenate([key_hashes_of(cols), np.zeros(1, np.uint64)])
         key_hashes = hashes_ext[key_index]
         no_key = key_index < 0
         if no_key.any():  # distinct pseudo-keys: never "repeated" in a request
