@@ -237,3 +237,26 @@ def test_a_lane_that_would_give_a_sliver_of_its_keys_leads_the_next_request() ->
     )
     only = small.build([_keyed_lane(0, 250, 9)])
     assert only is not None and only.count == 5
+
+
+def test_a_partly_scanned_segment_of_unknown_keys_ends_the_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Records of a segment the scan did not reach may be a later segment's keys' earliest: the
+    window stops there, so no later segment's record of such a key is taken (it would go first)."""
+    first_keys = np.array([1, 2, 3, 4, 5, 6, 7, 8, 9], dtype=np.uint64)  # 9 records, key 9 last
+    first = SimpleNamespace(
+        number=0, enc=SimpleNamespace(key_hashes=first_keys, offsets=np.arange(10, dtype=np.int64))
+    )
+    second = SimpleNamespace(
+        number=1,
+        enc=SimpleNamespace(key_hashes=np.array([9, 10], np.uint64), offsets=np.arange(3, dtype=np.int64)),
+    )
+    lane = _Lane(shard=0, throttle=ShardThrottle(1000, 0.05, 5.0))
+    lane.queue.append(_Seg(first, np.arange(9, dtype=np.int64)))  # unknown keys (gens None)
+    lane.queue.append(_Seg(second, np.arange(2, dtype=np.int64), gens=np.array([2]), run=True))
+    lane.scan_hint = 1  # the last take found one key: scan a short window (MIN_SCAN records)
+    pieces: list[tuple[_Lane, _Seg]] = []
+    monkeypatch.setattr("shardline.batching.MIN_SCAN", 4)  # the window ends inside the first segment
+    BatchCreator.take_distinct(lane, pieces, 100, 10**9)
+    taken = _flatten([seg for _, seg in pieces])
+    assert (1, 0) not in taken  # key 9's record of the second segment waits for (0, 8)
+    assert taken and all(number == 0 for number, _ in taken)

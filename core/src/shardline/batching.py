@@ -192,19 +192,28 @@ def _scan_window(lane: Lane, budget: int, scan: int, want: int) -> Window:
     its only records that may be taken. The window goes past it only when it is ``closed`` (its
     other records repeat those keys, so no later segment's record of theirs can be taken) and only
     while the window holds fewer than ``want`` records (a next batch's segment mostly repeats the
-    same keys).
+    same keys). A segment whose leading generation was partly taken, and which would leave the
+    window short, forgets its generations and is scanned record by record.
     """
     queue = lane.queue
     window: Window = []
     scanned = 0
     while queue and scanned < budget and len(window) < SCAN_SEGMENTS:
-        if queue[0].gens is None and scanned >= scan:
+        head_seg = queue[0]
+        if head_seg.gens is not None and not head_seg.closed and scanned + int(head_seg.gens[0]) < want:
+            # a partly taken generation holds too few keys: the next generation's records of the
+            # keys already taken are their keys' earliest now, but behind it. Scan the segment
+            # as one of unknown keys from here on (the per-record rule, never out of order).
+            head_seg.gens = None
+        if head_seg.gens is None and scanned >= scan:
             break
         seg = queue.popleft()
         if seg.gens is None:
             n = min(len(seg.rows), scan - scanned)
             window.append((seg, n))
             scanned += n
+            if n < len(seg.rows):  # its unscanned records may hold a later segment's keys
+                break
             continue
         head = int(seg.gens[0])
         n = min(head, budget - scanned, want)
