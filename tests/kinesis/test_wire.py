@@ -68,6 +68,17 @@ def test_body_is_a_putrecords_document_with_every_record_in_order() -> None:
     assert all("ExplicitHashKey" not in r for r in doc["Records"])
 
 
+def test_a_record_without_a_key_has_no_partition_key_field() -> None:
+    """Kinesis dead-letters keyless rows before placement; a wire given one anyway (key index -1)
+    still writes valid JSON, the other records keeping their keys."""
+    wire = KinesisWire("orders")
+    placement = _placement([b"a", b"bb", b"ccc"], ["k", "k", "m"], [0, 0, 1])
+    placement.key_index[1] = -1
+    doc = orjson.loads(_body(wire, placement))
+    assert [r.get("PartitionKey") for r in doc["Records"]] == ["k", None, "m"]
+    assert [base64.b64decode(r["Data"]) for r in doc["Records"]] == [b"a", b"bb", b"ccc"]
+
+
 def test_addressed_records_name_their_shard_by_explicit_hash_key() -> None:
     wire = KinesisWire("s")
     doc = orjson.loads(

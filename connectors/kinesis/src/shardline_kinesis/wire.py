@@ -107,9 +107,16 @@ class KinesisWire:
         n = len(placement.shards)
         if n == 0:
             return pa.array([], _LB)
-        pieces: list[pa.Array | pa.Scalar] = [_lb(b'{"Data":"'), b64encode_array(placement.data), _lb(b'"')]
-        if placement.key_json is not None and placement.key_index is not None:
-            pieces.append(key_fields(b',"PartitionKey":', placement.key_json, placement.key_index))
+        pieces: list[pa.Array | pa.Scalar] = [_lb(b'{"Data":"'), b64encode_array(placement.data)]
+        key_json, key_index = placement.key_json, placement.key_index
+        if key_json is not None and key_index is not None and not (key_index < 0).any():
+            # every record has a key (the Kinesis case): one take of the keys' literals, no join
+            # of the field name per key first
+            pieces += [_lb(b'","PartitionKey":'), key_json.cast(_LB).take(pa.array(key_index))]
+        else:
+            pieces.append(_lb(b'"'))
+            if key_json is not None and key_index is not None:
+                pieces.append(key_fields(b',"PartitionKey":', key_json, key_index))
         if placement.addressed:
             lanes, inverse = np.unique(placement.shards, return_inverse=True)
             addresses = [placement.shard_map.address(int(s)) for s in lanes]
