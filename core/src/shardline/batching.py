@@ -64,9 +64,15 @@ class BatchCreator:
         for lane in lanes:
             if room_records <= 0 or room_bytes <= 0:
                 break
-            if strict and pieces and room_records * 2 < _could_give(lane):
-                # a lane is in one request at a time: cut to a sliver here, it would give nothing
-                # more until this request is answered; it leads the next request instead
+            if (
+                strict
+                and pieces
+                and room_records * 4 < self.max_records
+                and room_records * 2 < _could_give(lane)
+            ):
+                # a nearly full request would cut this lane to a sliver of what it can give, and a
+                # lane is in one request at a time: it would give nothing more until this request
+                # is answered. It leads the next request instead.
                 continue
             taken, used = take(lane, pieces, min(room_records, lane.throttle.allowance), room_bytes)
             room_records -= taken
