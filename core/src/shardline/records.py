@@ -44,7 +44,7 @@ from shardline.ipcrows import one_row_streams
 from shardline.jsontext import counting, escape_strings, json_is_string, json_values, text_values
 from shardline.md5many import md5_many
 from shardline.ownership import ShardOwnership
-from shardline.partitioning import Partitioner, ShardMap, md5_hash_keys, resolve_partitioner, xxh64_many
+from shardline.partitioning import Partitioner, ShardMap, resolve_partitioner, xxh64_many
 from shardline.wire import Placement, Wire, WireLimits
 
 Codec = Callable[[pa.RecordBatch, "RecordMapping"], "pa.Array | Sequence[bytes]"]
@@ -685,22 +685,15 @@ def key_hashes_of(cols: MappedColumns) -> npt.NDArray[np.uint64]:
     if cols.key_hashes is None:
         if cols.key_hash_keys is not None:
             cols.key_hashes = np.ascontiguousarray(cols.key_hash_keys[:, 1])  # saves xxh64's pass
-        elif isinstance(cols.key_values, KeyValues):
-            cols.key_hashes = xxh64_many(*cols.key_values.utf8())
         else:
-            cols.key_hashes = xxh64_many(*_utf8_columns(list(cols.key_values)))
+            cols.key_hashes = xxh64_many(*_key_values(cols.key_values).utf8())
     return cols.key_hashes
 
 
-def _utf8_columns(keys: list[str]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]:
-    raw = pa.array(keys, _LS).cast(_LB)
-    return _offsets(raw), np.frombuffer(_data_view(raw), dtype=np.uint8)
-
-
-def _md5_of_keys(keys: Sequence[str]) -> npt.NDArray[np.uint64]:
-    if isinstance(keys, KeyValues):
-        return md5_many(*keys.utf8())  # the bytes the keys' xxh64 was taken of
-    return md5_hash_keys(keys)
+def _key_values(keys: Sequence[str]) -> KeyValues:
+    """``keys`` as :class:`KeyValues` (map_columns makes them so; a hand-built MappedColumns may
+    hold a plain sequence), for their UTF-8 bytes."""
+    return keys if isinstance(keys, KeyValues) else KeyValues(pa.array(list(keys), _LS))
 
 
 def _shards_for(
@@ -719,7 +712,7 @@ def _shards_for(
         return rr
     if shard_map.hash_range and strategy.by_key_hash:  # where the stream routes each key
         if cols.key_hash_keys is None:
-            cols.key_hash_keys = _md5_of_keys(cols.key_values)  # once per distinct key
+            cols.key_hash_keys = md5_many(*_key_values(cols.key_values).utf8())  # once per distinct key
         per_key = shard_map.lanes_of_hash_keys(cols.key_hash_keys)
     else:
         per_key = np.asarray(
