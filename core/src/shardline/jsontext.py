@@ -100,10 +100,11 @@ def _with_nulls(out: pa.Array, col: pa.Array) -> pa.Array:
     return out
 
 
-def _text_bytes(s: pa.Array) -> npt.NDArray[np.uint8]:
-    """The UTF-8 bytes of a ``large_string`` array's values, concatenated (null slots included)."""
-    offs = offsets(s)
-    return np.frombuffer(data_view(s), np.uint8)[int(offs[0]) : int(offs[-1])]
+def _value_bytes(arr: pa.Array) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]:
+    """A large binary/string array's offsets, and the bytes of its values concatenated (null
+    slots included): ``offs[0]`` is where the bytes start in the data buffer."""
+    offs = offsets(arr)
+    return offs, np.frombuffer(data_view(arr), np.uint8)[int(offs[0]) : int(offs[-1])]
 
 
 def escape_strings(s: pa.Array) -> pa.Array:
@@ -111,7 +112,7 @@ def escape_strings(s: pa.Array) -> pa.Array:
     s = s.cast(_LS)
     # which bytes need escaping, over the buffer at once (3 numpy passes: ~10x faster than
     # match_substring_regex per value, ~0.1 us per key of the sink's writer thread)
-    raw = _text_bytes(s)
+    raw = _value_bytes(s)[1]
     control = bool((raw < 0x20).any())
     if not len(s) or not (control or (raw == 0x22).any() or (raw == 0x5C).any()):
         return _quote(s.cast(_LB))  # the common case: nothing to escape
@@ -208,8 +209,7 @@ def _append_to_rows(text: pa.Array, rows: npt.NDArray[np.intp], suffix: bytes) -
     one numpy insert into the data buffer instead of a join over every row."""
     if text.offset:
         text = pa.concat_arrays([text])  # a copy starting at offset 0 (its validity bitmap too)
-    offs = offsets(text)
-    data = np.frombuffer(data_view(text), dtype=np.uint8)[int(offs[0]) : int(offs[-1])]
+    offs, data = _value_bytes(text)
     ends = np.repeat(offs[rows + 1] - offs[0], len(suffix))
     out = np.insert(data, ends, np.tile(np.frombuffer(suffix, dtype=np.uint8), len(rows)))
     grow = np.zeros(len(text) + 1, dtype=np.int64)
