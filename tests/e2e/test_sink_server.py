@@ -221,8 +221,11 @@ def test_data_of_1_mib_passes_and_1_mib_plus_one_is_a_dead_letter(stream_server_
         create={"shards": 1},
         retry_deadline_s=3,
         max_in_flight_bytes=64 * 2**20,  # room for full 10 MiB requests (the 16 MiB default holds less)
-        **FAST,
+        **{**FAST, "linger_ms": 10_000.0},
     ) as sink:
+        # the write is encoded in chunks; with a short linger the first request leaves with the
+        # first chunk alone, and under load every later one may too. Here the records are all
+        # queued first: the flush sends them at once, in requests packed up to the limit
         sink.write(pa.record_batch({"p": payload, "k": keys}))
         sink.flush(timeout=120)
         assert [d["reason"] for d in sink.dead_letters] == [
